@@ -1,0 +1,1 @@
+"""hubbot: the deploy bot of the tess-hubs GitOps repository."""

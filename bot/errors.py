@@ -1,0 +1,36 @@
+"""The exceptions that end a command with one clean message.
+
+A HubbotError's message says what to fix and names the file and line or the
+thing at fault. It never contains a secret value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a repository file, for messages and GitHub annotations."""
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+
+class HubbotError(Exception):
+    """A user-facing error: exit status 1, message printed without traceback."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class UsageError(HubbotError):
+    """The command line itself is wrong: exit status 2."""
