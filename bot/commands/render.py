@@ -1,0 +1,43 @@
+"""`hubbot render HUB ENV [--decrypt] [--manifests]`: the one merged values document."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bot.merge import Merged
+from bot.source import WorkTree
+from bot.values import build
+from bot.yamlfile import Path_, dump_yaml
+
+MASK = "<secret>"
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = verbs.add_parser("render", help="print the merged values a hub receives (secrets masked)")
+    parser.add_argument("hub", metavar="HUB")
+    parser.add_argument("env", metavar="ENV")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    values = build(WorkTree(args.repo), args.hub, args.env)
+    print(f"# {values.hub}/{values.env}: the values helm receives (secrets masked)")
+    print(dump_yaml(masked(values.merged)), end="")
+    return 0
+
+
+def masked(merged: Merged) -> Any:
+    """The merged document with every value a secrets layer set replaced by MASK."""
+    return _mask(merged.document, (), merged)
+
+
+def _mask(node: Any, path: Path_, merged: Merged) -> Any:
+    origin = merged.winner(path) if path else None
+    if origin is not None and origin.secret and not isinstance(node, dict | list):
+        return MASK
+    if isinstance(node, dict):
+        return {key: _mask(value, (*path, key), merged) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_mask(value, (*path, index), merged) for index, value in enumerate(node)]
+    return node

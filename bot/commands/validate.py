@@ -1,0 +1,76 @@
+"""`hubbot validate [HUB ...] [--env ENV] [--format text|github]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from bot.errors import HubbotError
+from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
+from bot.source import WorkTree
+from bot.validation import check
+from bot.values import build
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = verbs.add_parser("validate", help="check every layer of the selected hubs")
+    parser.add_argument("hubs", nargs="*", metavar="HUB", help="default: every hub")
+    parser.add_argument("--env", help="one environment (default: every environment of the hub)")
+    parser.add_argument("--format", choices=("text", "github"), default="text")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = WorkTree(args.repo)
+    hubs = args.hubs or discover_hubs(source)
+    failed = 0
+    pairs = 0
+    for hub in hubs:
+        try:
+            envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
+        except SchemaErrors as exc:
+            report(f"{hub}", exc.problems, args.format)
+            failed += 1
+            pairs += 1
+            continue
+        for env in envs:
+            pairs += 1
+            try:
+                problems = check(source, build(source, hub, env))
+            except SchemaErrors as exc:
+                problems = exc.problems
+            except HubbotError as exc:
+                problems = [exc]
+            report(f"{hub}/{env}", problems, args.format)
+            failed += bool(problems)
+    print(f"{pairs - failed} of {pairs} hub environments valid")
+    return 1 if failed else 0
+
+
+def report(name: str, problems: list[HubbotError], output_format: str) -> None:
+    if not problems:
+        print(f"ok      {name}")
+        return
+    print(f"FAILED  {name}: {len(problems)} problem(s)")
+    for problem in problems:
+        if output_format == "github":
+            print(annotation(problem, name))
+        else:
+            print(f"  {problem}")
+
+
+def annotation(problem: HubbotError, name: str) -> str:
+    """A GitHub Actions error annotation (workflow command) for one problem."""
+    props = [f"title={_escape_property(f'hubbot validate {name}')}"]
+    if problem.location is not None:
+        props.insert(0, f"file={_escape_property(problem.location.file)}")
+        if problem.location.line is not None:
+            props.insert(1, f"line={problem.location.line}")
+    return f"::error {','.join(props)}::{_escape_data(problem.message)}"
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

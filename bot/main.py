@@ -1,0 +1,47 @@
+"""The `hubbot` command line: one module per verb in bot/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot import git
+from bot.commands import explain, render, validate
+from bot.error_handler import Exit, error_handler
+from bot.errors import UsageError
+
+VERBS = (validate, render, explain)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="hubbot", description=__doc__)
+    top.add_argument(
+        "--repo", type=Path, default=None, help="the tess-hubs repository (default: the enclosing git repository)"
+    )
+    verbs = top.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    verbs.required = True
+    for verb in VERBS:
+        verb.register(verbs)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        with error_handler():
+            args = parser().parse_args(argv)
+            args.repo = git.toplevel(args.repo or Path.cwd())
+            status: int = args.func(args)
+            return status
+    except Exit as stop:
+        return stop.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

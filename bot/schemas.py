@@ -1,0 +1,114 @@
+"""The JSON Schemas in schemas/, and turning their errors into pinned problems.
+
+Like pre-commit's clientlib: the schema is the contract for a file, and a
+violation is reported at the path it concerns, for the caller to place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from bot.errors import HubbotError, Location
+from bot.source import Source
+from bot.yamlfile import Path_, load_yaml
+
+SCHEMA_DIR = "schemas"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One schema error at `path` of the validated document."""
+
+    path: Path_
+    message: str
+    keyword: str
+    title: str
+
+
+def load_schema(source: Source, name: str) -> dict[str, Any]:
+    """schemas/<name>.schema.yaml from `source`, checked to be a valid schema."""
+    file = f"{SCHEMA_DIR}/{name}.schema.yaml"
+    text = source.read(file)
+    if text is None:
+        raise HubbotError(f"schema {file} is missing from {source.label}", Location(file))
+    schema = load_yaml(file, text).data
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise HubbotError(f"invalid JSON Schema: {exc.message}", Location(file)) from None
+    if not isinstance(schema, dict):
+        raise HubbotError("a schema must be a mapping", Location(file, 1))
+    return schema
+
+
+def violations(document: Any, schema: dict[str, Any], title: str) -> list[Violation]:
+    """Every violation of `schema` by `document`, leaf errors first, in path order."""
+    validator = jsonschema.Draft202012Validator(schema)
+    found = [v for error in validator.iter_errors(document) for v in _explain(error, title)]
+    unique = {(v.path, v.message): v for v in found}
+    return sorted(unique.values(), key=lambda v: ([str(p) for p in v.path], v.message))
+
+
+def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
+    path: Path_ = tuple(error.absolute_path)
+    if error.validator in ("anyOf", "oneOf", "allOf") and error.context:
+        # Report the branch that got deepest: the most specific reason.
+        best = max(error.context, key=lambda e: len(e.absolute_path))
+        yield from _explain(best, title)
+        return
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        for key in error.instance:
+            if key not in allowed and not any(re.search(p, key) for p in patterns):
+                yield Violation(
+                    (*path, key),
+                    f"unknown key `{key}`{_known(allowed)}",
+                    "additionalProperties",
+                    title,
+                )
+        return
+    if error.validator == "required" and isinstance(error.instance, dict):
+        for key in error.validator_value:
+            if key not in error.instance:
+                where = _dotted(path) or "the top level"
+                yield Violation(path, f"`{key}` is required under {where}", "required", title)
+        return
+    custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    text = custom if isinstance(custom, str) else _plain_message(error)
+    yield Violation(path, f"{_dotted(path) or '(document)'}: {text}", str(error.validator), title)
+
+
+def _plain_message(error: ValidationError) -> str:
+    if error.validator == "type":
+        return f"{_show(error.instance)} is not of type {error.validator_value}"
+    if error.validator == "enum":
+        choices = ", ".join(_show(v) for v in error.validator_value)
+        return f"{_show(error.instance)} is not one of {choices}"
+    if error.validator == "const":
+        return f"must be {_show(error.validator_value)}, not {_show(error.instance)}"
+    return str(error.message)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _known(allowed: set[str]) -> str:
+    if not allowed or len(allowed) > 12:
+        return ""
+    return " (expected one of: " + ", ".join(sorted(allowed)) + ")"
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)

@@ -1,0 +1,155 @@
+"""Reading the repository as it is in the work tree or at a git commit.
+
+Both kinds answer the same small protocol, so every later step (merge,
+validate, render, plan) runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bot import git
+
+
+class Source(Protocol):
+    """A read-only view of the repository's files."""
+
+    root: Path
+    label: str
+
+    def read(self, path: str) -> str | None:
+        """The text of `path` (relative to the repo root), or None if absent."""
+
+    def children(self, path: str) -> list[str]:
+        """Names of the entries directly inside directory `path` (empty if absent)."""
+
+    def tree_hash(self, path: str) -> str | None:
+        """The git tree id of directory `path`, or None if it has no files."""
+
+
+@dataclass
+class WorkTree:
+    """The files on disk, including uncommitted changes (not ignored files)."""
+
+    root: Path
+    label: str = "working tree"
+
+    def read(self, path: str) -> str | None:
+        try:
+            return (self.root / path).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def children(self, path: str) -> list[str]:
+        directory = self.root / path
+        if not directory.is_dir():
+            return []
+        return sorted(entry.name for entry in directory.iterdir())
+
+    def tree_hash(self, path: str) -> str | None:
+        files = [
+            name for name in git.worktree_files(self.root, path) if os.path.lexists(self.root / name)
+        ]
+        if not files:
+            return None
+        prefix = path.rstrip("/") + "/"
+        entries: dict[str, tuple[str, bytes]] = {}
+        for name in files:
+            full = self.root / name
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
+                entries[name[len(prefix) :]] = ("120000", _blob_id(os.readlink(full).encode()))
+            else:
+                git_mode = "100755" if mode & stat.S_IXUSR else "100644"
+                entries[name[len(prefix) :]] = (git_mode, _blob_id(full.read_bytes()))
+        return _tree_id(entries).hex()
+
+
+@dataclass
+class GitCommit:
+    """The files of one commit, read through git without touching the work tree."""
+
+    root: Path
+    commit: str
+    label: str = ""
+    _entries: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    _blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.commit = git.resolve(self.root, self.commit)
+        self.label = self.label or self.commit[:12]
+        self._entries = git.tree_entries(self.root, self.commit)
+        # One git process reads every text file the bot may need, instead of one per file.
+        wanted = [
+            (name, oid)
+            for name, (mode, oid) in self._entries.items()
+            if mode != "160000" and name.endswith((".yaml", ".yml", ".json", ".lock"))
+        ]
+        self._blobs = _read_blobs(self.root, wanted)
+
+    def read(self, path: str) -> str | None:
+        blob = self._blobs.get(path)
+        if blob is None and path in self._entries:
+            blob = git.show(self.root, self.commit, path)
+        return blob.decode("utf-8") if blob is not None else None
+
+    def children(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted(
+            {name[len(prefix) :].split("/", 1)[0] for name in self._entries if name.startswith(prefix)}
+        )
+
+    def tree_hash(self, path: str) -> str | None:
+        return git.tree_id(self.root, self.commit, path)
+
+
+def _blob_id(content: bytes) -> bytes:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False).digest()
+
+
+def _tree_id(files: dict[str, tuple[str, bytes]]) -> bytes:
+    """Git's tree id for files given by relative path -> (mode, blob id)."""
+    here: dict[str, tuple[str, bytes]] = {}
+    subdirs: dict[str, dict[str, tuple[str, bytes]]] = {}
+    for name, entry in files.items():
+        head, sep, rest = name.partition("/")
+        if sep:
+            subdirs.setdefault(head, {})[rest] = entry
+        else:
+            here[name] = entry
+    for name, sub in subdirs.items():
+        here[name] = ("40000", _tree_id(sub))
+    # Git sorts tree entries as if directory names ended with "/".
+    ordered = sorted(here.items(), key=lambda item: item[0] + ("/" if item[1][0] == "40000" else ""))
+    body = b"".join(f"{mode} {name}".encode() + b"\0" + oid for name, (mode, oid) in ordered)
+    return hashlib.sha1(b"tree %d\0" % len(body) + body, usedforsecurity=False).digest()
+
+
+def _read_blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
+    if not wanted:
+        return {}
+    request = "".join(f"{oid}\n" for _, oid in wanted).encode()
+    out = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "--batch"], input=request, capture_output=True, check=True
+    ).stdout
+    blobs: dict[str, bytes] = {}
+    position = 0
+    for name, _ in wanted:
+        header_end = out.index(b"\n", position)
+        size = int(out[position:header_end].split()[2])
+        blobs[name] = out[header_end + 1 : header_end + 1 + size]
+        position = header_end + 1 + size + 1
+    return blobs
+
+
+def open_source(root: Path, ref: str | None) -> Source:
+    """The work tree when `ref` is None, else the commit `ref` names."""
+    if ref is None:
+        return WorkTree(root)
+    return GitCommit(root, ref, label=ref)
