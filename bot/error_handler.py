@@ -14,7 +14,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class Exit(Exception):  # noqa: N818 - it is a control-flow signal, not an error
+class Exit(Exception):
+    """Ends the command with `status` after its message was printed."""
+
     def __init__(self, status: int) -> None:
         self.status = status
 

@@ -90,9 +90,7 @@ def load_deployment(source: Source, hub: str) -> Deployment:
     )
     for image in images:
         if image.path.startswith("../") or image.path == "..":
-            raise HubbotError(
-                f"image path {image.path!r} leaves the repository", image.location
-            )
+            raise HubbotError(f"image path {image.path!r} leaves the repository", image.location)
     environments = {
         name: Environment(
             name=name,

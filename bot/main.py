@@ -23,7 +23,10 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="hubbot", description=__doc__)
     top.add_argument(
-        "--repo", type=Path, default=None, help="the tess-hubs repository (default: the enclosing git repository)"
+        "--repo",
+        type=Path,
+        default=None,
+        help="the tess-hubs repository (default: the enclosing git repository)",
     )
     verbs = top.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True

@@ -67,7 +67,11 @@ def merge_layers(layers: list[Layer]) -> Merged:
 
 
 def _merge_map(
-    dest: dict[str, Any], src: dict[str, Any], path: Path_, layer: Layer, origins: dict[Path_, list[Origin]]
+    dest: dict[str, Any],
+    src: dict[str, Any],
+    path: Path_,
+    layer: Layer,
+    origins: dict[Path_, list[Origin]],
 ) -> None:
     for key, value in src.items():
         here = (*path, key)

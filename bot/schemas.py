@@ -62,9 +62,11 @@ def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
         best = max(error.context, key=lambda e: len(e.absolute_path))
         yield from _explain(best, title)
         return
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    expected: Any = error.validator_value
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        patterns = list(error.schema.get("patternProperties", {}))
+        allowed = set(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
         for key in error.instance:
             if key not in allowed and not any(re.search(p, key) for p in patterns):
                 yield Violation(
@@ -75,21 +77,22 @@ def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
                 )
         return
     if error.validator == "required" and isinstance(error.instance, dict):
-        for key in error.validator_value:
+        for key in expected:
             if key not in error.instance:
                 where = _dotted(path) or "the top level"
                 yield Violation(path, f"`{key}` is required under {where}", "required", title)
         return
-    custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    custom = schema.get("errorMessage")
     text = custom if isinstance(custom, str) else _plain_message(error)
     yield Violation(path, f"{_dotted(path) or '(document)'}: {text}", str(error.validator), title)
 
 
 def _plain_message(error: ValidationError) -> str:
+    expected: Any = error.validator_value
     if error.validator == "type":
         return f"{_show(error.instance)} is not of type {error.validator_value}"
     if error.validator == "enum":
-        choices = ", ".join(_show(v) for v in error.validator_value)
+        choices = ", ".join(_show(v) for v in expected)
         return f"{_show(error.instance)} is not one of {choices}"
     if error.validator == "const":
         return f"must be {_show(error.validator_value)}, not {_show(error.instance)}"
@@ -101,7 +104,9 @@ def _show(value: Any) -> str:
         return "a mapping" if isinstance(value, dict) else "a list"
     if isinstance(value, str):
         return f'"{value}"'
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
 
 
 def _known(allowed: set[str]) -> str:

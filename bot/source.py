@@ -54,7 +54,9 @@ class WorkTree:
 
     def tree_hash(self, path: str) -> str | None:
         files = [
-            name for name in git.worktree_files(self.root, path) if os.path.lexists(self.root / name)
+            name
+            for name in git.worktree_files(self.root, path)
+            if os.path.lexists(self.root / name)
         ]
         if not files:
             return None
@@ -102,7 +104,11 @@ class GitCommit:
     def children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
         return sorted(
-            {name[len(prefix) :].split("/", 1)[0] for name in self._entries if name.startswith(prefix)}
+            {
+                name[len(prefix) :].split("/", 1)[0]
+                for name in self._entries
+                if name.startswith(prefix)
+            }
         )
 
     def tree_hash(self, path: str) -> str | None:
@@ -126,7 +132,9 @@ def _tree_id(files: dict[str, tuple[str, bytes]]) -> bytes:
     for name, sub in subdirs.items():
         here[name] = ("40000", _tree_id(sub))
     # Git sorts tree entries as if directory names ended with "/".
-    ordered = sorted(here.items(), key=lambda item: item[0] + ("/" if item[1][0] == "40000" else ""))
+    ordered = sorted(
+        here.items(), key=lambda item: item[0] + ("/" if item[1][0] == "40000" else "")
+    )
     body = b"".join(f"{mode} {name}".encode() + b"\0" + oid for name, (mode, oid) in ordered)
     return hashlib.sha1(b"tree %d\0" % len(body) + body, usedforsecurity=False).digest()
 
@@ -136,7 +144,10 @@ def _read_blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
         return {}
     request = "".join(f"{oid}\n" for _, oid in wanted).encode()
     out = subprocess.run(
-        ["git", "-C", str(root), "cat-file", "--batch"], input=request, capture_output=True, check=True
+        ["git", "-C", str(root), "cat-file", "--batch"],
+        input=request,
+        capture_output=True,
+        check=True,
     ).stdout
     blobs: dict[str, bytes] = {}
     position = 0

@@ -19,6 +19,7 @@ from bot.values import HubValues, layer_files
 from bot.yamlfile import Path_
 
 SAMPLE_FOR_SOPS_TYPE: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
+MOVING_TAGS = frozenset({"latest", "main", "master", "stable", "edge"})
 
 
 def check(source: Source, values: HubValues) -> list[HubbotError]:
@@ -32,33 +33,40 @@ def check(source: Source, values: HubValues) -> list[HubbotError]:
     found: list[Violation] = []
     for name, title in schemas:
         found += violations(document, load_schema(source, name), title)
-    problems = [
-        HubbotError(v.message, _locate(values, v.path))
-        for v in found
-        # Without keys only a secret's type is known: its value constraints cannot be checked.
-        if not (v.path in secret_paths and v.keyword != "type")
-    ]
+    problems = []
+    for v in found:
+        if v.path in secret_paths:
+            # Without keys only a secret's type is known: its value constraints cannot be checked.
+            if v.keyword != "type":
+                continue
+            message = (
+                f"`{'.'.join(str(p) for p in v.path)}` is encrypted as sops type "
+                f"{secret_paths[v.path]}, which the schema does not allow here"
+            )
+            problems.append(HubbotError(message, _locate(values, v.path)))
+        else:
+            problems.append(HubbotError(v.message, _locate(values, v.path)))
     problems += _tag_problems(values)
     return problems
 
 
-def _checkable(node: Any, path: Path_ = ()) -> tuple[Any, set[Path_]]:
+def _checkable(node: Any, path: Path_ = ()) -> tuple[Any, dict[Path_, str]]:
     """Replace secret leaves with a sample of their type, noting where they were."""
     if isinstance(node, SecretLeaf):
-        return SAMPLE_FOR_SOPS_TYPE.get(node.sops_type, "secret"), {path}
-    secrets: set[Path_] = set()
+        return SAMPLE_FOR_SOPS_TYPE.get(node.sops_type, "secret"), {path: node.sops_type}
+    secrets: dict[Path_, str] = {}
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
             out[key], found = _checkable(value, (*path, key))
-            secrets |= found
+            secrets.update(found)
         return out, secrets
     if isinstance(node, list):
         items = []
         for index, value in enumerate(node):
             item, found = _checkable(value, (*path, index))
             items.append(item)
-            secrets |= found
+            secrets.update(found)
         return items, secrets
     return node, secrets
 
@@ -73,20 +81,49 @@ def _locate(values: HubValues, path: Path_) -> Location:
 
 
 def _tag_problems(values: HubValues) -> list[HubbotError]:
-    """Image tags a layer set by hand must stay strings to every YAML reader."""
+    """Image tags: computed ones are not set by hand; others stay strings, pinned in prod."""
     problems = []
-    for config in values.deployment.images:
-        path = (*config.helm_path, "tag")
+    managed = {
+        (*config.helm_path, key): config
+        for config in values.deployment.images
+        for key in ("name", "tag")
+    }
+    for path, config in managed.items():
+        for origin in values.merged.origins.get(path, []):
+            if origin.note is None:
+                problems.append(
+                    HubbotError(
+                        f"{'.'.join(map(str, path))} is set by hubbot from the content of "
+                        f"{config.path} ({config.location}): remove it from this file",
+                        Location(origin.file, origin.line),
+                    )
+                )
+    for path, tag in _image_tags(effective(values.document)):
         origin = values.merged.winner(path)
-        if origin is None:
+        if origin is None or path in managed:
             continue
-        tag = origin.value
+        where = Location(origin.file, origin.line)
         if isinstance(tag, str) and reads_as_non_string(tag):
             problems.append(
                 HubbotError(
                     f'image tag "{tag}" looks like a number to YAML: tools that re-read it '
                     "unquoted will break it; use a tag with a letter or dash",
-                    Location(origin.file, origin.line),
+                    where,
                 )
             )
+        elif values.env == "prod" and tag in MOVING_TAGS:
+            problems.append(
+                HubbotError(f'image tag "{tag}" moves: prod must run a pinned image tag', where)
+            )
     return problems
+
+
+def _image_tags(node: Any, path: Path_ = ()) -> list[tuple[Path_, Any]]:
+    """Every `image: {tag: ...}` in the values (the z2jh convention for images)."""
+    found: list[tuple[Path_, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "image" and isinstance(value, dict) and "tag" in value:
+                found.append(((*path, key, "tag"), value["tag"]))
+            found += _image_tags(value, (*path, key))
+    return found

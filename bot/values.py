@@ -91,7 +91,13 @@ def build(source: Source, hub: str, env: str, decrypt: Decryptor | None = None) 
         )
     )
     return HubValues(
-        hub, env, deployment, env_config, tuple(layers), merge_layers(layers), images,
+        hub,
+        env,
+        deployment,
+        env_config,
+        tuple(layers),
+        merge_layers(layers),
+        images,
         decrypted=decrypt is not None,
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -21,7 +22,8 @@ Path_ = tuple[str | int, ...]
 
 # Plain scalars that YAML 1.1 (helm) reads as booleans but YAML 1.2 as strings.
 YAML11_BOOLEANS = frozenset(
-    "y Y yes Yes YES n N no No NO on On ON off Off OFF".split()
+    ("y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO")
+    + ("on", "On", "ON", "off", "Off", "OFF")
 )
 
 
@@ -45,6 +47,7 @@ class YamlDoc:
 def _parser() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True  # tells a quoted "on" (a string) from a plain one
     return yaml
 
 
@@ -56,6 +59,9 @@ def load_yaml(file: str, text: str) -> YamlDoc:
         raise HubbotError(_duplicate_message(exc), _mark_location(file, exc)) from None
     except MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and exc.problem_mark:
+            if exc.context_mark.line != exc.problem_mark.line:
+                problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise HubbotError(f"malformed YAML: {problem}", _mark_location(file, exc)) from None
     except YAMLError as exc:
         raise HubbotError(f"malformed YAML: {exc}", Location(file)) from None
@@ -78,19 +84,17 @@ def _duplicate_message(exc: DuplicateKeyError) -> str:
 
 def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
     """Convert ruamel's round-trip nodes to plain Python, recording lines."""
-    if isinstance(node, dict):
+    if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
         for key, value in node.items():
             line = node.lc.key(key)[0] + 1
             if not isinstance(key, str):
-                raise HubbotError(
-                    f"key {key!r} must be a string (quote it)", Location(file, line)
-                )
+                raise HubbotError(f"key {key!r} must be a string (quote it)", Location(file, line))
             lines[(*path, key)] = line
             _check_plain_scalar(value, Location(file, line))
             out[key] = _plain(value, (*path, key), lines, file)
         return out
-    if isinstance(node, list):
+    if isinstance(node, CommentedSeq):
         items = []
         for index, value in enumerate(node):
             line = node.lc.item(index)[0] + 1
@@ -114,7 +118,7 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
 def _check_plain_scalar(value: Any, where: Location) -> None:
     if type(value) is str and value in YAML11_BOOLEANS:
         raise HubbotError(
-            f'plain `{value}` is a boolean to helm (YAML 1.1) but a string to YAML 1.2: '
+            f"plain `{value}` is a boolean to helm (YAML 1.1) but a string to YAML 1.2: "
             f'write true/false, or quote it ("{value}") if you mean the string',
             where,
         )

@@ -14,7 +14,9 @@ MASK = "<secret>"
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = verbs.add_parser("render", help="print the merged values a hub receives (secrets masked)")
+    parser = verbs.add_parser(
+        "render", help="print the merged values a hub receives (secrets masked)"
+    )
     parser.add_argument("hub", metavar="HUB")
     parser.add_argument("env", metavar="ENV")
     parser.set_defaults(func=run)

@@ -1,0 +1,32 @@
+# `make check` and `make test` do all set-up on a fresh machine (Debian packages
+# if root, a venv with the project and its test tools, helm and kubectl).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BASE ?= $(shell scripts/base-ref)
+
+.PHONY: setup check test lint
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-helm scripts/install-system-deps
+	scripts/install-system-deps
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python scripts/install-helm $(BIN)
+	touch $@
+
+# What a contributor runs before opening a PR: every hub valid, every secrets
+# file encrypted for the right keys, and the rendered diff against the base branch.
+check: $(STAMP)
+	$(BIN)/hubbot validate
+	$(BIN)/hubbot secrets check
+	$(BIN)/hubbot diff --base $(BASE) --format text
+
+lint: $(STAMP)
+	$(BIN)/ruff check bot tests scripts
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
