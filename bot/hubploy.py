@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import HubbotError, Location
-from bot.schemas import load_schema, violations
-from bot.source import Source
+from bot.schemas import load_validator, violations
+from bot.source import Source, memoized
 from bot.yamlfile import YamlDoc, load_yaml
 
 DEPLOYMENTS = "deployments"
@@ -54,6 +54,10 @@ class SchemaErrors(HubbotError):
 
 def discover_hubs(source: Source) -> list[str]:
     """Every directory under deployments/ that holds a hubploy.yaml."""
+    return memoized(source, "hubs", lambda: _discover_hubs(source))
+
+
+def _discover_hubs(source: Source) -> list[str]:
     return [
         name
         for name in source.children(DEPLOYMENTS)
@@ -62,6 +66,10 @@ def discover_hubs(source: Source) -> list[str]:
 
 
 def load_deployment(source: Source, hub: str) -> Deployment:
+    return memoized(source, ("deployment", hub), lambda: _load_deployment(source, hub))
+
+
+def _load_deployment(source: Source, hub: str) -> Deployment:
     hubs = discover_hubs(source)
     if hub not in hubs:
         known = ", ".join(hubs) or "none"
@@ -72,7 +80,7 @@ def load_deployment(source: Source, hub: str) -> Deployment:
     doc = load_yaml(file, text)
     problems = [
         HubbotError(v.message, Location(file, doc.line_of(v.path) or 1))
-        for v in violations(doc.data, load_schema(source, "hubploy"), "hubploy.yaml")
+        for v in violations(doc.data, load_validator(source, "hubploy"), "hubploy.yaml")
     ]
     if problems:
         raise SchemaErrors(problems)

@@ -15,7 +15,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from bot.errors import HubbotError, Location
-from bot.source import Source
+from bot.source import Source, memoized
 from bot.yamlfile import Path_, load_yaml
 
 SCHEMA_DIR = "schemas"
@@ -33,6 +33,10 @@ class Violation:
 
 def load_schema(source: Source, name: str) -> dict[str, Any]:
     """schemas/<name>.schema.yaml from `source`, checked to be a valid schema."""
+    return memoized(source, ("schema", name), lambda: _load_schema(source, name))
+
+
+def _load_schema(source: Source, name: str) -> dict[str, Any]:
     file = f"{SCHEMA_DIR}/{name}.schema.yaml"
     text = source.read(file)
     if text is None:
@@ -47,9 +51,19 @@ def load_schema(source: Source, name: str) -> dict[str, Any]:
     return schema
 
 
-def violations(document: Any, schema: dict[str, Any], title: str) -> list[Violation]:
-    """Every violation of `schema` by `document`, leaf errors first, in path order."""
-    validator = jsonschema.Draft202012Validator(schema)
+def load_validator(source: Source, name: str) -> jsonschema.Draft202012Validator:
+    """A compiled validator for schemas/<name>.schema.yaml, once per source."""
+    return memoized(
+        source,
+        ("validator", name),
+        lambda: jsonschema.Draft202012Validator(load_schema(source, name)),
+    )
+
+
+def violations(
+    document: Any, validator: jsonschema.Draft202012Validator, title: str
+) -> list[Violation]:
+    """Every violation of the validator's schema by `document`, in path order."""
     found = [v for error in validator.iter_errors(document) for v in _explain(error, title)]
     unique = {(v.path, v.message): v for v in found}
     return sorted(unique.values(), key=lambda v: ([str(p) for p in v.path], v.message))

@@ -10,11 +10,14 @@ import hashlib
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot import git
+
+T = TypeVar("T")
 
 
 class Source(Protocol):
@@ -22,6 +25,7 @@ class Source(Protocol):
 
     root: Path
     label: str
+    memo: dict[Any, Any]  # results derived from this source's files, which do not change
 
     def read(self, path: str) -> str | None:
         """The text of `path` (relative to the repo root), or None if absent."""
@@ -39,6 +43,7 @@ class WorkTree:
 
     root: Path
     label: str = "working tree"
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def read(self, path: str) -> str | None:
         try:
@@ -53,6 +58,9 @@ class WorkTree:
         return sorted(entry.name for entry in directory.iterdir())
 
     def tree_hash(self, path: str) -> str | None:
+        return memoized(self, ("tree", path), lambda: self._tree_hash(path))
+
+    def _tree_hash(self, path: str) -> str | None:
         files = [
             name
             for name in git.worktree_files(self.root, path)
@@ -80,6 +88,7 @@ class GitCommit:
     root: Path
     commit: str
     label: str = ""
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
     _entries: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     _blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -112,7 +121,18 @@ class GitCommit:
         )
 
     def tree_hash(self, path: str) -> str | None:
-        return git.tree_id(self.root, self.commit, path)
+        return memoized(self, ("tree", path), lambda: git.tree_id(self.root, self.commit, path))
+
+
+def memoized(source: Source, key: Any, compute: Callable[[], T]) -> T:
+    """`compute()` once per source: a source's files never change while it is used.
+
+    Errors are not cached, so every caller sees them.
+    """
+    if key not in source.memo:
+        source.memo[key] = compute()
+    result: T = source.memo[key]
+    return result
 
 
 def _blob_id(content: bytes) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 from bot.errors import HubbotError, Location
 from bot.imagetag import reads_as_non_string
 from bot.merge import effective
-from bot.schemas import Violation, load_schema, violations
+from bot.schemas import Violation, load_validator, violations
 from bot.sops_format import SecretLeaf
 from bot.source import Source
 from bot.values import HubValues, layer_files
@@ -32,7 +32,7 @@ def check(source: Source, values: HubValues) -> list[HubbotError]:
         schemas.append(("policy-prod", "prod policy"))
     found: list[Violation] = []
     for name, title in schemas:
-        found += violations(document, load_schema(source, name), title)
+        found += violations(document, load_validator(source, name), title)
     problems = []
     for v in found:
         if v.path in secret_paths:
@@ -88,14 +88,14 @@ def _tag_problems(values: HubValues) -> list[HubbotError]:
         for config in values.deployment.images
         for key in ("name", "tag")
     }
-    for path, config in managed.items():
-        for origin in values.merged.origins.get(path, []):
-            if origin.note is None:
+    for managed_path, config in managed.items():
+        for setting in values.merged.origins.get(managed_path, []):
+            if setting.note is None:
                 problems.append(
                     HubbotError(
-                        f"{'.'.join(map(str, path))} is set by hubbot from the content of "
-                        f"{config.path} ({config.location}): remove it from this file",
-                        Location(origin.file, origin.line),
+                        f"{'.'.join(map(str, managed_path))} is set by hubbot from the content "
+                        f"of {config.path} ({config.location}): remove it from this file",
+                        Location(setting.file, setting.line),
                     )
                 )
     for path, tag in _image_tags(effective(values.document)):

@@ -22,8 +22,8 @@ Path_ = tuple[str | int, ...]
 
 # Plain scalars that YAML 1.1 (helm) reads as booleans but YAML 1.2 as strings.
 YAML11_BOOLEANS = frozenset(
-    ("y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO")
-    + ("on", "On", "ON", "off", "Off", "OFF")
+    {"y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO"}
+    | {"on", "On", "ON", "off", "Off", "OFF"}
 )
 
 
@@ -59,9 +59,9 @@ def load_yaml(file: str, text: str) -> YamlDoc:
         raise HubbotError(_duplicate_message(exc), _mark_location(file, exc)) from None
     except MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.context_mark and exc.problem_mark:
-            if exc.context_mark.line != exc.problem_mark.line:
-                problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        context, start, end = exc.context, exc.context_mark, exc.problem_mark
+        if context and start and end and start.line != end.line:
+            problem += f" ({context} on line {start.line + 1})"
         raise HubbotError(f"malformed YAML: {problem}", _mark_location(file, exc)) from None
     except YAMLError as exc:
         raise HubbotError(f"malformed YAML: {exc}", Location(file)) from None

@@ -189,8 +189,8 @@ def test_plaintext_value_in_a_secrets_file(
     status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod")
     assert status == 1
     assert (
-        f"{secrets}:{line}: `jupyterhub.hub.config.GitHubOAuthenticator.client_id` holds a plaintext "
-        "value in a secrets file: it may have leaked"
+        f"{secrets}:{line}: `jupyterhub.hub.config.GitHubOAuthenticator.client_id` holds a "
+        "plaintext value in a secrets file: it may have leaked"
     ) in out
     assert "Ov23liPLAINTEXT" not in out
 
