@@ -11,6 +11,7 @@ from bot import git
 from bot.commands import explain, render, validate
 from bot.error_handler import Exit, error_handler
 from bot.errors import UsageError
+from bot.redact import Redactor, installed
 
 VERBS = (validate, render, explain)
 
@@ -36,9 +37,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Every value sops decrypts is registered here; all output of the process,
+    # error messages included, passes through it.
+    redactor = Redactor()
     try:
-        with error_handler():
+        with installed(redactor), error_handler(redactor.redact):
             args = parser().parse_args(argv)
+            args.redactor = redactor
             args.repo = git.toplevel(args.repo or Path.cwd())
             status: int = args.func(args)
             return status
