@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import git
-from bot.commands import explain, render, validate
+from bot.commands import explain, plan, render, validate
 from bot.error_handler import Exit, error_handler
 from bot.errors import UsageError
 from bot.redact import Redactor, installed
 
-VERBS = (validate, render, explain)
+VERBS = (validate, render, explain, plan)
 
 
 class _Parser(argparse.ArgumentParser):

