@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bot import actions
 from bot.errors import HubbotError
 from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
 from bot.source import WorkTree
@@ -60,17 +61,11 @@ def report(name: str, problems: list[HubbotError], output_format: str) -> None:
 
 def annotation(problem: HubbotError, name: str) -> str:
     """A GitHub Actions error annotation (workflow command) for one problem."""
-    props = [f"title={_escape_property(f'hubbot validate {name}')}"]
-    if problem.location is not None:
-        props.insert(0, f"file={_escape_property(problem.location.file)}")
-        if problem.location.line is not None:
-            props.insert(1, f"line={problem.location.line}")
-    return f"::error {','.join(props)}::{_escape_data(problem.message)}"
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+    location = problem.location
+    return actions.annotation(
+        "error",
+        problem.message,
+        file=location.file if location else None,
+        line=location.line if location else None,
+        title=f"hubbot validate {name}",
+    )
