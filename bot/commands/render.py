@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bot import sops
 from bot.merge import Merged
 from bot.source import WorkTree
 from bot.values import build
@@ -19,12 +20,19 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument("hub", metavar="HUB")
     parser.add_argument("env", metavar="ENV")
+    parser.add_argument(
+        "--decrypt",
+        action="store_true",
+        help="decrypt the secrets with sops (keys from SOPS_AGE_KEY_FILE or AWS); still masked",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    values = build(WorkTree(args.repo), args.hub, args.env)
-    print(f"# {values.hub}/{values.env}: the values helm receives (secrets masked)")
+    decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
+    values = build(WorkTree(args.repo), args.hub, args.env, decrypt)
+    state = "decrypted and masked" if values.decrypted else "masked"
+    print(f"# {values.hub}/{values.env}: the values helm receives (secrets {state})")
     print(dump_yaml(masked(values.merged)), end="")
     return 0
 
