@@ -1,5 +1,6 @@
 pytest_plugins = [
     "tests.fixtures.aws",
+    "tests.fixtures.charts",
     "tests.fixtures.containers",
     "tests.fixtures.engine",
     "tests.fixtures.secrets",

@@ -1,0 +1,256 @@
+"""Running helm: the one module that calls the helm binary.
+
+The binary is `$HELM`, else `helm` on PATH, else the one `make setup` puts next to
+this Python (.venv/bin/helm). Values always travel on standard input (`-f -`),
+never through a file, because they may hold decrypted secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.errors import HubbotError, Location
+from bot.yamlfile import load_yaml
+
+# The Kubernetes version charts are rendered for when hubploy.yaml sets no
+# cluster.kube_version: the version of the EKS clusters in infra/.
+DEFAULT_KUBE_VERSION = "1.31"
+
+INSTALL_HINT = "run `make setup` (installs helm into .venv/bin) or set HELM to the helm binary"
+
+
+class ChartUnavailable(HubbotError):
+    """A locked chart dependency cannot be fetched (offline, or its repository is down)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def binary() -> str:
+    configured = os.environ.get("HELM")
+    if configured:
+        return configured
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    beside_python = Path(sys.executable).parent / "helm"
+    return str(beside_python) if beside_python.is_file() else "helm"
+
+
+def run(
+    args: Sequence[str],
+    stdin: bytes | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run `helm ARGS`; with `check`, a failure raises a HubbotError quoting helm's error.
+
+    `env` adds helm's own settings (HELM_*) to the environment for this call.
+    """
+    helm = binary()
+    try:
+        proc = subprocess.run(
+            [helm, *args],
+            input=stdin,
+            capture_output=True,
+            check=False,
+            env={**os.environ, **env} if env else None,
+        )
+    except FileNotFoundError:
+        raise HubbotError(f"helm is not installed (no {helm!r} found): {INSTALL_HINT}") from None
+    except PermissionError:
+        raise HubbotError(f"helm at {helm!r} is not executable: {INSTALL_HINT}") from None
+    result = Result(
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+    if check and result.returncode != 0:
+        raise HubbotError(f"`helm {args[0]}` failed: {error_line(result.stderr)}")
+    return result
+
+
+def error_line(stderr: str) -> str:
+    """helm's own one-line error (`Error: ...`), else its last line of output."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    chosen = errors[-1] if errors else (lines[-1] if lines else "no error message")
+    return chosen.removeprefix("Error:").strip()
+
+
+def template(
+    chart_dir: Path,
+    release: str,
+    namespace: str,
+    values_yaml: str,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+) -> str:
+    """The manifests `helm template` renders for these values (given on stdin)."""
+    return run(
+        [
+            "template",
+            release,
+            str(chart_dir),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            kube_version,
+            "--include-crds",
+            "-f",
+            "-",
+        ],
+        stdin=values_yaml.encode(),
+    ).stdout
+
+
+# --- Chart.lock -------------------------------------------------------------------------
+
+# The fields of helm's chart.Dependency in declaration order, with their JSON
+# names; all but name and repository are omitted when empty.
+_DEPENDENCY_FIELDS = (
+    "name",
+    "version",
+    "repository",
+    "condition",
+    "tags",
+    "enabled",
+    "import-values",
+    "alias",
+)
+_ALWAYS = ("name", "repository")
+
+
+def lock_digest(requirements: list[dict[str, Any]], locked: list[dict[str, Any]]) -> str:
+    """The `digest` helm writes in Chart.lock and checks before building dependencies.
+
+    helm hashes json.Marshal([2][]*chart.Dependency{requirements, locked}) with sha256.
+    """
+    text = "[" + ",".join(_go_list(deps) for deps in (requirements, locked)) + "]"
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _go_list(deps: list[dict[str, Any]]) -> str:
+    if not deps:
+        return "null"  # Go marshals a nil slice as null
+    return "[" + ",".join(_go_dependency(dep) for dep in deps) + "]"
+
+
+def _go_dependency(dep: dict[str, Any]) -> str:
+    fields = []
+    for name in _DEPENDENCY_FIELDS:
+        value = dep.get(name)
+        if name not in _ALWAYS and not value:
+            continue
+        fields.append(f"{_go_json(name)}:{_go_json('' if value is None else value)}")
+    return "{" + ",".join(fields) + "}"
+
+
+def _go_json(value: Any) -> str:
+    # Go sorts map keys and escapes <, > and & in strings; otherwise compact JSON.
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str
+    version: str
+    repository: str
+
+
+def _chart_file(chart_dir: Path, name: str) -> tuple[str, Any]:
+    label = f"{chart_dir.name}/{name}"
+    try:
+        text = (chart_dir / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return label, None
+    return label, load_yaml(label, text).data
+
+
+def locked_dependencies(chart_dir: Path) -> list[Dependency]:
+    """The dependencies Chart.lock pins, after checking it is in sync with Chart.yaml.
+
+    The check is helm's own: the lock's digest must match the Chart.yaml
+    requirements together with the locked list.
+    """
+    chart_label, chart = _chart_file(chart_dir, "Chart.yaml")
+    if not isinstance(chart, dict):
+        raise HubbotError("not a helm chart: Chart.yaml is missing", Location(chart_label))
+    requirements = chart.get("dependencies") or []
+    if not requirements:
+        return []
+    lock_label, lock = _chart_file(chart_dir, "Chart.lock")
+    update = f"run `helm dependency update {chart_dir.name}` and commit Chart.lock"
+    if not isinstance(lock, dict):
+        raise HubbotError(f"Chart.lock is missing: {update}", Location(lock_label))
+    locked = lock.get("dependencies") or []
+    if lock_digest(requirements, locked) != lock.get("digest"):
+        raise HubbotError(
+            f"Chart.lock is out of sync with {chart_label}: {update}", Location(lock_label, 1)
+        )
+    return [
+        Dependency(str(dep["name"]), str(dep["version"]), str(dep["repository"])) for dep in locked
+    ]
+
+
+def missing_dependencies(chart_dir: Path) -> list[Dependency]:
+    """Locked dependencies not present, at their locked version, in the chart's charts/."""
+    return [dep for dep in locked_dependencies(chart_dir) if not _present(chart_dir, dep)]
+
+
+def dependencies_available(chart_dir: Path) -> bool:
+    return not missing_dependencies(chart_dir)
+
+
+def _present(chart_dir: Path, dep: Dependency) -> bool:
+    charts = chart_dir / "charts"
+    if (charts / f"{dep.name}-{dep.version}.tgz").is_file():
+        return True
+    _, sub = _chart_file(charts / dep.name, "Chart.yaml")
+    return isinstance(sub, dict) and sub.get("version") == dep.version
+
+
+@contextmanager
+def ready_chart(chart_dir: Path) -> Iterator[Path]:
+    """A directory holding the chart with its locked dependencies, ready to render.
+
+    The chart itself when charts/ already has them; otherwise a temporary copy in
+    which `helm dependency build` fetched them (the working tree is never changed).
+    """
+    missing = missing_dependencies(chart_dir)
+    if not missing:
+        yield chart_dir
+        return
+    names = ", ".join(f"{dep.name} {dep.version} from {dep.repository}" for dep in missing)
+    unavailable = ChartUnavailable(f"chart dependency {names} cannot be fetched (offline?)")
+    with tempfile.TemporaryDirectory(prefix="hubbot-chart-") as tmp:
+        copy = Path(tmp) / chart_dir.name
+        shutil.copytree(chart_dir, copy, symlinks=True)
+        # `helm dependency build` only fetches from added repositories: add them to a
+        # repositories file of our own, leaving the user's helm settings alone.
+        env = {"HELM_REPOSITORY_CONFIG": str(Path(tmp) / "repositories.yaml")}
+        urls = sorted({dep.repository for dep in missing if dep.repository.startswith("http")})
+        for number, url in enumerate(urls):
+            if run(["repo", "add", f"hubbot-{number}", url], check=False, env=env).returncode:
+                raise unavailable
+        result = run(["dependency", "build", str(copy)], check=False, env=env)
+        if result.returncode != 0 or missing_dependencies(copy):
+            raise unavailable
+        yield copy

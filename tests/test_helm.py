@@ -1,0 +1,164 @@
+"""bot/helm.py against the real helm binary: running it, rendering, and Chart.lock."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bot import helm
+from bot.errors import HubbotError
+from bot.yamlfile import load_yaml
+from tests.fixtures.charts import HUB_CHART, MINI_Z2JH
+
+JUPYTERHUB = helm.Dependency("jupyterhub", "4.2.0", "https://hub.jupyter.org/helm-chart/")
+
+
+def copy_chart(tmp_path: Path, source: Path = HUB_CHART) -> Path:
+    target = tmp_path / source.name
+    shutil.copytree(source, target)
+    return target
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_missing_helm_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HELM", str(tmp_path / "no-helm"))
+    with pytest.raises(HubbotError) as caught:
+        helm.run(["version"])
+    assert str(caught.value) == (
+        f"helm is not installed (no '{tmp_path / 'no-helm'}' found): run `make setup` "
+        "(installs helm into .venv/bin) or set HELM to the helm binary"
+    )
+
+
+def test_helm_env_names_the_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "fake-helm"
+    fake.write_text('#!/bin/sh\necho "fake $*"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("HELM", str(fake))
+    assert helm.run(["version", "--short"]).stdout == "fake version --short\n"
+
+
+def test_template_reads_values_from_stdin(helm_bin: str) -> None:
+    out = helm.template(MINI_Z2JH, "r1", "ns1", '{"cull": {"timeout": 42}}', "1.31")
+    assert 'cull.timeout: "42"' in out
+    assert "kind: CustomResourceDefinition" in out
+
+
+def test_template_failure_is_one_line(hub_chart_offline_ready: Path) -> None:
+    values = '{"homeStorage": {"enabled": true}}'
+    with pytest.raises(HubbotError) as caught:
+        helm.template(hub_chart_offline_ready, "r", "n", values)
+    assert str(caught.value) == (
+        "`helm template` failed: execution error at (tess-hub/templates/home-storage.yaml:9:4): "
+        "homeStorage.efsFileSystemId must be set when homeStorage.enabled is true"
+    )
+
+
+def test_hub_chart_lock_is_in_sync() -> None:
+    assert helm.locked_dependencies(HUB_CHART) == [JUPYTERHUB]
+
+
+def test_real_helm_accepts_hub_lock_and_sees_a_mutation(tmp_path: Path, helm_bin: str) -> None:
+    chart = copy_chart(tmp_path)
+    in_sync = subprocess.run(
+        [helm_bin, "dependency", "build", str(chart)], capture_output=True, text=True
+    )
+    # helm passed its lock check and stopped only at fetching the chart.
+    assert in_sync.returncode == 1
+    assert "out of sync" not in in_sync.stderr
+    assert "no repository definition for https://hub.jupyter.org/helm-chart/" in in_sync.stderr
+
+    replace_in(chart / "Chart.yaml", "version: 4.2.0", "version: 4.2.1")
+    mutated = subprocess.run(
+        [helm_bin, "dependency", "build", str(chart)], capture_output=True, text=True
+    )
+    assert "the lock file (Chart.lock) is out of sync" in mutated.stderr
+    with pytest.raises(HubbotError) as caught:
+        helm.locked_dependencies(chart)
+    assert str(caught.value) == (
+        "hub/Chart.lock:1: Chart.lock is out of sync with hub/Chart.yaml: "
+        "run `helm dependency update hub` and commit Chart.lock"
+    )
+
+
+def test_missing_lock(tmp_path: Path) -> None:
+    chart = copy_chart(tmp_path)
+    (chart / "Chart.lock").unlink()
+    with pytest.raises(HubbotError) as caught:
+        helm.locked_dependencies(chart)
+    assert str(caught.value) == (
+        "hub/Chart.lock: Chart.lock is missing: run `helm dependency update hub` and commit "
+        "Chart.lock"
+    )
+
+
+def test_chart_without_dependencies_needs_no_lock() -> None:
+    assert helm.locked_dependencies(MINI_Z2JH) == []
+    with helm.ready_chart(MINI_Z2JH) as ready:
+        assert ready == MINI_Z2JH
+
+
+def test_lock_digest_is_helms(tmp_path: Path, helm_bin: str, chart_repository: str) -> None:
+    """helm writes a Chart.lock; our digest of its Chart.yaml and lock is the same."""
+    chart = copy_chart(tmp_path)
+    replace_in(chart / "Chart.yaml", "https://hub.jupyter.org/helm-chart/", chart_repository)
+    (chart / "Chart.lock").unlink()
+    subprocess.run([helm_bin, "dependency", "update", str(chart)], check=True, capture_output=True)
+    lock = load_yaml("Chart.lock", (chart / "Chart.lock").read_text()).data
+    requirements = load_yaml("Chart.yaml", (chart / "Chart.yaml").read_text()).data
+    assert helm.lock_digest(requirements["dependencies"], lock["dependencies"]) == lock["digest"]
+    assert helm.locked_dependencies(chart) == [
+        helm.Dependency("jupyterhub", "4.2.0", chart_repository)
+    ]
+
+
+def test_ready_chart_builds_dependencies_in_a_copy(
+    tmp_path: Path, helm_bin: str, chart_repository: str
+) -> None:
+    chart = copy_chart(tmp_path)
+    replace_in(chart / "Chart.yaml", "https://hub.jupyter.org/helm-chart/", chart_repository)
+    replace_in(chart / "Chart.lock", "https://hub.jupyter.org/helm-chart/", chart_repository)
+    lock = load_yaml("Chart.lock", (chart / "Chart.lock").read_text()).data
+    requirements = load_yaml("Chart.yaml", (chart / "Chart.yaml").read_text()).data
+    digest = helm.lock_digest(requirements["dependencies"], lock["dependencies"])
+    replace_in(chart / "Chart.lock", lock["digest"], digest)
+    assert not helm.dependencies_available(chart)
+
+    with helm.ready_chart(chart) as ready:
+        assert ready != chart
+        assert (ready / "charts" / "jupyterhub-4.2.0.tgz").is_file()
+        out = helm.template(ready, "r", "ns", '{"jupyterhub": {"cull": {"timeout": 7}}}')
+        assert 'cull.timeout: "7"' in out
+        assert "kind: ServiceAccount" in out  # the hub chart's own template
+    assert not ready.exists()
+    assert not (chart / "charts").exists()  # the chart given was not changed
+
+
+def test_offline_hub_chart_is_unavailable(monkeypatch: pytest.MonkeyPatch, helm_bin: str) -> None:
+    # A proxy that refuses connections makes this machine offline for helm, network or not.
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    before = sorted(path.name for path in HUB_CHART.iterdir())
+    with pytest.raises(helm.ChartUnavailable) as caught, helm.ready_chart(HUB_CHART):
+        pass
+    assert str(caught.value) == (
+        "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
+        "cannot be fetched (offline?)"
+    )
+    assert sorted(path.name for path in HUB_CHART.iterdir()) == before
+
+
+def test_present_dependency_is_used_in_place(hub_chart_offline_ready: Path) -> None:
+    assert helm.dependencies_available(hub_chart_offline_ready)
+    with helm.ready_chart(hub_chart_offline_ready) as ready:
+        assert ready == hub_chart_offline_ready
