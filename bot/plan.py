@@ -153,8 +153,8 @@ def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
     base_hubs = set(discover_hubs(base))
     head_hubs = set(discover_hubs(head))
     for hub in sorted(base_hubs | head_hubs):
-        old = load_deployment(base, hub) if hub in base_hubs else None
         new = load_deployment(head, hub) if hub in head_hubs else None
+        old = _deployment_at_base(base, head, hub, new) if hub in base_hubs else None
         for env in _envs(old, new):
             if old is None or env not in old.environments:
                 reason = Reason(ADDED, f"{hub}/{env} is new at {head.label}", (_file(new),))
@@ -185,6 +185,15 @@ def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
         tuple(sorted(no_effect, key=lambda item: (item.hub, item.env, item.file))),
         diffs,
     )
+
+
+def _deployment_at_base(
+    base: Source, head: Source, hub: str, at_head: Deployment | None
+) -> Deployment:
+    """The hub's deployment at base; an unchanged hubploy.yaml is parsed once."""
+    if at_head is not None and base.read(at_head.file) == head.read(at_head.file):
+        return at_head
+    return load_deployment(base, hub)
 
 
 def _envs(old: Deployment | None, new: Deployment | None) -> list[str]:
@@ -355,7 +364,10 @@ def _images(
     for hub in sorted(hubs):
         deployment = load_deployment(head, hub)
         before = (
-            {i.name: i.tag for i in image_refs(base, load_deployment(base, hub))}
+            {
+                i.name: i.tag
+                for i in image_refs(base, _deployment_at_base(base, head, hub, deployment))
+            }
             if hub in base_hubs
             else {}
         )

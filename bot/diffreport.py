@@ -1,0 +1,281 @@
+"""The rendered diff of a plan, for people: text for a terminal, markdown for GitHub, or JSON.
+
+A summary comes first (the pairs, the counts, the images, what restarts, the
+warnings), then one section per affected pair: its effective-values table and
+its manifest diff. Values here are display text from bot.valuesdiff; secret
+values never reach this module.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.plan import VALUES, Pair, Plan
+from bot.valuesdiff import Row, ValuesDiff
+
+
+class ManifestView(Protocol):
+    """What the report shows of one pair's manifest diff (bot.manifests.ManifestDiff)."""
+
+    @property
+    def diff(self) -> str: ...  # unified diff of the normalised, sorted manifests
+
+    @property
+    def hidden(self) -> Mapping[str, int]: ...  # rule -> lines hidden by it
+
+    @property
+    def restarts(self) -> Sequence[str]: ...  # e.g. "hub pod restarts"
+
+
+@dataclass(frozen=True)
+class PairReport:
+    pair: Pair
+    values: ValuesDiff
+    manifests: ManifestView | None
+    note: str | None = None  # why there is no manifest diff, in one line
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    plan: Plan
+    pairs: tuple[PairReport, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def _describe(pair: Pair) -> str:
+    return "; ".join(
+        reason.detail + (f" in {', '.join(reason.files)}" if reason.kind == VALUES else "")
+        for reason in pair.reasons
+    )
+
+
+def _restarts(report: DiffReport) -> list[str]:
+    found: list[str] = []
+    for item in report.pairs:
+        if item.manifests is not None:
+            label = f"{item.pair.hub}/{item.pair.env}"
+            found.extend(f"{label}: {what}" for what in item.manifests.restarts)
+    return found
+
+
+def _counts(report: DiffReport) -> str:
+    keys = sum(len(item.values.rows) for item in report.pairs)
+    builds = sum(1 for image in report.plan.images if image.build)
+    pairs = len(report.plan.pairs)
+    return (
+        f"{pairs} pair{'s' * (pairs != 1)} affected, {keys} key{'s' * (keys != 1)} changed, "
+        f"{builds} image{'s' * (builds != 1)} to build"
+    )
+
+
+def _image_line(report: DiffReport) -> list[str]:
+    lines = []
+    for image in report.plan.images:
+        if not image.changed and image.build is not True:
+            continue
+        build = {True: "build", False: "exists", None: "unknown"}[image.build]
+        lines.append(f"{image.reference} ({', '.join(image.hubs)}): {build}")
+    return lines
+
+
+def _no_effect_lines(plan: Plan) -> list[str]:
+    return [
+        f"{item.hub}/{item.env}: {item.file} {item.reason}"
+        + (f" ({', '.join(item.keys)})" if item.keys else "")
+        for item in plan.no_effect
+    ]
+
+
+def _secret_lines(values: ValuesDiff) -> list[str]:
+    return [
+        f"{file} changed: secret values may have changed (run with --decrypt to see which keys)"
+        for file in values.secret_files_changed
+    ]
+
+
+def _hidden_lines(manifests: ManifestView) -> list[str]:
+    return [
+        f"{count} line{'s' * (count != 1)} hidden by rule {rule}"
+        for rule, count in sorted(manifests.hidden.items())
+        if count
+    ]
+
+
+# Text
+
+
+def text(report: DiffReport) -> str:
+    plan = report.plan
+    out = [f"hubbot diff {plan.base} -> {plan.head}: {_counts(report)}"]
+    for pair in plan.pairs:
+        out.append(f"  {pair.hub}/{pair.env}: {_describe(pair)}")
+    _section(out, "images", _image_line(report))
+    _section(out, "no effect", _no_effect_lines(plan))
+    _section(out, "restarts", _restarts(report))
+    _section(out, "warnings", list(report.warnings))
+    for item in report.pairs:
+        out += ["", f"== {item.pair.hub}/{item.pair.env}: {_describe(item.pair)}"]
+        out += _text_table(item.values)
+        out += [f"  {line}" for line in _secret_lines(item.values)]
+        for entry in item.values.overridden:
+            out.append(
+                f"  no effect: {entry.path} {entry.old} -> {entry.new} at {entry.file}, "
+                f"overridden by {entry.by}"
+            )
+        if item.note:
+            out.append(f"  manifests: {item.note}")
+        if item.manifests is not None:
+            out += [f"  {line}" for line in _hidden_lines(item.manifests)]
+            out.append(item.manifests.diff.rstrip("\n") or "  manifests: no change")
+    return "\n".join(out) + "\n"
+
+
+def _section(out: list[str], title: str, lines: list[str]) -> None:
+    if lines:
+        out.append(f"{title}:")
+        out.extend(f"  {line}" for line in lines)
+
+
+def _text_table(values: ValuesDiff) -> list[str]:
+    if not values.rows:
+        return ["  values: no change"]
+    header = ("key", "old", "new", "set by")
+    rows = [header] + [_cells(row) for row in values.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return [
+        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        for row in rows
+    ]
+
+
+def _cells(row: Row) -> tuple[str, str, str, str]:
+    layer = row.layer + (f" ({row.note})" if row.note else "")
+    return (row.path, _value(row.old), _value(row.new), layer)
+
+
+def _value(value: str | None) -> str:
+    return "(absent)" if value is None else value
+
+
+# Markdown
+
+
+def markdown(report: DiffReport) -> str:
+    plan = report.plan
+    out = [f"### hubbot diff `{plan.base}` → `{plan.head}`", "", f"**{_counts(report)}**", ""]
+    if plan.pairs:
+        out += ["| hub | env | why |", "|---|---|---|"]
+        out += [f"| {_cell(p.hub)} | {_cell(p.env)} | {_cell(_describe(p))} |" for p in plan.pairs]
+        out.append("")
+    for title, lines in (
+        ("Images", _image_line(report)),
+        ("No effect", _no_effect_lines(plan)),
+        ("What restarts", _restarts(report)),
+        ("Warnings", list(report.warnings)),
+    ):
+        if lines:
+            out += [f"**{title}**", ""] + [f"- {_cell(line)}" for line in lines] + [""]
+    for item in report.pairs:
+        out += _markdown_pair(item)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _markdown_pair(item: PairReport) -> list[str]:
+    pair = item.pair
+    summary = html.escape(f"{pair.hub}/{pair.env}: {_describe(pair)}")
+    out = ["<details>", f"<summary>{summary}</summary>", ""]
+    if item.values.rows:
+        out += ["| key | old | new | set by |", "|---|---|---|---|"]
+        for row in item.values.rows:
+            key, old, new, layer = _cells(row)
+            out.append(f"| {_code(key)} | {_code(old)} | {_code(new)} | {_code(layer)} |")
+        out.append("")
+    else:
+        out += ["No effective value changed.", ""]
+    out += [f"- {_cell(line)}" for line in _secret_lines(item.values)]
+    if item.values.overridden:
+        out += ["", "Changed but overridden here (no effect):", ""]
+        out += [
+            f"- {_code(entry.path)} at {_code(entry.file)}: {_code(_value(entry.old))} → "
+            f"{_code(_value(entry.new))}, overridden by {_code(entry.by)}"
+            for entry in item.values.overridden
+        ]
+    out.append("")
+    if item.note:
+        out += [f"_Manifests: {_cell(item.note)}_", ""]
+    if item.manifests is not None:
+        out += [f"- {line}" for line in _hidden_lines(item.manifests)]
+        if item.manifests.diff.strip():
+            out += ["", _fence(item.manifests.diff, "diff")]
+        else:
+            out.append("No manifest changed.")
+        out.append("")
+    out += ["</details>", ""]
+    return out
+
+
+_SPECIAL = re.compile(r"([\\`*_\[\]|~<>])")
+
+
+def _cell(value: str) -> str:
+    """Plain text safe in a table cell or list item: no markup, no cell breaks."""
+    return _SPECIAL.sub(r"\\\1", value.replace("\n", " "))
+
+
+def _code(value: str) -> str:
+    """An inline code span holding `value` literally, inside a table."""
+    value = value.replace("\n", " ").replace("|", "\\|")
+    runs = [len(run) for run in re.findall(r"`+", value)]
+    ticks = "`" * (max(runs, default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{ticks}{pad}{value}{pad}{ticks}"
+
+
+def _fence(content: str, info: str) -> str:
+    runs = [len(run) for run in re.findall(r"`+", content)]
+    ticks = "`" * max(3, max(runs, default=0) + 1)
+    return f"{ticks}{info}\n{content.rstrip(chr(10))}\n{ticks}"
+
+
+# JSON
+
+
+def as_json(report: DiffReport) -> dict[str, Any]:
+    data = report.plan.to_json()
+    data["warnings"] = list(report.warnings)
+    data["diffs"] = [
+        {
+            "hub": item.pair.hub,
+            "env": item.pair.env,
+            "values": [
+                {
+                    "key": row.path,
+                    "change": row.change,
+                    "old": row.old,
+                    "new": row.new,
+                    "layer": row.layer,
+                    "secret": row.secret,
+                }
+                for row in item.values.rows
+            ],
+            "overridden": [
+                {"key": o.path, "layer": o.file, "old": o.old, "new": o.new, "by": o.by}
+                for o in item.values.overridden
+            ],
+            "secret_files_changed": list(item.values.secret_files_changed),
+            "manifests": None
+            if item.manifests is None
+            else {
+                "diff": item.manifests.diff,
+                "hidden": dict(item.manifests.hidden),
+                "restarts": list(item.manifests.restarts),
+            },
+            "note": item.note,
+        }
+        for item in report.pairs
+    ]
+    return data

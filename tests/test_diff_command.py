@@ -1,0 +1,134 @@
+"""`hubbot diff`: the report of a real change, in every format, offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.main import main
+from tests.fixtures.repos import commit_all
+from tests.test_plan import PRIVATE, PUBLIC, edit
+
+PROD = f"{PRIVATE}/config/prod.yaml"
+KEY = "jupyterhub.scheduling.userPlaceholder.replicas"
+
+
+def hubbot(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["--repo", str(repo), *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture
+def prod_change(hub_repo: Path) -> Path:
+    edit(hub_repo, PROD, "replicas: 2", "replicas: 3")
+    commit_all(hub_repo, "one more placeholder in prod")
+    return hub_repo
+
+
+def test_markdown_has_a_summary_then_a_values_table_naming_the_layer(
+    prod_change: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = hubbot(
+        prod_change, capsys, "diff", "--base", "HEAD~1", "--format", "markdown"
+    )
+    assert status == 0
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == "### hubbot diff `HEAD~1` → `working tree`"
+    assert lines[2] == "**1 pair affected, 1 key changed, 0 images to build**"
+    assert lines[4:7] == [
+        "| hub | env | why |",
+        "|---|---|---|",
+        f"| tess-private | prod | 1 key changed in {PROD} |",
+    ]
+    assert out.count("<details>") == out.count("</details>") == 1
+    assert f"| `{KEY}` | `2` | `3` | `{PROD}:14` |" in lines
+    assert lines.index("<details>") > lines.index("|---|---|---|")
+
+
+def test_text_against_a_branch_shows_the_uncommitted_working_tree(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(hub_repo, f"{PUBLIC}/config/staging.yaml", "replicas: 0", "replicas: 1")
+    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", "staging", "--format", "text")
+    assert status == 0
+    assert out.splitlines()[:2] == [
+        "hubbot diff staging -> working tree: 1 pair affected, 1 key changed, 0 images to build",
+        f"  tess-public/staging: 1 key changed in {PUBLIC}/config/staging.yaml",
+    ]
+    assert f"  {KEY}  0    1    {PUBLIC}/config/staging.yaml:7" in out.splitlines()
+
+
+def test_no_change_reports_nothing_affected(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", "staging", "--format", "text")
+    assert status == 0
+    assert out == (
+        "hubbot diff staging -> working tree: 0 pairs affected, 0 keys changed, 0 images to build\n"
+    )
+
+
+def test_json_holds_the_plan_and_the_rows(
+    prod_change: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = hubbot(
+        prod_change, capsys, "diff", "--base", "HEAD~1", "--head", "HEAD", "--format", "json"
+    )
+    assert status == 0
+    data = json.loads(out)
+    assert [(p["hub"], p["env"]) for p in data["pairs"]] == [("tess-private", "prod")]
+    assert data["diffs"][0]["values"] == [
+        {
+            "key": KEY,
+            "change": "changed",
+            "old": "2",
+            "new": "3",
+            "layer": f"{PROD}:14",
+            "secret": False,
+        }
+    ]
+
+
+def test_in_actions_the_full_report_goes_to_the_summary_and_a_file(
+    prod_change: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = hubbot(prod_change, capsys, "diff", "--base", "HEAD~1", "--format", "text")
+    assert status == 0
+    report = (tmp_path / "hubbot-diff.md").read_text()
+    assert report.startswith("### hubbot diff `HEAD~1`")
+    assert summary.read_text() == report
+    assert not out.startswith("###")
+
+
+def test_a_secrets_change_says_changed_without_values(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = hub_repo / PUBLIC / "secrets/prod.yaml"
+    token = next(line for line in path.read_text().splitlines() if "secretToken" in line)
+    path.write_text(path.read_text().replace("    proxy:\n" + token + "\n", ""))
+    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", "staging", "--format", "markdown")
+    assert status == 0
+    assert "| `jupyterhub.proxy.secretToken` | `<secret>` | `(absent)` |" in out
+    assert "ENC[" not in out
+    assert token.split(": ", 1)[1] not in out
+
+
+def test_an_unknown_base_is_one_clear_error(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = hubbot(hub_repo, capsys, "diff", "--base", "no-such-branch")
+    assert status == 1
+    assert out == ""
+    assert err.strip().endswith(
+        "unknown git ref 'no-such-branch': fetch it or name an existing branch"
+    )
