@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.engine",
     "tests.fixtures.secrets",
     "tests.fixtures.repos",
+    "tests.fixtures.github",
 ]
