@@ -9,11 +9,11 @@ values never reach this module.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.markdown import escape_cell, fence, inline_code
 from bot.plan import VALUES, Pair, Plan
 from bot.valuesdiff import Row, ValuesDiff
 
@@ -169,7 +169,10 @@ def markdown(report: DiffReport) -> str:
     out = [f"### hubbot diff `{plan.base}` → `{plan.head}`", "", f"**{_counts(report)}**", ""]
     if plan.pairs:
         out += ["| hub | env | why |", "|---|---|---|"]
-        out += [f"| {_cell(p.hub)} | {_cell(p.env)} | {_cell(_describe(p))} |" for p in plan.pairs]
+        out += [
+            f"| {escape_cell(p.hub)} | {escape_cell(p.env)} | {escape_cell(_describe(p))} |"
+            for p in plan.pairs
+        ]
         out.append("")
     for title, lines in (
         ("Images", _image_line(report)),
@@ -178,7 +181,7 @@ def markdown(report: DiffReport) -> str:
         ("Warnings", list(report.warnings)),
     ):
         if lines:
-            out += [f"**{title}**", ""] + [f"- {_cell(line)}" for line in lines] + [""]
+            out += [f"**{title}**", ""] + [f"- {escape_cell(line)}" for line in lines] + [""]
     for item in report.pairs:
         out += _markdown_pair(item)
     return "\n".join(out).rstrip("\n") + "\n"
@@ -196,7 +199,7 @@ def _markdown_pair(item: PairReport) -> list[str]:
         out.append("")
     else:
         out += ["No effective value changed.", ""]
-    out += [f"- {_cell(line)}" for line in _secret_lines(item.values)]
+    out += [f"- {escape_cell(line)}" for line in _secret_lines(item.values)]
     if item.values.overridden:
         out += ["", "Changed but overridden here (no effect):", ""]
         out += [
@@ -206,11 +209,11 @@ def _markdown_pair(item: PairReport) -> list[str]:
         ]
     out.append("")
     if item.note:
-        out += [f"_Manifests: {_cell(item.note)}_", ""]
+        out += [f"_Manifests: {escape_cell(item.note)}_", ""]
     if item.manifests is not None:
         out += [f"- {line}" for line in _hidden_lines(item.manifests)]
         if item.manifests.diff.strip():
-            out += ["", _fence(item.manifests.diff, "diff")]
+            out += ["", fence(item.manifests.diff, "diff").rstrip("\n")]
         else:
             out.append("No manifest changed.")
         out.append("")
@@ -218,27 +221,8 @@ def _markdown_pair(item: PairReport) -> list[str]:
     return out
 
 
-_SPECIAL = re.compile(r"([\\`*_\[\]|~<>])")
-
-
-def _cell(value: str) -> str:
-    """Plain text safe in a table cell or list item: no markup, no cell breaks."""
-    return _SPECIAL.sub(r"\\\1", value.replace("\n", " "))
-
-
 def _code(value: str) -> str:
-    """An inline code span holding `value` literally, inside a table."""
-    value = value.replace("\n", " ").replace("|", "\\|")
-    runs = [len(run) for run in re.findall(r"`+", value)]
-    ticks = "`" * (max(runs, default=0) + 1)
-    pad = " " if value.startswith("`") or value.endswith("`") else ""
-    return f"{ticks}{pad}{value}{pad}{ticks}"
-
-
-def _fence(content: str, info: str) -> str:
-    runs = [len(run) for run in re.findall(r"`+", content)]
-    ticks = "`" * max(3, max(runs, default=0) + 1)
-    return f"{ticks}{info}\n{content.rstrip(chr(10))}\n{ticks}"
+    return inline_code(value, in_table=True)
 
 
 # JSON

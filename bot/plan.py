@@ -46,6 +46,11 @@ class Pair:
     reasons: tuple[Reason, ...]
 
     @property
+    def added(self) -> bool:
+        """The pair exists at head only."""
+        return any(reason.kind == ADDED for reason in self.reasons)
+
+    @property
     def removed(self) -> bool:
         """The pair exists at base only: there is nothing to deploy."""
         return any(reason.kind == REMOVED for reason in self.reasons)

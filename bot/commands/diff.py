@@ -7,11 +7,12 @@ import json
 import os
 from pathlib import Path
 
-from bot import diffreport
+from bot import actions, diffreport, sops
 from bot.diffreport import DiffReport, PairReport
 from bot.plan import Plan, plan
-from bot.source import open_source
-from bot.valuesdiff import unchanged
+from bot.source import Source, open_source
+from bot.values import Decryptor, build
+from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 
 FORMATS = ("markdown", "text", "json")
 ARTIFACT = "hubbot-diff.md"
@@ -27,6 +28,11 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument(
+        "--decrypt",
+        action="store_true",
+        help="decrypt secrets with sops to tell which changed (values are never shown)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         metavar="FILE",
@@ -37,8 +43,11 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    result = plan(open_source(args.repo, args.base), open_source(args.repo, args.head))
-    report = build_report(result)
+    base = open_source(args.repo, args.base)
+    head = open_source(args.repo, args.head)
+    result = plan(base, head)
+    decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
+    report = build_report(result, _values_diffs(base, head, result, decrypt))
     if args.format == "json":
         print(json.dumps(diffreport.as_json(report), indent=2))
     elif args.format == "text":
@@ -52,16 +61,27 @@ def run(args: argparse.Namespace) -> int:
         args.redactor.assert_clean(full, "the diff report")
         if output is not None:
             output.write_text(full, encoding="utf-8")
-        if summary:
-            append_summary(Path(summary), full)
+        actions.append_summary(full, assert_clean=args.redactor.assert_clean)
     return 0
 
 
-def build_report(result: Plan) -> DiffReport:
+def _values_diffs(
+    base: Source, head: Source, result: Plan, decrypt: Decryptor | None
+) -> dict[tuple[str, str], ValuesDiff]:
+    """The plan's values diffs, or with `decrypt`, each re-made from decrypted secrets."""
+    if decrypt is None:
+        return result.diffs
+    diffs = {}
+    for pair in result.pairs:
+        old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
+        new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
+        diffs[(pair.hub, pair.env)] = diff_values(old, new)
+    return diffs
+
+
+def build_report(result: Plan, diffs: dict[tuple[str, str], ValuesDiff]) -> DiffReport:
     pairs = tuple(
-        PairReport(
-            pair, result.diffs.get((pair.hub, pair.env)) or unchanged(pair.hub, pair.env), None
-        )
+        PairReport(pair, diffs.get((pair.hub, pair.env)) or unchanged(pair.hub, pair.env), None)
         for pair in result.pairs
     )
     warnings = []
@@ -72,17 +92,3 @@ def build_report(result: Plan) -> DiffReport:
     if any(image.exists is None and image.changed for image in result.images):
         warnings.append("the registry was not asked: whether changed images exist is unknown")
     return DiffReport(result, pairs, tuple(warnings))
-
-
-SUMMARY_LIMIT = 1024 * 1024
-
-
-def append_summary(path: Path, text: str) -> None:
-    """Append to the job summary, cut to GitHub's 1 MiB limit."""
-    room = SUMMARY_LIMIT - (path.stat().st_size if path.exists() else 0)
-    data = text.encode()
-    if len(data) > room:
-        note = b"\n\n_Truncated: the full diff is in the job's artifact._\n"
-        data = data[: max(room - len(note), 0)].decode(errors="ignore").encode() + note
-    with path.open("ab") as out:
-        out.write(data)

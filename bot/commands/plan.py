@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 
-from bot.plan import Plan, plan
+from bot import actions
+from bot.plan import plan
 from bot.source import open_source
 
 
@@ -25,15 +24,8 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     result = plan(open_source(args.repo, args.base), open_source(args.repo, args.head))
     print(json.dumps(result.to_json(), indent=2))
-    output = os.environ.get("GITHUB_OUTPUT")
-    if output:
-        write_outputs(Path(output), result)
-    return 0
-
-
-def write_outputs(path: Path, result: Plan) -> None:
-    """The plan as GitHub Actions step outputs: the deploy matrix and its size."""
+    # Step outputs (when GITHUB_OUTPUT is set): the deploy matrix and its size.
     matrix = json.dumps(result.matrix(), separators=(",", ":"))
-    with path.open("a", encoding="utf-8") as out:
-        out.write(f"matrix={matrix}\n")
-        out.write(f"count={len(result.deployable())}\n")
+    actions.set_output("matrix", matrix, assert_clean=args.redactor.assert_clean)
+    actions.set_output("count", str(len(result.deployable())))
+    return 0
