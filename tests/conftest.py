@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.secrets",
     "tests.fixtures.repos",
     "tests.fixtures.github",
+    "tests.fixtures.helm_standin",
 ]

@@ -1,0 +1,315 @@
+"""`hubbot deploy`: real git, sops, moto and JupyterHub API stand-in; helm is the stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from pytest_httpserver import HTTPServer
+
+from bot.main import main
+from tests.fixtures.helm_standin import HelmStandIn
+from tests.fixtures.repos import write
+from tests.fixtures.secrets import AgeKey, write_secrets
+
+HUBS = ("tess-public", "tess-private")
+
+
+@dataclass(frozen=True)
+class Deployable:
+    repo: Path
+    secrets: dict[str, str]  # hub -> its proxy secretToken (plaintext)
+    hub_url: str
+    standin: HelmStandIn
+
+    def all_secrets(self) -> list[str]:
+        return list(self.secrets.values())
+
+
+def plaintext_secrets(hub: str, token: str) -> str:
+    text = (
+        "jupyterhub:\n"
+        f"  proxy: {{secretToken: {token}}}\n"
+        f"  hub:\n    cookieSecret: {secrets.token_hex(32)}\n"
+    )
+    if hub == "tess-private":
+        text += (
+            "    config:\n      GitHubOAuthenticator:\n"
+            "        client_id: tess-client\n"
+            f"        client_secret: {secrets.token_hex(20)}\n"
+        )
+    return text
+
+
+def ensure_eks_cluster(name: str = "tess") -> None:
+    eks = boto3.client("eks", region_name="us-east-1")
+    if name not in eks.list_clusters()["clusters"]:
+        eks.create_cluster(
+            name=name,
+            roleArn="arn:aws:iam::123456789012:role/eks-cluster",
+            resourcesVpcConfig={"subnetIds": []},
+        )
+
+
+def point_urls(repo: Path, url: str) -> None:
+    """Every environment's url at the local JupyterHub API stand-in."""
+    for hub in HUBS:
+        hubploy = repo / f"deployments/{hub}/hubploy.yaml"
+        text = hubploy.read_text()
+        for old in ("https://staging.tess.omgwtf.in", "https://staging.private.tess.omgwtf.in",
+                    "https://tess.omgwtf.in", "https://private.tess.omgwtf.in"):
+            text = text.replace(f"url: {old}}}", f"url: {url}}}")
+        hubploy.write_text(text)
+
+
+def locked_dependency_present(repo: Path) -> None:
+    write(repo, "hub/charts/jupyterhub/Chart.yaml", "apiVersion: v2\nname: jupyterhub\n"
+          "version: 4.2.0\n")
+
+
+@pytest.fixture
+def deployable(
+    hub_repo: Path,
+    age_env: AgeKey,
+    aws_env: str,
+    httpserver: HTTPServer,
+    helm_standin: HelmStandIn,
+) -> Deployable:
+    tokens = {hub: secrets.token_hex(32) for hub in HUBS}
+    for hub in HUBS:
+        for env in ("staging", "prod"):
+            write_secrets(hub_repo, hub, env, plaintext_secrets(hub, tokens[hub]),
+                          age=[age_env.recipient])
+    url = httpserver.url_for("/").rstrip("/")
+    point_urls(hub_repo, url)
+    locked_dependency_present(hub_repo)
+    ensure_eks_cluster()
+    httpserver.expect_request("/hub/api/").respond_with_json({"version": "5.2.1"})
+    return Deployable(hub_repo, tokens, url, helm_standin)
+
+
+def files_holding(root: Path, needles: list[str], skip: Path | None = None) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if not path.is_file() or (skip is not None and path.is_relative_to(skip)):
+            continue
+        content = path.read_bytes()
+        if any(needle.encode() in content for needle in needles):
+            found.append(path)
+    return found
+
+
+UPGRADE_FLAGS = [
+    "--create-namespace", "--wait", "--timeout", "10m", "--atomic", "--cleanup-on-fail",
+    "-f", "-",
+]
+
+
+def test_deploy_runs_helm_with_exact_flags_values_on_stdin_and_a_private_kubeconfig(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"])
+
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    standin = deployable.standin
+    assert [call.argv[0] for call in standin.calls()] == ["version", "status", "upgrade"]
+    (status_call,) = standin.calls("status")
+    assert status_call.argv == [
+        "status", "tess-public-staging", "--namespace", "tess-public-staging", "--output", "json",
+    ]
+    (upgrade,) = standin.calls("upgrade")
+    assert upgrade.argv == [
+        "upgrade", "--install", "tess-public-staging", "hub/",
+        "--namespace", "tess-public-staging", *UPGRADE_FLAGS,
+    ]
+    assert upgrade.cwd == str(deployable.repo)
+    values = json.loads(upgrade.stdin)
+    token = deployable.secrets["tess-public"]
+    assert values["jupyterhub"]["proxy"]["secretToken"] == token
+    assert values["jupyterhub"]["singleuser"]["image"]["tag"].startswith("tree-")
+    for call in standin.calls():
+        assert not any(token in arg for arg in call.argv)
+        assert not any(token in value for value in call.env.values())
+    kubeconfig = Path(upgrade.env["KUBECONFIG"])
+    assert upgrade.kubeconfig_mode == 0o600
+    assert upgrade.kubeconfig is not None and "k8s-aws-v1." in upgrade.kubeconfig
+    assert not kubeconfig.exists()
+    assert not kubeconfig.parent.exists()
+    assert files_holding(tmp_path, deployable.all_secrets(), skip=standin.directory) == []
+    assert token not in out + err
+    assert "tess-public/staging  ok" in out
+    assert f"JupyterHub 5.2.1 at {deployable.hub_url}" in out
+
+
+def test_a_release_stuck_pending_is_not_upgraded_and_the_fix_is_named(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deployable.standin.release("tess-public-staging", status="pending-upgrade", revision=7)
+
+    status = main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"])
+
+    out, _ = capsys.readouterr()
+    assert status == 1
+    assert deployable.standin.calls("upgrade") == []
+    assert (
+        "release tess-public-staging in namespace tess-public-staging is stuck in "
+        "pending-upgrade (revision 7), probably left by an interrupted deploy; not upgrading "
+        "it blindly: check `helm history tess-public-staging --namespace tess-public-staging` "
+        "and that no other deploy is running, recover with `helm rollback tess-public-staging "
+        "6 --namespace tess-public-staging --wait`, then deploy again"
+    ) in out
+
+
+def test_a_first_install_left_pending_is_uninstalled_not_rolled_back(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deployable.standin.release("tess-public-staging", status="pending-install", revision=1)
+
+    assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 1
+
+    out, _ = capsys.readouterr()
+    assert "recover with `helm uninstall tess-public-staging --namespace " \
+        "tess-public-staging`, then deploy again" in out
+    assert deployable.standin.calls("upgrade") == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("timeout", "context deadline exceeded"),
+        ("partial", "resource Deployment/tess-private-staging/hub not ready. status: "
+                    "InProgress, message: Available: 0/1"),
+    ],
+)
+def test_one_hub_failing_does_not_stop_the_other(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str], mode: str, reason: str
+) -> None:
+    deployable.standin.release("tess-private-staging", upgrade=mode)
+
+    status = main(
+        ["--repo", str(deployable.repo), "deploy", "tess-public", "tess-private", "staging"]
+    )
+
+    out, _ = capsys.readouterr()
+    assert status == 1
+    upgraded = sorted(call.argv[2] for call in deployable.standin.calls("upgrade"))
+    assert upgraded == ["tess-private-staging", "tess-public-staging"]
+    rows = [line.split(None, 3) for line in out.splitlines() if line.startswith("tess-")
+            and ("  ok  " in line or "  FAILED  " in line)]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("tess-public/staging", "ok"), ("tess-private/staging", "FAILED"),
+    ]
+    assert all(row[2].endswith("s") for row in rows)
+    assert rows[1][3] == (
+        "helm upgrade failed: UPGRADE FAILED: release tess-private-staging failed, and has "
+        f"been rolled back due to atomic being set: {reason}"
+    )
+    assert not any(token in out for token in deployable.all_secrets())
+
+
+def test_missing_chart_dependencies_are_built_from_the_lock_in_a_copy(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (deployable.repo / "hub/charts/jupyterhub/Chart.yaml").unlink()
+
+    assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 0
+
+    (build,) = deployable.standin.calls("dependency")
+    copy = Path(build.argv[2])
+    assert build.argv[:2] == ["dependency", "build"]
+    assert copy.name == "hub"
+    assert not copy.is_relative_to(deployable.repo)
+    (upgrade,) = deployable.standin.calls("upgrade")
+    assert upgrade.argv[3] == str(copy)
+    assert not copy.exists()
+
+
+def test_offline_chart_dependencies_are_one_clear_error_and_nothing_deploys(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (deployable.repo / "hub/charts/jupyterhub/Chart.yaml").unlink()
+    deployable.standin.offline()
+
+    assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 1
+
+    _, err = capsys.readouterr()
+    assert err == (
+        "hubbot: error: chart dependency jupyterhub 4.2.0 from "
+        "https://hub.jupyter.org/helm-chart/ cannot be fetched (offline?)\n"
+    )
+    assert deployable.standin.calls("upgrade") == []
+
+
+def test_a_missing_eks_cluster_fails_the_pair_before_helm(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = deployable.repo / "deployments/tess-public/hubploy.yaml"
+    hubploy.write_text(hubploy.read_text().replace("cluster: tess}", "cluster: gone}"))
+
+    assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 1
+
+    out, _ = capsys.readouterr()
+    assert (
+        "deployments/tess-public/hubploy.yaml:11: EKS cluster 'gone' does not exist in "
+        "us-east-1 (account 123456789012): check cluster.aws"
+    ) in out
+    assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
+
+
+def hubbot(repo: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "--repo", str(repo), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_dry_run_prints_the_helm_command_without_any_credentials(hub_repo: Path) -> None:
+    bare = {"PATH": os.environ["PATH"], "HOME": str(hub_repo.parent)}
+
+    proc = hubbot(hub_repo, "deploy", "tess-public", "staging", "--dry-run", env=bare)
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 0, err
+    assert (
+        "# deploy: helm upgrade --install tess-public-staging hub/ --namespace "
+        "tess-public-staging --create-namespace --wait --timeout 10m --atomic "
+        "--cleanup-on-fail -f -\n"
+    ) in out
+    assert "    secretToken: <secret>\n" in out
+    assert "    cookieSecret: <secret>\n" in out
+    assert "# health check: GET https://staging.tess.omgwtf.in/hub/api/\n" in out
+    assert "ENC[" not in out
+
+
+def test_sigterm_mid_deploy_stops_helm_and_leaves_no_plaintext(
+    deployable: Deployable, tmp_path: Path
+) -> None:
+    deployable.standin.release("tess-public-staging", upgrade="hang")
+    proc = hubbot(deployable.repo, "deploy", "tess-public", "staging", env=dict(os.environ))
+    deployable.standin.wait_until_hanging()
+    (upgrade,) = deployable.standin.calls("upgrade")
+    kubeconfig = Path(upgrade.env["KUBECONFIG"])
+    assert kubeconfig.exists()
+
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not kubeconfig.exists()
+    assert "tess-public/staging  FAILED" in out
+    assert "interrupted (SIGTERM) while helm was upgrading" in out
+    assert not any(token in out + err for token in deployable.all_secrets())
+    assert files_holding(tmp_path, deployable.all_secrets(), skip=deployable.standin.directory) \
+        == []
