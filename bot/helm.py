@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -254,3 +257,145 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
         if result.returncode != 0 or missing_dependencies(copy):
             raise unavailable
         yield copy
+
+
+# --- Releases: status, upgrade --------------------------------------------------------
+
+PENDING_PREFIX = "pending-"
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class ReleaseStatus:
+    status: str  # helm's: deployed, failed, pending-install, pending-upgrade, ...
+    revision: int
+
+
+class Processes:
+    """The helm processes a run has started, so that a signal can stop them all.
+
+    Deploys run in worker threads; only the main thread receives SIGTERM, so it
+    stops the workers' helm processes through this, and no new one starts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self.stopped = False
+
+    def run(
+        self, argv: list[str], stdin: bytes | None, env: dict[str, str], cwd: Path
+    ) -> Result:
+        with self._lock:
+            if self.stopped:
+                return Result(-signal.SIGTERM, "", "stopped before it started")
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    cwd=cwd,
+                )
+            except FileNotFoundError:
+                raise HubbotError(
+                    f"helm is not installed (no {argv[0]!r} found): {INSTALL_HINT}"
+                ) from None
+            self._running.add(proc)
+        try:
+            out, err = proc.communicate(stdin)
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        return Result(
+            proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        )
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for proc in self._running:
+                proc.terminate()
+
+
+def major_version(processes: Processes, cwd: Path) -> int:
+    result = processes.run(
+        [binary(), "version", "--template", "{{.Version}}"], None, dict(os.environ), cwd
+    )
+    match = re.match(r"v?(\d+)\.", result.stdout.strip())
+    if result.returncode != 0 or match is None:
+        raise HubbotError(f"cannot tell helm's version: {error_line(result.stderr)}")
+    return int(match[1])
+
+
+def status(
+    release: Release, kubeconfig: Path, processes: Processes, cwd: Path
+) -> ReleaseStatus | None:
+    """The release's current status, or None when it was never installed."""
+    result = processes.run(
+        [binary(), "status", release.name, "--namespace", release.namespace, "--output", "json"],
+        None,
+        {**os.environ, "KUBECONFIG": str(kubeconfig)},
+        cwd,
+    )
+    if result.returncode != 0:
+        message = error_line(result.stderr)
+        if message == "release: not found":
+            return None
+        raise HubbotError(
+            f"cannot read the status of release {release.name} in namespace "
+            f"{release.namespace}: {message}"
+        )
+    data = json.loads(result.stdout)
+    return ReleaseStatus(str(data["info"]["status"]), int(data.get("version", 0)))
+
+
+def recovery(release: Release, current: ReleaseStatus) -> str:
+    """What an operator runs to unstick a release left pending by an interrupted deploy."""
+    where = f"--namespace {release.namespace}"
+    history = f"`helm history {release.name} {where}`"
+    if current.status == "pending-install" or current.revision <= 1:
+        fix = f"`helm uninstall {release.name} {where}`"
+    else:
+        fix = f"`helm rollback {release.name} {current.revision - 1} {where} --wait`"
+    return (
+        f"release {release.name} in namespace {release.namespace} is stuck in {current.status} "
+        f"(revision {current.revision}), probably left by an interrupted deploy; not upgrading "
+        f"it blindly: check {history} and that no other deploy is running, recover with "
+        f"{fix}, then deploy again"
+    )
+
+
+def upgrade_args(release: Release, chart: str, timeout: str, helm_major: int) -> list[str]:
+    """`helm upgrade --install` with roll-back on failure; values come on stdin."""
+    rollback = ["--rollback-on-failure"] if helm_major >= 4 else ["--atomic"]
+    return [
+        "upgrade",
+        "--install",
+        release.name,
+        chart,
+        "--namespace",
+        release.namespace,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        timeout,
+        *rollback,
+        "--cleanup-on-fail",
+        "-f",
+        "-",
+    ]
+
+
+def upgrade(
+    args: list[str], values: bytes, kubeconfig: Path, processes: Processes, cwd: Path
+) -> Result:
+    return processes.run(
+        [binary(), *args], values, {**os.environ, "KUBECONFIG": str(kubeconfig)}, cwd
+    )

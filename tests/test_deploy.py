@@ -141,7 +141,7 @@ def test_deploy_runs_helm_with_exact_flags_values_on_stdin_and_a_private_kubecon
         assert not any(token in value for value in call.env.values())
     kubeconfig = Path(upgrade.env["KUBECONFIG"])
     assert upgrade.kubeconfig_mode == 0o600
-    assert upgrade.kubeconfig is not None and "k8s-aws-v1." in upgrade.kubeconfig
+    assert "k8s-aws-v1." in (upgrade.kubeconfig or "")
     assert not kubeconfig.exists()
     assert not kubeconfig.parent.exists()
     assert files_holding(tmp_path, deployable.all_secrets(), skip=standin.directory) == []
