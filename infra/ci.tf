@@ -1,0 +1,99 @@
+# GitHub Actions reach AWS through OIDC: one role per environment, trusted only
+# by this repository's deploy job for that environment's branch. The deploy
+# workflow runs in the GitHub environment named after the branch, which puts
+# `environment:<name>` in the token's subject; the branch form is accepted too.
+# Restrict each GitHub environment to its branch (deployment branch rule).
+
+resource "aws_iam_openid_connect_provider" "github" {
+  url            = "https://token.actions.githubusercontent.com"
+  client_id_list = ["sts.amazonaws.com"]
+  # GitHub's published intermediate thumbprints; AWS also validates the
+  # issuer through its own trust store.
+  thumbprint_list = [
+    "6938fd4d98bab03faadb97b34396831e3780aea1",
+    "1c58a3a8518e8759bf075b76b750d4f2df264fcd",
+  ]
+}
+
+data "aws_iam_policy_document" "ci_trust" {
+  for_each = var.environments
+
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [aws_iam_openid_connect_provider.github.arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:sub"
+      values = [
+        "repo:${var.github_repository}:ref:refs/heads/${each.value.branch}",
+        "repo:${var.github_repository}:environment:${each.value.branch}",
+      ]
+    }
+  }
+}
+
+resource "aws_iam_role" "ci" {
+  for_each             = var.environments
+  name                 = each.value.ci_role_name
+  assume_role_policy   = data.aws_iam_policy_document.ci_trust[each.key].json
+  max_session_duration = 3600
+}
+
+locals {
+  ecr_read_actions = [
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:DescribeImageScanFindings",
+    "ecr:DescribeImages",
+    "ecr:GetDownloadUrlForLayer",
+  ]
+  ecr_push_actions = [
+    "ecr:CompleteLayerUpload",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+  ]
+}
+
+data "aws_iam_policy_document" "ci" {
+  for_each = var.environments
+
+  statement {
+    sid       = "RegistryLogin"
+    actions   = ["ecr:GetAuthorizationToken"] # has no resource-level form
+    resources = ["*"]
+  }
+  statement {
+    sid = "UserImage"
+    actions = concat(
+      local.ecr_read_actions,
+      each.value.ecr_access == "push" ? local.ecr_push_actions : [],
+    )
+    resources = [aws_ecr_repository.user_image.arn]
+  }
+  statement {
+    sid       = "FindCluster"
+    actions   = ["eks:DescribeCluster"]
+    resources = [aws_eks_cluster.this.arn]
+  }
+  statement {
+    sid       = "DecryptOwnSecrets"
+    actions   = ["kms:Decrypt", "kms:DescribeKey"]
+    resources = [aws_kms_key.sops[each.key].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "ci" {
+  for_each = var.environments
+  name     = "hubbot-${each.key}"
+  role     = aws_iam_role.ci[each.key].id
+  policy   = data.aws_iam_policy_document.ci[each.key].json
+}
