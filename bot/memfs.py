@@ -80,23 +80,33 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def private_file(
-    content: bytes, name: str, candidates: Sequence[Path] | None = None
-) -> Iterator[Path]:
-    """A 0600 file holding `content` in a fresh 0700 directory in memory, for the block only."""
+def private_dir(candidates: Sequence[Path] | None = None) -> Iterator[Path]:
+    """A fresh 0700 directory in memory, removed with all it holds when the block ends.
+
+    Handed to a program that writes its own temporary plaintext (sops edit, via TMPDIR).
+    """
     base = memory_dir(candidates)
     handles_signals = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if handles_signals else None
     directory: Path | None = None
     try:
         directory = Path(tempfile.mkdtemp(prefix="hubbot-", dir=base))
-        path = directory / Path(name).name
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(content)
-        yield path
+        yield directory
     finally:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
         if handles_signals:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextmanager
+def private_file(
+    content: bytes, name: str, candidates: Sequence[Path] | None = None
+) -> Iterator[Path]:
+    """A 0600 file holding `content` in a fresh 0700 directory in memory, for the block only."""
+    with private_dir(candidates) as directory:
+        path = directory / Path(name).name
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(content)
+        yield path

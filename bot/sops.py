@@ -68,14 +68,16 @@ def run(
     stdin: str | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
-    capture: bool = True,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run sops; output is captured in memory unless `capture` is False (an editor)."""
+    """Run sops; what is not captured (an editor's terminal, `secrets decrypt`) is inherited."""
     try:
         return subprocess.run(
             [binary(), *args],
             input=None if stdin is None else stdin.encode(),
-            capture_output=capture,
+            stdout=stdout,
+            stderr=stderr,
             cwd=cwd,
             env=env,
             timeout=TIMEOUT,
@@ -165,12 +167,17 @@ def _dotted(path: Path_) -> str:
     return ".".join(str(part) for part in path)
 
 
+class NoKeyError(HubbotError):
+    """No master key could be used here; the file itself is not known to be damaged."""
+
+
 @dataclass(frozen=True)
 class KeyFailure:
     """One master key that could not open the data key, and why (in the bot's words)."""
 
     key: str
     reason: str
+    damaged: bool = False
 
 
 def failure(file: str, text: str, status: int, stderr: str) -> HubbotError:
@@ -188,7 +195,10 @@ def failure(file: str, text: str, status: int, stderr: str) -> HubbotError:
         )
     failures = key_failures(file, text, stderr)
     listed = "; ".join(f"{f.key}: {f.reason}" for f in failures) or "no key is listed"
-    return HubbotError(f"cannot decrypt: no key could open it. {listed}", where)
+    message = f"cannot decrypt: no key could open it. {listed}"
+    if any(f.damaged for f in failures):
+        return HubbotError(message, where)
+    return NoKeyError(message, where)
 
 
 def key_failures(file: str, text: str, stderr: str) -> list[KeyFailure]:
@@ -199,10 +209,10 @@ def key_failures(file: str, text: str, stderr: str) -> list[KeyFailure]:
     found = []
     for key in sorted(recipients.kms):
         body = next((b for head, b in sections if head.startswith(key.arn)), "")
-        found.append(KeyFailure(str(key), _kms_reason(key, body)))
+        found.append(KeyFailure(str(key), *_kms_reason(key, body)))
     for recipient in sorted(recipients.age):
         body = next((b for head, b in sections if head.startswith(recipient)), "")
-        found.append(KeyFailure(f"age {recipient}", _age_reason(body)))
+        found.append(KeyFailure(f"age {recipient}", *_age_reason(body)))
     return found
 
 
@@ -224,42 +234,53 @@ def _sections(stderr: str) -> list[tuple[str, str]]:
     return [(head, " ".join(body)) for head, body in sections]
 
 
-def _age_reason(body: str) -> str:
+def _age_reason(body: str) -> tuple[str, bool]:
+    """Why an age recipient failed, and whether the file itself is damaged."""
     key_file = os.environ.get("SOPS_AGE_KEY_FILE")
     if "failed to load age identities" in body or (not body and not key_file):
-        return "no age private key was found: set SOPS_AGE_KEY_FILE to the file holding it"
+        return "no age private key was found: set SOPS_AGE_KEY_FILE to the file holding it", False
     if "did not match any of the recipients" in body:
         held = f"the key in SOPS_AGE_KEY_FILE ({key_file})" if key_file else "the age keys found"
-        return f"{held} is a different key: set SOPS_AGE_KEY_FILE to this recipient's key file"
+        return (
+            f"{held} is a different key: set SOPS_AGE_KEY_FILE to this recipient's key file",
+            False,
+        )
     if "tampered" in body or "corrupted" in body:
-        return "its encrypted data key is damaged (tampered with?); " + RESTORE
-    return "the age key could not open the data key"
+        return "its encrypted data key is damaged (tampered with?); " + RESTORE, True
+    return "the age key could not open the data key", False
 
 
-def _kms_reason(key: KmsKey, body: str) -> str:
+def _kms_reason(key: KmsKey, body: str) -> tuple[str, bool]:
+    """Why a KMS key failed, and whether the file itself is damaged."""
     lowered = body.lower()
     if any(sign in lowered for sign in ("request send failed", "dial tcp", "no such host")):
         return (
             f"the KMS endpoint {kms_endpoint(key.arn)} is unreachable: check AWS_ENDPOINT_URL, "
-            "AWS_REGION and the network"
+            "AWS_REGION and the network",
+            False,
         )
     if any(sign in lowered for sign in ("get credentials", "no ec2 imds role", "nocredential")):
         return (
             "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-            "AWS_PROFILE, or a web identity role) for an identity allowed kms:Decrypt on it"
+            "AWS_PROFILE, or a web identity role) for an identity allowed kms:Decrypt on it",
+            False,
         )
     if "assumerole" in lowered or "assume role" in lowered:
-        return f"could not assume role {key.role}: check that the credentials may assume it"
+        return f"could not assume role {key.role}: check that the credentials may assume it", False
     if "invalidciphertext" in lowered or "incorrectkey" in lowered:
         return (
             "AWS KMS refused the data key: its encryption context or encrypted data key does "
-            "not match what it was encrypted with (hand-edited?); " + RESTORE
+            "not match what it was encrypted with (hand-edited?); " + RESTORE,
+            True,
         )
     if any(sign in lowered for sign in ("accessdenied", "unrecognizedclient", "invalidsignature")):
-        return "AWS refused the credentials for kms:Decrypt on this key: use an allowed identity"
+        return (
+            "AWS refused the credentials for kms:Decrypt on this key: use an allowed identity",
+            False,
+        )
     if "notfound" in lowered or "disabled" in lowered:
-        return "the KMS key does not exist or is disabled in this account and region"
-    return "AWS KMS could not decrypt the data key"
+        return "the KMS key does not exist or is disabled in this account and region", False
+    return "AWS KMS could not decrypt the data key", False
 
 
 def kms_endpoint(arn: str) -> str:

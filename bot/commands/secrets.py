@@ -1,0 +1,341 @@
+"""`hubbot secrets check|edit|encrypt|decrypt|updatekeys`: the sops files, kept honest.
+
+Plaintext never passes through a file the bot writes: `edit` gives sops a
+temporary directory in memory for the editor's copy, `encrypt` feeds sops on
+standard input, and `decrypt` lets sops write straight to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot import sops
+from bot.errors import HubbotError, Location
+from bot.hubploy import DEPLOYMENTS, discover_hubs, environment, load_deployment
+from bot.memfs import private_dir
+from bot.redact import Redactor
+from bot.sops_config import (
+    CONFIG_FILE,
+    CreationRule,
+    Recipients,
+    file_recipients,
+    parse_config,
+    rule_for,
+)
+from bot.sops_format import read_shape
+from bot.source import Source, WorkTree
+from bot.values import Decryptor
+from bot.yamlfile import load_yaml
+
+EXIT_NOT_MODIFIED = 200  # sops edit: the file was left as it was
+UPDATEKEYS = "run `hubbot secrets updatekeys`"
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = verbs.add_parser("secrets", help="check, edit, encrypt, decrypt and re-key secrets")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
+    actions.required = True
+    actions.add_parser(
+        "check", help="every secrets file is sops-encrypted for exactly its creation rule's keys"
+    )
+    edit = actions.add_parser("edit", help="edit a secrets file in $EDITOR (creating it if new)")
+    encrypt = actions.add_parser(
+        "encrypt", help="encrypt plaintext YAML into a secrets file by its creation rule"
+    )
+    encrypt.add_argument(
+        "--input",
+        metavar="FILE",
+        help="plaintext YAML to encrypt, `-` for standard input (default: the secrets file "
+        "itself, encrypted in place)",
+    )
+    encrypt.add_argument("--force", action="store_true", help="replace an encrypted file")
+    decrypt = actions.add_parser("decrypt", help="print a decrypted secrets file")
+    decrypt.add_argument(
+        "--print-in-ci",
+        action="store_true",
+        help="print even in CI (CI=true) to a terminal or a pipe, where a log may keep it",
+    )
+    for action in (edit, encrypt, decrypt):
+        action.add_argument("hub", metavar="HUB")
+        action.add_argument("env", metavar="ENV")
+    updatekeys = actions.add_parser(
+        "updatekeys", help="re-encrypt secrets files for their creation rule's keys"
+    )
+    updatekeys.add_argument("hubs", nargs="*", metavar="HUB", help="default: every hub")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    actions = {
+        "check": check,
+        "edit": edit,
+        "encrypt": encrypt,
+        "decrypt": decrypt,
+        "updatekeys": updatekeys,
+    }
+    status: int = actions[args.action](args)
+    return status
+
+
+def secrets_files(source: Source, hubs: list[str] | None = None) -> list[str]:
+    """Every file under deployments/<hub>/secrets/, as repo paths."""
+    names = hubs if hubs else source.children(DEPLOYMENTS)
+    return [
+        f"{DEPLOYMENTS}/{hub}/secrets/{name}"
+        for hub in names
+        for name in source.children(f"{DEPLOYMENTS}/{hub}/secrets")
+    ]
+
+
+def load_rules(source: Source) -> list[CreationRule]:
+    text = source.read(CONFIG_FILE)
+    if text is None:
+        raise HubbotError(
+            "missing: it names the keys each secrets file is encrypted for", Location(CONFIG_FILE)
+        )
+    return parse_config(text)
+
+
+def matching_rule(rules: list[CreationRule], file: str) -> CreationRule:
+    rule = rule_for(rules, file)
+    if rule is None:
+        raise HubbotError(
+            f"no creation rule in {CONFIG_FILE} matches this path: add one for its environment",
+            Location(file),
+        )
+    return rule
+
+
+def recipients_of(file: str, text: str) -> Recipients:
+    data = load_yaml(file, text).data
+    meta = data.get("sops") if isinstance(data, dict) else None
+    return file_recipients(file, meta if isinstance(meta, dict) else {})
+
+
+# check
+
+
+def check(args: argparse.Namespace) -> int:
+    source = WorkTree(args.repo)
+    rules = load_rules(source)
+    decrypt = sops.decryptor(args.redactor, cwd=args.repo)
+    files = secrets_files(source)
+    failed = unverified = 0
+    for file in files:
+        try:
+            verified = check_file(source, rules, file, decrypt)
+        except HubbotError as exc:
+            print(f"FAILED  {file}\n  {exc}")
+            failed += 1
+            continue
+        unverified += not verified
+        print(f"ok      {file}" + ("" if verified else " (MAC not verified: no key here)"))
+    print(f"{len(files) - failed} of {len(files)} secrets files ok")
+    if unverified:
+        print(
+            f"note: the MAC of {unverified} file(s) was not verified: no key here could open "
+            "them (set SOPS_AGE_KEY_FILE, or AWS credentials for KMS, to verify)"
+        )
+    return 1 if failed else 0
+
+
+def check_file(source: Source, rules: list[CreationRule], file: str, decrypt: Decryptor) -> bool:
+    """Raise on the first problem; True if the MAC was verified by decrypting."""
+    text = source.read(file) or ""
+    read_shape(file, text)
+    rule = matching_rule(rules, file)
+    actual = recipients_of(file, text)
+    if actual != rule.recipients:
+        raise HubbotError(_mismatch(actual, rule), Location(file))
+    try:
+        decrypt(file, text)
+    except sops.NoKeyError:
+        return False
+    return True
+
+
+def _mismatch(actual: Recipients, rule: CreationRule) -> str:
+    wanted, have = set(rule.recipients.describe()), set(actual.describe())
+    parts = []
+    if wanted - have:
+        parts.append("missing " + ", ".join(sorted(wanted - have)))
+    if have - wanted:
+        parts.append("not in the rule: " + ", ".join(sorted(have - wanted)))
+    return (
+        f"encrypted for other keys than the creation rule at {CONFIG_FILE}:{rule.line} names "
+        f"({'; '.join(parts)}): {UPDATEKEYS}"
+    )
+
+
+# edit, encrypt, decrypt
+
+
+def _target(args: argparse.Namespace) -> tuple[WorkTree, str]:
+    """The secrets file of a known hub and environment."""
+    source = WorkTree(args.repo)
+    environment(load_deployment(source, args.hub), args.env)
+    return source, f"{DEPLOYMENTS}/{args.hub}/secrets/{args.env}.yaml"
+
+
+def edit(args: argparse.Namespace) -> int:
+    source, file = _target(args)
+    rule = matching_rule(load_rules(source), file)
+    if source.read(file) is None:
+        _write(args.repo, file, _encrypt_text(args.repo, file, "{}\n"))
+        print(f"created {file} (empty) for {', '.join(rule.recipients.describe())}")
+    # sops hands the editor a plaintext copy in TMPDIR: keep it in memory, removed after.
+    with private_dir() as scratch:
+        result = sops.run(
+            ["edit", file],
+            cwd=args.repo,
+            env={**os.environ, "TMPDIR": str(scratch)},
+            stdout=None,
+        )
+    if result.returncode == EXIT_NOT_MODIFIED:
+        print(f"{file}: not changed")
+        return 0
+    if result.returncode != 0:
+        raise sops.failure(
+            file, source.read(file) or "", result.returncode, result.stderr.decode(errors="replace")
+        )
+    print(f"saved {file}")
+    return 0
+
+
+def encrypt(args: argparse.Namespace) -> int:
+    source, file = _target(args)
+    rule = matching_rule(load_rules(source), file)
+    current = source.read(file)
+    if args.input is None:
+        if current is None:
+            raise HubbotError(
+                "does not exist: pass --input FILE (or `-` for standard input), or use "
+                "`hubbot secrets edit`",
+                Location(file),
+            )
+        plaintext = current
+    else:
+        if current is not None and _is_sops(file, current) and not args.force:
+            raise HubbotError(
+                "is already encrypted: use `hubbot secrets edit`, or --force to replace it",
+                Location(file),
+            )
+        plaintext = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
+    if _is_sops(file, plaintext):
+        raise HubbotError("is already encrypted: use `hubbot secrets edit`", Location(file))
+    _register_plaintext(file, plaintext, args.redactor)
+    _write(args.repo, file, _encrypt_text(args.repo, file, plaintext))
+    print(f"encrypted {file} for {', '.join(rule.recipients.describe())}")
+    return 0
+
+
+def decrypt(args: argparse.Namespace) -> int:
+    source, file = _target(args)
+    text = source.read(file)
+    if text is None:
+        raise HubbotError("does not exist", Location(file))
+    read_shape(file, text)
+    if _in_ci() and not args.print_in_ci and not _stdout_is_a_file():
+        raise HubbotError(
+            "refusing to print decrypted secrets in CI (CI=true) to a terminal or a pipe, where "
+            "a log may keep them: redirect standard output to a file, or pass --print-in-ci"
+        )
+    sys.stdout.flush()
+    # sops writes the plaintext straight to our standard output: it never enters the bot.
+    result = sops.run(
+        ["decrypt", "--filename-override", file, "--input-type", "yaml", "--output-type", "yaml"],
+        stdin=text,
+        cwd=args.repo,
+        stdout=None,
+    )
+    if result.returncode != 0:
+        raise sops.failure(file, text, result.returncode, result.stderr.decode(errors="replace"))
+    return 0
+
+
+def _is_sops(file: str, text: str) -> bool:
+    try:
+        data = load_yaml(file, text).data
+    except HubbotError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("sops"), dict)
+
+
+def _register_plaintext(file: str, text: str, redactor: Redactor) -> None:
+    data: Any = load_yaml(file, text).data
+    if not isinstance(data, dict):
+        raise HubbotError("plaintext secrets must be a YAML mapping", Location(file, 1))
+    sops.register_leaves(data, redactor)
+
+
+def _encrypt_text(repo: Path, file: str, plaintext: str) -> str:
+    result = sops.run(
+        ["encrypt", "--filename-override", file, "--input-type", "yaml", "--output-type", "yaml"],
+        stdin=plaintext,
+        cwd=repo,
+    )
+    if result.returncode != 0:
+        raise HubbotError(
+            f"sops could not encrypt it (exit status {result.returncode}): check the creation "
+            f"rule in {CONFIG_FILE} and that its KMS keys are reachable",
+            Location(file),
+        )
+    return result.stdout.decode()
+
+
+def _write(repo: Path, file: str, ciphertext: str) -> None:
+    path = repo / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.hubbot-new")
+    partial.write_text(ciphertext)
+    partial.replace(path)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _stdout_is_a_file() -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+# updatekeys
+
+
+def updatekeys(args: argparse.Namespace) -> int:
+    source = WorkTree(args.repo)
+    rules = load_rules(source)
+    hubs = args.hubs or discover_hubs(source)
+    failed = 0
+    files = secrets_files(source, hubs)
+    for file in files:
+        try:
+            print(f"{_updatekeys_file(source, rules, file, args.repo)}  {file}")
+        except HubbotError as exc:
+            print(f"FAILED   {file}\n  {exc}")
+            failed += 1
+    print(f"{len(files) - failed} of {len(files)} secrets files up to date")
+    return 1 if failed else 0
+
+
+def _updatekeys_file(source: Source, rules: list[CreationRule], file: str, repo: Path) -> str:
+    text = source.read(file) or ""
+    read_shape(file, text)
+    rule = matching_rule(rules, file)
+    if recipients_of(file, text) == rule.recipients:
+        return "ok      "
+    result = sops.run(["updatekeys", "--yes", file], cwd=repo, stdin="")
+    if result.returncode != 0:
+        raise sops.failure(file, text, result.returncode, result.stderr.decode(errors="replace"))
+    after = recipients_of(file, source.read(file) or "")
+    if after != rule.recipients:
+        raise HubbotError(_mismatch(after, rule) + " (sops left it so)", Location(file))
+    return "updated "

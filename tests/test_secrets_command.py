@@ -1,0 +1,302 @@
+"""`hubbot secrets check|edit|encrypt|decrypt|updatekeys` with the real sops and age keys."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.main import main
+from bot.sops import decrypt_text
+from tests.fixtures.repos import write
+from tests.fixtures.secrets import AgeKey, age_rules, secrets_path, write_secrets
+
+HUBS = ("tess-private", "tess-public")
+ENVS = ("prod", "staging")
+FILES = [secrets_path(hub, env) for hub in HUBS for env in ENVS]
+TOKEN = "token-7d1e5f0c2b9a4e86"
+
+
+def run(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["--repo", str(repo), "secrets", *args])
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+    return status, captured.out, captured.err
+
+
+@pytest.fixture
+def keyed_repo(hub_repo: Path, age_env: AgeKey) -> Path:
+    """Every secrets file re-encrypted, through .sops.yaml, for the test's age key."""
+    write(
+        hub_repo,
+        ".sops.yaml",
+        age_rules(("staging", age_env.recipient), ("prod", age_env.recipient)),
+    )
+    for hub in HUBS:
+        for env in ENVS:
+            plaintext = f"jupyterhub:\n  proxy:\n    secretToken: {TOKEN}-{hub}-{env}\n"
+            write_secrets(hub_repo, hub, env, plaintext)
+    return hub_repo
+
+
+def test_check_passes_on_the_repository_without_keys(
+    hub_repo: Path, no_sops_keys: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(hub_repo, capsys, "check")
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        *(f"ok      {file} (MAC not verified: no key here)" for file in FILES),
+        "4 of 4 secrets files ok",
+        "note: the MAC of 4 file(s) was not verified: no key here could open them (set "
+        "SOPS_AGE_KEY_FILE, or AWS credentials for KMS, to verify)",
+    ]
+
+
+def test_check_verifies_the_mac_with_a_key(
+    keyed_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(keyed_repo, capsys, "check")
+    assert status == 0
+    assert out.splitlines() == [*(f"ok      {file}" for file in FILES), "4 of 4 secrets files ok"]
+
+
+def test_check_finds_a_tampered_file(keyed_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = keyed_repo / FILES[0]
+    path.write_text(path.read_text().replace("secretToken:", "secretTokens:"))
+    status, out, _ = run(keyed_repo, capsys, "check")
+    assert status == 1
+    assert out.splitlines()[:2] == [
+        f"FAILED  {FILES[0]}",
+        f"  {FILES[0]}: cannot decrypt: a value, or the name of its key, does not match its "
+        "authentication tag: the file was changed outside sops (tampered with or hand-edited); "
+        "restore it from git history, or re-create it with `hubbot secrets edit` if the change "
+        "was meant",
+    ]
+    assert out.splitlines()[-1] == "3 of 4 secrets files ok"
+
+
+def test_check_finds_a_plaintext_value(
+    hub_repo: Path, no_sops_keys: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = hub_repo / FILES[1]
+    path.write_text(
+        re.sub(r"secretToken: ENC\[[^\]]*\]", f"secretToken: {TOKEN}", path.read_text())
+    )
+    status, out, _ = run(hub_repo, capsys, "check")
+    assert status == 1
+    assert out.splitlines()[1:3] == [
+        f"FAILED  {FILES[1]}",
+        f"  {FILES[1]}:3: `jupyterhub.proxy.secretToken` holds a plaintext value in a secrets "
+        "file: it may have leaked; rotate it, then encrypt the file with `hubbot secrets encrypt`",
+    ]
+
+
+def test_check_needs_a_creation_rule(
+    hub_repo: Path, no_sops_keys: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = hub_repo / ".sops.yaml"
+    config.write_text(config.read_text().replace("staging", "dev"))
+    status, out, _ = run(hub_repo, capsys, "check")
+    assert status == 1
+    assert (
+        f"  {FILES[1]}: no creation rule in .sops.yaml matches this path: add one for its " in out
+    )
+
+
+def test_a_key_change_is_found_by_check_and_fixed_by_updatekeys(
+    keyed_repo: Path,
+    age_env: AgeKey,
+    other_age_key: AgeKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    both = f"{age_env.recipient},{other_age_key.recipient}"
+    write(keyed_repo, ".sops.yaml", age_rules(("staging", both), ("prod", age_env.recipient)))
+    status, out, _ = run(keyed_repo, capsys, "check")
+    assert status == 1
+    assert out.splitlines()[1:3] == [
+        f"FAILED  {FILES[1]}",
+        f"  {FILES[1]}: encrypted for other keys than the creation rule at .sops.yaml:2 names "
+        f"(missing age {other_age_key.recipient}): run `hubbot secrets updatekeys`",
+    ]
+    status, out, _ = run(keyed_repo, capsys, "updatekeys")
+    assert status == 0
+    assert out.splitlines() == [
+        f"ok        {FILES[0]}",
+        f"updated   {FILES[1]}",
+        f"ok        {FILES[2]}",
+        f"updated   {FILES[3]}",
+        "4 of 4 secrets files up to date",
+    ]
+    assert run(keyed_repo, capsys, "check")[0] == 0
+    # The new recipient alone can now decrypt it.
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(other_age_key.path))
+    data = decrypt_text(FILES[1], (keyed_repo / FILES[1]).read_text())
+    assert data["jupyterhub"]["proxy"]["secretToken"] == f"{TOKEN}-tess-private-staging"
+
+
+def test_updatekeys_without_the_key_reports_per_file(
+    keyed_repo: Path,
+    age_env: AgeKey,
+    other_age_key: AgeKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write(
+        keyed_repo,
+        ".sops.yaml",
+        age_rules(("staging", other_age_key.recipient), ("prod", age_env.recipient)),
+    )
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE")
+    status, out, _ = run(keyed_repo, capsys, "updatekeys", "tess-public")
+    assert status == 1
+    assert out.splitlines() == [
+        f"ok        {FILES[2]}",
+        f"FAILED   {FILES[3]}",
+        f"  {FILES[3]}: cannot decrypt: no key could open it. age {age_env.recipient}: no age "
+        "private key was found: set SOPS_AGE_KEY_FILE to the file holding it",
+        "1 of 2 secrets files up to date",
+    ]
+
+
+EDITOR = """\
+#!/bin/sh
+dirname "$1" > "$HUBBOT_TEST_RECORD"
+printf 'jupyterhub:\\n  proxy:\\n    secretToken: %s\\n' "$HUBBOT_TEST_VALUE" > "$1"
+"""
+
+
+@pytest.fixture
+def editor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An $EDITOR that writes a new token and records where sops put the plaintext copy."""
+    script = tmp_path / "editor.sh"
+    script.write_text(EDITOR)
+    script.chmod(0o700)
+    record = tmp_path / "edited-in"
+    monkeypatch.setenv("EDITOR", str(script))
+    monkeypatch.delenv("SOPS_EDITOR", raising=False)
+    monkeypatch.setenv("HUBBOT_TEST_RECORD", str(record))
+    monkeypatch.setenv("HUBBOT_TEST_VALUE", TOKEN)
+    return record
+
+
+def test_edit_creates_a_missing_file_from_the_rule_in_memory(
+    keyed_repo: Path, age_env: AgeKey, editor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = FILES[1]
+    (keyed_repo / file).unlink()
+    status, out, _ = run(keyed_repo, capsys, "edit", "tess-private", "staging")
+    assert status == 0
+    assert out.splitlines() == [
+        f"created {file} (empty) for age {age_env.recipient}",
+        f"saved {file}",
+    ]
+    edited_in = Path(editor.read_text().strip())
+    assert edited_in.parts[:3] == ("/", "dev", "shm")
+    assert not edited_in.exists()
+    text = (keyed_repo / file).read_text()
+    assert TOKEN not in text
+    assert decrypt_text(file, text) == {"jupyterhub": {"proxy": {"secretToken": TOKEN}}}
+
+
+def test_edit_without_changes(
+    keyed_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EDITOR", "true")
+    before = (keyed_repo / FILES[0]).read_text()
+    status, out, _ = run(keyed_repo, capsys, "edit", "tess-private", "prod")
+    assert (status, out) == (0, f"{FILES[0]}: not changed\n")
+    assert (keyed_repo / FILES[0]).read_text() == before
+
+
+def test_edit_an_unknown_environment(keyed_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(keyed_repo, capsys, "edit", "tess-private", "dev")
+    assert status == 1
+    assert err.startswith("hubbot: error: unknown environment 'dev' for hub tess-private: ")
+
+
+def test_encrypt_from_standard_input(
+    keyed_repo: Path,
+    age_env: AgeKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"a:\n  token: {TOKEN}\n"))
+    status, _, err = run(keyed_repo, capsys, "encrypt", "tess-public", "staging", "--input", "-")
+    assert status == 1
+    assert err == (
+        f"hubbot: error: {FILES[3]}: is already encrypted: use `hubbot secrets edit`, or --force "
+        "to replace it\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"a:\n  token: {TOKEN}\n"))
+    status, out, _ = run(
+        keyed_repo, capsys, "encrypt", "tess-public", "staging", "--input", "-", "--force"
+    )
+    assert (status, out) == (0, f"encrypted {FILES[3]} for age {age_env.recipient}\n")
+    text = (keyed_repo / FILES[3]).read_text()
+    assert decrypt_text(FILES[3], text) == {"a": {"token": TOKEN}}
+
+
+def test_encrypt_a_plaintext_file_in_place(
+    keyed_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(keyed_repo, FILES[2], f"a:\n  token: {TOKEN}\n")
+    assert run(keyed_repo, capsys, "encrypt", "tess-public", "prod")[0] == 0
+    text = (keyed_repo / FILES[2]).read_text()
+    assert TOKEN not in text
+    assert decrypt_text(FILES[2], text) == {"a": {"token": TOKEN}}
+    status, _, err = run(keyed_repo, capsys, "encrypt", "tess-public", "prod")
+    assert status == 1
+    assert err == f"hubbot: error: {FILES[2]}: is already encrypted: use `hubbot secrets edit`\n"
+
+
+def test_decrypt_prints_the_plaintext_outside_ci(
+    keyed_repo: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    status = main(["--repo", str(keyed_repo), "secrets", "decrypt", "tess-public", "prod"])
+    out, err = capfd.readouterr()
+    assert (status, err) == (0, "")
+    assert out == f"jupyterhub:\n    proxy:\n        secretToken: {TOKEN}-tess-public-prod\n"
+
+
+def hubbot(repo: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bot", "--repo", str(repo), *args]
+    return subprocess.run(command, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+def test_decrypt_refuses_a_pipe_in_ci(keyed_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    refused = hubbot(keyed_repo, "secrets", "decrypt", "tess-public", "prod", capture_output=True)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "hubbot: error: refusing to print decrypted secrets in CI (CI=true) to a terminal or a "
+        "pipe, where a log may keep them: redirect standard output to a file, or pass "
+        "--print-in-ci\n"
+    )
+    forced = hubbot(
+        keyed_repo,
+        "secrets",
+        "decrypt",
+        "tess-public",
+        "prod",
+        "--print-in-ci",
+        capture_output=True,
+    )
+    assert forced.returncode == 0
+    assert f"{TOKEN}-tess-public-prod" in forced.stdout
+
+
+def test_decrypt_to_a_file_in_ci(
+    keyed_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    target = tmp_path / "out.yaml"
+    with target.open("w") as out:
+        done = hubbot(keyed_repo, "secrets", "decrypt", "tess-public", "prod", stdout=out)
+    assert done.returncode == 0
+    assert f"{TOKEN}-tess-public-prod" in target.read_text()
