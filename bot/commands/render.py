@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bot import sops
+from bot import manifests, sops
 from bot.merge import Merged
 from bot.source import WorkTree
-from bot.values import build
+from bot.values import CHART_DIR, build
 from bot.yamlfile import Path_, dump_yaml
 
 MASK = "<secret>"
@@ -25,6 +25,11 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="decrypt the secrets with sops (keys from SOPS_AGE_KEY_FILE or AWS); still masked",
     )
+    parser.add_argument(
+        "--manifests",
+        action="store_true",
+        help="print the Kubernetes manifests helm renders from them instead (Secrets masked)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,6 +37,18 @@ def run(args: argparse.Namespace) -> int:
     decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
     values = build(WorkTree(args.repo), args.hub, args.env, decrypt)
     state = "decrypted and masked" if values.decrypted else "masked"
+    if args.manifests:
+        text = manifests.render(
+            args.repo / CHART_DIR,
+            values.document,
+            values.environment.release,
+            values.environment.namespace,
+            args.redactor.redact,
+            manifests.kube_version(values.deployment),
+        )
+        print(f"# {values.hub}/{values.env}: the manifests helm renders (secrets {state})")
+        print(text, end="")
+        return 0
     print(f"# {values.hub}/{values.env}: the values helm receives (secrets {state})")
     print(dump_yaml(masked(values.merged)), end="")
     return 0

@@ -1,0 +1,564 @@
+"""Manifest diffs: what `helm template` renders for two values documents, minus the noise.
+
+Only rendering runs helm (bot/helm.py); the rest is plain data in, plain data out.
+Resources are sorted by kind, namespace and name, CRDs last. Named rules take
+out what would only be noise, and every diff line a rule hides is counted.
+Instead of checksums, the diff says what restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot import helm
+from bot.errors import HubbotError
+from bot.helm import DEFAULT_KUBE_VERSION, ChartUnavailable
+from bot.hubploy import Deployment
+from bot.imagetag import reads_as_non_string
+from bot.yamlfile import YAML11_BOOLEANS
+
+# PyYAML reads YAML 1.1 as helm and Kubernetes do, and with libyaml it reads a full
+# z2jh rendering fast enough to do it four times per hub and environment.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+__all__ = ["RULES", "ChartUnavailable", "ManifestDiff", "manifest_diff", "render"]
+
+Doc = dict[str, Any]
+Key = tuple[str, str, str]  # kind, namespace, name
+Path_ = tuple[str | int, ...]
+Redact = Callable[[str], str]
+
+CRD = "CustomResourceDefinition"
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+CONFIG_KINDS = ("ConfigMap", "Secret")
+DATA_FIELDS = ("data", "stringData", "binaryData")
+VALUES_KEY = "values.yaml"
+
+RULES = {
+    "z2jh-values": "the chart values the hub Secret embeds as values.yaml (diffed by key below)",
+    "random": "values generated afresh on every render, such as tokens (compared by presence)",
+    "checksum": "checksum/* annotations (their effect is listed under what restarts)",
+}
+# Not a noise rule: Secret data is always replaced, so no value is ever shown.
+SECRET = "<secret>"  # noqa: S105 (a placeholder, not a password)
+SECRET_CHANGED = "<secret, changed>"  # noqa: S105
+RANDOM = "<random>"
+CHECKSUM = "<checksum>"
+VALUES = "<values.yaml: see the key diff below>"
+PLACEHOLDERS = (SECRET, SECRET_CHANGED, RANDOM, CHECKSUM, VALUES)
+
+
+@dataclass
+class ManifestDiff:
+    changed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    text: dict[str, str] = field(default_factory=dict)  # per resource title, sorted
+    hidden_lines: dict[str, int] = field(default_factory=dict)  # per rule in RULES
+    restarts: list[str] = field(default_factory=list)
+
+    def hidden_summary(self) -> list[str]:
+        return [
+            f"{count} lines hidden by rule {rule}: {RULES[rule]}"
+            for rule, count in self.hidden_lines.items()
+            if count
+        ]
+
+
+def kube_version(deployment: Deployment) -> str:
+    """The Kubernetes version to render for: hubploy.yaml's cluster.kube_version, or the default."""
+    return str(deployment.cluster.get("kube_version") or DEFAULT_KUBE_VERSION)
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def manifest_diff(
+    chart_dir: Path,
+    old_values: dict[str, Any] | None,
+    new_values: dict[str, Any] | None,
+    release: str,
+    namespace: str,
+    redact: Redact,
+    *,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+    old_chart_dir: Path | None = None,
+) -> ManifestDiff:
+    """The manifest diff between rendering `old_values` and `new_values` (None: not deployed).
+
+    `old_chart_dir` is the chart at the old ref when it differs from `chart_dir`.
+    Raises ChartUnavailable when a locked dependency cannot be fetched.
+    """
+    with ExitStack() as stack:
+        new_chart = stack.enter_context(helm.ready_chart(chart_dir))
+        old_chart = new_chart
+        if old_chart_dir is not None and old_chart_dir != chart_dir:
+            old_chart = stack.enter_context(helm.ready_chart(old_chart_dir))
+        old, old_random = _render_twice(old_chart, old_values, release, namespace, kube_version)
+        new, new_random = _render_twice(new_chart, new_values, release, namespace, kube_version)
+    return compare(old, new, old_random, new_random, redact)
+
+
+def _render_twice(
+    chart: Path, values: dict[str, Any] | None, release: str, namespace: str, kube_version: str
+) -> tuple[dict[Key, Doc], dict[Key, set[Path_]]]:
+    """The resources, and the paths whose values differ between two renders of them."""
+    if values is None:
+        return {}, {}
+    first = parse(_template(chart, values, release, namespace, kube_version))
+    second = parse(_template(chart, values, release, namespace, kube_version))
+    return first, random_paths(first, second)
+
+
+def _template(
+    chart: Path, values: dict[str, Any], release: str, namespace: str, kube_version: str
+) -> str:
+    # JSON is YAML with no ambiguous scalars: helm reads back exactly these values. Without
+    # keys, secrets are SecretLeaf shapes, rendered as their placeholder text.
+    text = json.dumps(values, default=str)
+    return helm.template(chart, release, namespace, text, kube_version)
+
+
+def render(
+    chart_dir: Path,
+    values: dict[str, Any],
+    release: str,
+    namespace: str,
+    redact: Redact,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+) -> str:
+    """The sorted manifests for `values`, every Secret value and random token masked."""
+    with helm.ready_chart(chart_dir) as chart:
+        resources, random = _render_twice(chart, values, release, namespace, kube_version)
+    parts = []
+    for key, doc in resources.items():
+        masked = _mask_paths(doc, random.get(key, set()), RANDOM)
+        if masked.get("kind") == "Secret":
+            masked = _mask_secret(masked, None)[0]
+        parts.append(f"# {title(key)}\n" + "".join(f"{line}\n" for line in yaml_lines(masked)))
+    return redact("---\n".join(parts))
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def sort_key(key: Key) -> tuple[bool, str, str, str]:
+    kind, namespace, name = key
+    return (kind == CRD, kind, namespace, name)
+
+
+def title(key: Key) -> str:
+    kind, namespace, name = key
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+def parse(rendered: str) -> dict[Key, Doc]:
+    """The resources of a rendering, keyed by (kind, namespace, name) in sorted order."""
+    try:
+        docs = [doc for doc in yaml.load_all(rendered, Loader=_Loader) if isinstance(doc, dict)]
+    except yaml.YAMLError as exc:
+        raise HubbotError(f"helm rendered YAML that cannot be read: {exc}") from None
+    resources: dict[Key, Doc] = {}
+    for doc in docs:
+        meta = doc.get("metadata") or {}
+        base = (str(doc.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name")))
+        key, number = base, 1
+        while key in resources:  # the same resource twice (e.g. a hook): keep both
+            number += 1
+            key = (base[0], base[1], f"{base[2]} #{number}")
+        resources[key] = doc
+    return {key: resources[key] for key in sorted(resources, key=sort_key)}
+
+
+def random_paths(first: dict[Key, Doc], second: dict[Key, Doc]) -> dict[Key, set[Path_]]:
+    """Per resource, the paths whose values differ between two renders of the same values."""
+    found: dict[Key, set[Path_]] = {}
+    for key in first.keys() & second.keys():
+        paths: set[Path_] = set()
+        _differences(first[key], second[key], (), paths)
+        if paths:
+            found[key] = paths
+    return found
+
+
+def _differences(a: Any, b: Any, path: Path_, out: set[Path_]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for name in a.keys() | b.keys():
+            if name in a and name in b:
+                _differences(a[name], b[name], (*path, name), out)
+            else:
+                out.add((*path, name))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            _differences(x, y, (*path, index), out)
+    elif a != b:
+        out.add(path)
+
+
+# --- normalising -----------------------------------------------------------------------
+
+
+@dataclass
+class _Pair:
+    """One resource at both sides, as each rule leaves it."""
+
+    old: Doc | None
+    new: Doc | None
+    values_diff: list[str] = field(default_factory=list)
+    singleuser: set[str] = field(default_factory=set)  # changed keys under singleuser
+
+
+def compare(
+    old: dict[Key, Doc],
+    new: dict[Key, Doc],
+    old_random: dict[Key, set[Path_]],
+    new_random: dict[Key, set[Path_]],
+    redact: Redact,
+) -> ManifestDiff:
+    """The diff of two parsed renderings; `*_random` are the paths random on each side."""
+    result = ManifestDiff(hidden_lines=dict.fromkeys(RULES, 0))
+    pairs: dict[Key, _Pair] = {}
+    for key in sorted(old.keys() | new.keys(), key=sort_key):
+        random = (old_random.get(key, set()), new_random.get(key, set()))
+        pair = _normalise(key, old.get(key), new.get(key), random, result, redact)
+        pairs[key] = pair
+        if pair.old == pair.new and not pair.values_diff:
+            continue
+        name = title(key)
+        if pair.old is None:
+            result.added.append(name)
+        elif pair.new is None:
+            result.removed.append(name)
+        else:
+            result.changed.append(name)
+        result.text[name] = redact(_diff_text(name, pair))
+    result.restarts = _restarts(pairs)
+    return result
+
+
+def _normalise(
+    key: Key,
+    old: Doc | None,
+    new: Doc | None,
+    random: tuple[set[Path_], set[Path_]],
+    result: ManifestDiff,
+    redact: Redact,
+) -> _Pair:
+    pair = _Pair(copy.deepcopy(old), copy.deepcopy(new))
+    stages: list[tuple[str, Callable[[_Pair], None]]] = [
+        ("z2jh-values", lambda p: _embedded_values(key, p, redact)),
+        ("checksum", _checksums),
+        ("random", lambda p: _random(p, random)),
+    ]
+    shown = _changed_lines(pair)
+    for rule, apply in stages:
+        apply(pair)
+        now = _changed_lines(pair)
+        result.hidden_lines[rule] += max(shown - now, 0)
+        shown = now
+    if key[0] == "Secret":
+        pair.old, pair.new = _mask_secret(pair.old, pair.new)
+    return pair
+
+
+def _embedded_values(key: Key, pair: _Pair, redact: Redact) -> None:
+    """The values.yaml a (z2jh hub) Secret holds: replaced, and diffed key by key."""
+    if key[0] != "Secret":
+        return
+    old = _decoded_values(pair.old)
+    new = _decoded_values(pair.new)
+    if old is None and new is None:
+        return
+    for doc in (pair.old, pair.new):
+        if doc is not None and _decoded_values(doc) is not None:
+            doc["data"][VALUES_KEY] = VALUES
+    changes = list(_leaf_changes(old or {}, new or {}, ()))
+    pair.values_diff = [_format_change(path, a, b, redact) for path, a, b in changes]
+    if old is not None and new is not None:  # a hub being added or removed restarts nothing
+        pair.singleuser = {
+            ".".join(map(str, path[1:])) for path, _, _ in changes if path[:1] == ("singleuser",)
+        }
+
+
+def _decoded_values(doc: Doc | None) -> Any:
+    if doc is None:
+        return None
+    encoded = (doc.get("data") or {}).get(VALUES_KEY)
+    if not isinstance(encoded, str) or encoded == VALUES:
+        return None
+    try:
+        text = base64.b64decode(encoded, validate=True).decode("utf-8")
+        values = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+    except (binascii.Error, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return values if isinstance(values, dict) else None
+
+
+_MISSING = object()
+
+
+def _leaf_changes(old: Any, new: Any, path: Path_) -> Iterator[tuple[Path_, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name in sorted(old.keys() | new.keys(), key=str):
+            yield from _leaf_changes(
+                old.get(name, _MISSING), new.get(name, _MISSING), (*path, name)
+            )
+    elif isinstance(old, dict) and new is _MISSING:
+        for name in sorted(old, key=str):
+            yield from _leaf_changes(old[name], _MISSING, (*path, name))
+    elif old is _MISSING and isinstance(new, dict):
+        for name in sorted(new, key=str):
+            yield from _leaf_changes(_MISSING, new[name], (*path, name))
+    elif old != new:
+        yield path, old, new
+
+
+def _format_change(path: Path_, old: Any, new: Any, redact: Redact) -> str:
+    where = ".".join(map(str, path))
+    if old is _MISSING:
+        return f"+ {where}: {redact(_scalar(new))}"
+    if new is _MISSING:
+        return f"- {where}: {redact(_scalar(old))}"
+    return f"~ {where}: {redact(_scalar(old))} -> {redact(_scalar(new))}"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return _plain_or_quoted(value)
+    if isinstance(value, dict | list) and not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _random(pair: _Pair, paths: tuple[set[Path_], set[Path_]]) -> None:
+    pair.old = _mask_paths(pair.old, paths[0], RANDOM)
+    pair.new = _mask_paths(pair.new, paths[1], RANDOM)
+
+
+def _mask_paths(doc: Any, paths: Iterable[Path_], mask: str) -> Any:
+    for path in paths:
+        parent = doc
+        for step in path[:-1]:
+            try:
+                parent = parent[step]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        last = path[-1]
+        in_list = isinstance(parent, list) and isinstance(last, int) and last < len(parent)
+        present = in_list or (isinstance(parent, dict) and last in parent)
+        if present and parent[last] not in PLACEHOLDERS:  # not replaced by an earlier rule
+            parent[last] = mask
+    return doc
+
+
+def _checksums(pair: _Pair) -> None:
+    for doc in (pair.old, pair.new):
+        for notes in _annotation_maps(doc):
+            for name in notes:
+                if str(name).startswith("checksum/"):
+                    notes[name] = CHECKSUM
+
+
+def _annotation_maps(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == "annotations" and isinstance(value, dict):
+                yield value
+            else:
+                yield from _annotation_maps(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _annotation_maps(item)
+
+
+def _mask_secret(old: Doc | None, new: Doc | None) -> tuple[Doc | None, Doc | None]:
+    """Every Secret value replaced; the new side says which ones changed."""
+    for data_field in DATA_FIELDS:
+        old_data = (old or {}).get(data_field)
+        new_data = (new or {}).get(data_field)
+        before = dict(old_data) if isinstance(old_data, dict) else {}
+        if isinstance(old_data, dict):
+            for name, value in old_data.items():
+                old_data[name] = _secret_mask(value, changed=False)
+        if isinstance(new_data, dict):
+            for name, value in new_data.items():
+                changed = name in before and before[name] != value
+                new_data[name] = _secret_mask(value, changed)
+    return old, new
+
+
+def _secret_mask(value: Any, changed: bool) -> Any:
+    if value in (VALUES, RANDOM):  # replaced by a rule already
+        return value
+    return SECRET_CHANGED if changed else SECRET
+
+
+# --- showing ---------------------------------------------------------------------------
+
+
+def _lines(doc: Doc | None) -> list[str]:
+    return [] if doc is None else list(yaml_lines(doc))
+
+
+def yaml_lines(node: Any, indent: str = "") -> Iterator[str]:
+    """Block YAML for reading in a diff: lists in kubectl's style, multi-line text as `|`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            head = f"{indent}{_plain_or_quoted(str(key))}:"
+            if isinstance(value, dict) and value:
+                yield head
+                yield from yaml_lines(value, indent + "  ")
+            elif isinstance(value, list) and value:
+                yield head
+                yield from yaml_lines(value, indent)
+            else:
+                yield from _scalar_lines(head, value, indent + "  ")
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list) and item:
+                nested = list(yaml_lines(item, indent + "  "))
+                yield f"{indent}- {nested[0][len(indent) + 2 :]}"
+                yield from nested[1:]
+            else:
+                yield from _scalar_lines(f"{indent}-", item, indent + "  ")
+    else:
+        yield from _scalar_lines(indent.rstrip(), node, indent)
+
+
+def _scalar_lines(head: str, value: Any, indent: str) -> Iterator[str]:
+    if isinstance(value, str) and "\n" in value.rstrip("\n"):
+        yield f"{head} |" + ("" if value.endswith("\n") else "-")
+        for line in value.splitlines():
+            yield f"{indent}{line}" if line else ""
+    else:
+        yield f"{head} {_scalar(value)}".rstrip() if head else _scalar(value)
+
+
+_PLAIN = re.compile(r"(-(?=[A-Za-z]))?[A-Za-z0-9_./<$(][A-Za-z0-9_./<>$() ,=+@:-]*")
+
+
+def _plain_or_quoted(text: str) -> str:
+    plain = (
+        _PLAIN.fullmatch(text)
+        and not reads_as_non_string(text)
+        and text not in YAML11_BOOLEANS
+        and ": " not in text
+        and not text.endswith((" ", ":"))
+    )
+    return text if plain else json.dumps(text, ensure_ascii=False)
+
+
+def _changed_lines(pair: _Pair) -> int:
+    matcher = difflib.SequenceMatcher(None, _lines(pair.old), _lines(pair.new), autojunk=False)
+    return sum(
+        (i2 - i1) + (j2 - j1) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"
+    )
+
+
+def _diff_text(name: str, pair: _Pair) -> str:
+    diff = difflib.unified_diff(
+        _lines(pair.old),
+        _lines(pair.new),
+        fromfile=f"old/{name}" if pair.old is not None else "/dev/null",
+        tofile=f"new/{name}" if pair.new is not None else "/dev/null",
+        lineterm="",
+    )
+    text = "\n".join(diff) or f"--- old/{name}\n+++ new/{name}"
+    if pair.values_diff:
+        text += f"\n# {VALUES_KEY} by key (secrets redacted):\n" + "\n".join(pair.values_diff)
+    return text + "\n"
+
+
+# --- what restarts ---------------------------------------------------------------------
+
+
+def _restarts(pairs: dict[Key, _Pair]) -> list[str]:
+    changed_config = _changed_config(pairs)
+    restarts: list[str] = []
+    for key, pair in pairs.items():
+        if key[0] not in WORKLOADS or pair.old is None or pair.new is None:
+            continue
+        old_template = (pair.old.get("spec") or {}).get("template")
+        new_template = (pair.new.get("spec") or {}).get("template") or {}
+        reloads = _has_checksums(new_template) and any(
+            ref in changed_config for ref in _config_refs(key[1], new_template)
+        )
+        if old_template != new_template or reloads:
+            restarts.append(_restart_message(key, pair.new))
+    singleuser = set().union(*(pair.singleuser for pair in pairs.values()))
+    if any(name.startswith("image.") for name in singleuser):
+        restarts.append("new user servers get the new image")
+    if any(not name.startswith("image.") for name in singleuser):
+        restarts.append("new user servers get the new settings; running servers keep theirs")
+    return sorted(set(restarts), key=restarts.index)
+
+
+def _changed_config(pairs: dict[Key, _Pair]) -> set[tuple[str, str, str, str | None]]:
+    """(kind, namespace, name, data key or None for any) of each ConfigMap or Secret changed."""
+    changed: set[tuple[str, str, str, str | None]] = set()
+    for (kind, namespace, name), pair in pairs.items():
+        if kind not in CONFIG_KINDS or pair.old is None or pair.new is None:
+            continue
+        keys = {VALUES_KEY} if pair.values_diff else set()
+        for data_field in DATA_FIELDS:
+            old = pair.old.get(data_field) or {}
+            new = pair.new.get(data_field) or {}
+            keys |= {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        if keys or pair.old != pair.new:
+            changed.add((kind, namespace, name, None))
+            changed |= {(kind, namespace, name, k) for k in keys}
+    return changed
+
+
+def _has_checksums(template: Doc) -> bool:
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    return any(str(name).startswith("checksum/") for name in annotations)
+
+
+def _config_refs(namespace: str, template: Doc) -> Iterator[tuple[str, str, str, str | None]]:
+    """The ConfigMaps and Secrets (or single keys of them) a pod template reads."""
+    spec = template.get("spec") or {}
+    for volume in spec.get("volumes") or []:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        for source in sources:
+            if "configMap" in source:
+                yield ("ConfigMap", namespace, source["configMap"].get("name", ""), None)
+            if "secret" in source:
+                secret = source["secret"]
+                yield ("Secret", namespace, secret.get("secretName", secret.get("name", "")), None)
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        for env_from in container.get("envFrom") or []:
+            if "configMapRef" in env_from:
+                yield ("ConfigMap", namespace, env_from["configMapRef"].get("name", ""), None)
+            if "secretRef" in env_from:
+                yield ("Secret", namespace, env_from["secretRef"].get("name", ""), None)
+        for env in container.get("env") or []:
+            source = env.get("valueFrom") or {}
+            for ref_field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if ref_field in source:
+                    ref = source[ref_field]
+                    yield (kind, namespace, ref.get("name", ""), ref.get("key"))
+
+
+def _restart_message(key: Key, doc: Doc) -> str:
+    kind, _, name = key
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    component = str(labels.get("component") or labels.get("app.kubernetes.io/component") or name)
+    if kind == "DaemonSet" and "image-puller" in component:
+        return "image puller runs on every node"
+    if component in ("hub", "proxy"):
+        return f"{component} pod restarts"
+    return f"{kind} {name} pods restart"
