@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import hcl2
 import pytest
 
+from bot import infra
+from bot.main import main
+from tests.fixtures.repos import write
 from tests.fixtures.tools import require_binary
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -59,3 +63,335 @@ def test_checkov_finds_nothing_and_every_skip_has_a_reason(tmp_path: Path) -> No
         check_id, _, reason = line.removeprefix("#checkov:skip=").partition(":")
         assert check_id.startswith("CKV"), line
         assert len(reason.split()) >= 4, f"skip without a reason: {line}"
+
+
+# --- hubbot validate: the cross-check of infra/ against the hub config -------------------
+
+PRIVATE = "deployments/tess-private/hubploy.yaml"
+PUBLIC = "deployments/tess-public/hubploy.yaml"
+TFVARS = "infra/example.tfvars"
+VARIABLES = "infra/variables.tf"
+
+SOPS_PRODUCTION = """\
+creation_rules:
+  - path_regex: deployments/[^/]+/secrets/staging\\.yaml$
+    key_groups:
+      - kms:
+          - arn: arn:aws:kms:us-east-1:123456789012:alias/tess-sops-staging
+            context: {env: staging}
+        age: [age1frf6ydmdmcjlkuzpxpvyz7efevqysl2p5gy9xr2pwcxlg08pwazscpeyjn]
+  - path_regex: deployments/[^/]+/secrets/prod\\.yaml$
+    key_groups:
+      - kms:
+          - arn: arn:aws:kms:us-east-1:123456789012:alias/tess-sops-prod
+            context: {env: prod}
+        age: [age1lwaqxmmcy7hfztwfw68jgq3lgetwews0hg52zv8z4v9qgcngl46qp9j5se]
+"""
+
+
+def validate(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    status = main(["--repo", str(repo), "validate", *args])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def replace_in(repo: Path, relative: str, old: str, new: str) -> None:
+    path = repo / relative
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {relative}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def line_of(repo: Path, relative: str, needle: str, after: int = 1) -> int:
+    lines = (repo / relative).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if i >= after and needle in line)
+
+
+def mismatches(out: str) -> list[str]:
+    """The problem lines under the cross-check's FAILED line."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("FAILED  infra/"))
+    return [line.strip() for line in lines[start + 1 :] if line.startswith("  ")]
+
+
+def test_the_repository_agrees_with_infra(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = validate(hub_repo, capsys)
+    assert status == 0, out
+    assert "ok      infra/ cross-check" in out
+
+
+def test_production_sops_form_from_the_readme_agrees(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(hub_repo, ".sops.yaml", SOPS_PRODUCTION)
+    status, out = validate(hub_repo, capsys)
+    assert status == 0, out
+    assert "ok      infra/ cross-check" in out
+
+
+def test_cluster_name_in_one_hubploy_names_both_places(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, PUBLIC, "cluster: tess}", "cluster: tess-old}")
+    here = line_of(hub_repo, PUBLIC, "cluster: tess-old")
+    there = line_of(hub_repo, TFVARS, "cluster_name")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert "FAILED  infra/ cross-check: 1 problem(s)" in out
+    assert mismatches(out) == [
+        f'{PUBLIC}:{here}: cluster.aws.cluster is "tess-old" but infra/ has "tess" '
+        f"({TFVARS}:{there}): make them the same"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "region: us-east-1, cluster: tess}",
+            "region: us-west-2, cluster: tess}",
+            'cluster.aws.region is "us-west-2" but infra/ has "us-east-1" ({tfvars}:{region})',
+        ),
+        (
+            'aws: {account_id: "123456789012", region: us-east-1}',
+            'aws: {account_id: "210987654321", region: us-east-1}',
+            'registry.aws.account_id is "210987654321" but infra/ has "123456789012" '
+            "({tfvars}:{account})",
+        ),
+    ],
+)
+def test_region_and_account_of_cluster_and_registry(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, message: str
+) -> None:
+    replace_in(hub_repo, PRIVATE, old, new)
+    here = line_of(hub_repo, PRIVATE, new)
+    region = line_of(hub_repo, TFVARS, "region")
+    account = line_of(hub_repo, TFVARS, "account_id")
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    expected = message.format(tfvars=TFVARS, region=region, account=account)
+    assert mismatches(out) == [f"{PRIVATE}:{here}: {expected}: make them the same"]
+
+
+def test_ecr_repository_of_the_image(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    replace_in(hub_repo, PUBLIC, "/tess-user-image", "/tess-image")
+    here = line_of(hub_repo, PUBLIC, "/tess-image")
+    there = line_of(
+        hub_repo,
+        VARIABLES,
+        "default",
+        after=line_of(hub_repo, VARIABLES, 'variable "ecr_repository"'),
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f"{PUBLIC}:{here}: the ECR repository of image "
+        '123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-image is "tess-image" but infra/ '
+        f'has "tess-user-image" ({VARIABLES}:{there}): make them the same'
+    ]
+
+
+def test_a_changed_infra_value_names_every_hubploy_that_disagrees(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, TFVARS, 'cluster_name      = "tess"', 'cluster_name      = "tess-2"')
+    there = line_of(hub_repo, TFVARS, "cluster_name")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f'{hub}:{line_of(hub_repo, hub, "cluster: tess}")}: cluster.aws.cluster is "tess" but '
+        f'infra/ has "tess-2" ({TFVARS}:{there}): make them the same'
+        for hub in (PRIVATE, PUBLIC)
+    ]
+
+
+def test_a_default_in_variables_tf_is_used_when_tfvars_does_not_set_it(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, TFVARS, 'region            = "us-east-1"\n', "")
+    replace_in(hub_repo, VARIABLES, 'default     = "us-east-1"', 'default     = "eu-west-1"')
+    there = line_of(hub_repo, VARIABLES, '"eu-west-1"')
+    here = line_of(hub_repo, PUBLIC, "cluster: tess}")
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
+    assert status == 1
+    assert (
+        f'{PUBLIC}:{here}: cluster.aws.region is "us-east-1" '
+        f'but infra/ has "eu-west-1" ({VARIABLES}:{there}): make them the same'
+    ) in mismatches(out)
+
+
+def test_namespace_the_user_role_does_not_trust(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, PUBLIC, "namespace: tess-public-prod", "namespace: tess-pub-prod")
+    here = line_of(hub_repo, PUBLIC, "tess-pub-prod")
+    there = line_of(
+        hub_repo,
+        VARIABLES,
+        "default",
+        after=line_of(hub_repo, VARIABLES, 'variable "hub_namespaces"'),
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f"{PUBLIC}:{here}: namespace tess-pub-prod is not in infra/'s hub_namespaces "
+        f"({VARIABLES}:{there}): its user pods could not assume the data role "
+        "tess-user-data-read"
+    ]
+
+
+def test_irsa_annotation_in_the_hub_config(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, "hub/values.yaml", "role/tess-user-data-read", "role/tess-data")
+    here = line_of(hub_repo, "hub/values.yaml", "role/tess-data")
+    role = line_of(
+        hub_repo,
+        VARIABLES,
+        "default",
+        after=line_of(hub_repo, VARIABLES, 'variable "user_role_name"'),
+    )
+    account = line_of(hub_repo, TFVARS, "account_id")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    # hub/values.yaml is one file for all four hub environments: one message.
+    assert mismatches(out) == [
+        f"hub/values.yaml:{here}: userServiceAccount.roleArn is "
+        '"arn:aws:iam::123456789012:role/tess-data" but infra/ has '
+        '"arn:aws:iam::123456789012:role/tess-user-data-read" '
+        f"(user_role_name at {VARIABLES}:{role}, account_id at {TFVARS}:{account}): "
+        "make them the same"
+    ]
+
+
+def test_irsa_annotation_overridden_in_one_environment_points_there(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prod = "deployments/tess-private/config/prod.yaml"
+    (hub_repo / prod).write_text(
+        "userServiceAccount:\n  roleArn: arn:aws:iam::123456789012:role/other\n"
+        + (hub_repo / prod).read_text()
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    [problem] = mismatches(out)
+    assert problem.startswith(
+        f'{prod}:2: userServiceAccount.roleArn is "arn:aws:iam::123456789012:role/other" but'
+    )
+
+
+def test_user_service_account_name(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    replace_in(
+        hub_repo, "hub/values.yaml", "serviceAccountName: tess-user", "serviceAccountName: x"
+    )
+    here = line_of(hub_repo, "hub/values.yaml", "serviceAccountName: x")
+    there = line_of(
+        hub_repo,
+        VARIABLES,
+        "default",
+        after=line_of(hub_repo, VARIABLES, 'variable "user_service_account"'),
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f'hub/values.yaml:{here}: jupyterhub.singleuser.serviceAccountName is "x" but infra/ '
+        f'has "tess-user" ({VARIABLES}:{there}): make them the same'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "alias/tess-sops-staging",
+            "alias/tess-sops-prod",
+            "the staging rule names KMS alias/tess-sops-prod (that is the prod key) but infra/'s "
+            'staging sops key is "alias/tess-sops-staging" ({variables}:{staging_alias}): '
+            "the staging CI role can decrypt only that key",
+        ),
+        (
+            "us-east-1:123456789012:alias/tess-sops-staging",
+            "us-east-1:210987654321:alias/tess-sops-staging",
+            "the account of staging's KMS key "
+            'arn:aws:kms:us-east-1:210987654321:alias/tess-sops-staging is "210987654321" '
+            'but infra/ has "123456789012" ({tfvars}:{account}): make them the same',
+        ),
+        (
+            "context: {env: staging}",
+            "context: {env: prod}",
+            "the staging rule's KMS key arn:aws:kms:us-east-1:123456789012:alias/"
+            "tess-sops-staging needs `context: {{env: staging}}`: the key policy lets CI "
+            "decrypt only with it (infra/kms.tf:{condition})",
+        ),
+    ],
+)
+def test_kms_key_per_environment_in_sops_yaml(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, message: str
+) -> None:
+    write(hub_repo, ".sops.yaml", SOPS_PRODUCTION.replace(old, new, 1))
+    staging_alias = line_of(hub_repo, VARIABLES, "alias/tess-sops-staging")
+    account = line_of(hub_repo, TFVARS, "account_id")
+    condition = line_of(hub_repo, "infra/kms.tf", "kms:EncryptionContext:env")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    expected = message.format(
+        variables=VARIABLES,
+        staging_alias=staging_alias,
+        tfvars=TFVARS,
+        account=account,
+        condition=condition,
+    )
+    # The staging rule (line 2) applies to both hubs' staging secrets: reported once.
+    assert mismatches(out) == [f".sops.yaml:2: {expected}"]
+
+
+def test_a_kms_key_named_by_id_is_checked_for_account_and_region(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_id = "arn:aws:kms:us-east-1:123456789012:key/0b7c1d2e-0000-4000-8000-000000000001"
+    sops = SOPS_PRODUCTION.replace("arn:aws:kms:us-east-1:123456789012:alias/tess-sops-prod", by_id)
+    write(hub_repo, ".sops.yaml", sops)
+    status, out = validate(hub_repo, capsys)
+    assert status == 0, out
+    write(
+        hub_repo,
+        ".sops.yaml",
+        sops.replace("us-east-1:123456789012:key", "eu-west-1:123456789012:key"),
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert [line.split(": ", 1)[0] for line in mismatches(out)] == [".sops.yaml:8"]
+
+
+def test_terraform_that_does_not_parse_is_an_error(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(hub_repo, "infra/broken.tf", 'resource "aws_s3_bucket" "x" {\n  bucket = \n}\n')
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    [problem] = mismatches(out)
+    assert problem.startswith("infra/broken.tf")
+    assert "not valid HCL" in problem
+    assert "Traceback" not in out
+
+
+def test_no_infra_directory_means_no_cross_check(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(hub_repo / "infra")
+    status, out = validate(hub_repo, capsys)
+    assert status == 0
+    assert "infra/" not in out
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_both_python_hcl2_output_shapes_read_the_same(wrapped: bool) -> None:
+    # checkov's fork wraps attribute values in lists; python-hcl2 5+ keeps string quotes.
+    raw = (
+        [{"staging": {"alias": "alias/a"}, "n": 1}]
+        if wrapped
+        else {"staging": {"alias": '"alias/a"'}, '"n"': 1}
+    )
+    assert infra._attribute(raw, wrapped) == {"staging": {"alias": "alias/a"}, "n": 1}

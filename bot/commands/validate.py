@@ -7,6 +7,7 @@ import argparse
 from bot import actions
 from bot.errors import HubbotError
 from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
+from bot.infra import cross_check, has_infra
 from bot.source import WorkTree
 from bot.validation import check
 from bot.values import build
@@ -44,6 +45,13 @@ def run(args: argparse.Namespace) -> int:
             report(f"{hub}/{env}", problems, args.format)
             failed += bool(problems)
     print(f"{pairs - failed} of {pairs} hub environments valid")
+    if has_infra(source):
+        try:
+            mismatches = cross_check(source, hubs, [args.env] if args.env else None)
+        except HubbotError as exc:
+            mismatches = [exc]
+        report("infra/ cross-check", mismatches, args.format)
+        failed += bool(mismatches)
     return 1 if failed else 0
 
 
