@@ -25,6 +25,7 @@ from bot import health, helm
 from bot.clusters import kubeconfig_file, provider_for
 from bot.commands.render import masked
 from bot.errors import HubbotError
+from bot.freight import Freight
 from bot.redact import Redactor
 from bot.source import Source
 from bot.validation import check
@@ -54,17 +55,20 @@ class Outcome:
 
 
 class Recorder(Protocol):
-    """Keeps the record of each deploy (GitHub deployments); must never raise."""
+    """Keeps the record of each deploy (GitHub deployments)."""
 
-    def started(self, values: HubValues) -> Callable[[bool, str], list[str]]:
-        """Record the start; returns the function that records the end (ok, description).
+    def started(
+        self, values: HubValues, freight: Freight | None
+    ) -> Callable[[bool, str], list[str]]:
+        """Record the start; returns what records the end (ok, description).
 
-        Both return/raise nothing fatal: problems come back as notes.
+        Neither raises for a failure to record: problems come back as notes.
         """
 
 
-# Checks a pair's values before anything is deployed (prod: the freight staging ran).
-Gate = Callable[[HubValues], None]
+# Says what a pair will ship, before anything is deployed; raises when it must not
+# ship (an image missing from the registry; for prod, freight staging never ran).
+FreightCheck = Callable[[HubValues], Freight]
 
 
 @dataclass
@@ -80,7 +84,7 @@ class Run:
     processes: helm.Processes = field(default_factory=helm.Processes)
     patience: health.Patience = field(default_factory=health.Patience)
     recorder: Recorder | None = None
-    gate: Gate | None = None
+    freight: FreightCheck | None = None
     say: Callable[[str], None] = print
 
 
@@ -104,10 +108,9 @@ def deploy_one(run: Run, target: Target) -> Outcome:
                 f"not deployed: {len(problems)} validation problem(s), the first: {problems[0]}"
             )
         values = build(run.source, target.hub, target.env, run.decrypt)
-        if run.gate is not None:
-            run.gate(values)
+        freight = run.freight(values) if run.freight is not None else None
         if run.recorder is not None:
-            finish = run.recorder.started(values)
+            finish = run.recorder.started(values, freight)
         version = _deploy(run, target, values)
         detail = f"JupyterHub {version} at {values.environment.url}"
         ok = True
@@ -244,7 +247,7 @@ def deploy_targets(
     redactor: Redactor,
     targets: Sequence[Target],
     recorder: Recorder | None = None,
-    gate: Gate | None = None,
+    freight: FreightCheck | None = None,
 ) -> tuple[list[Outcome], bool]:
     """Deploy every target; the outcomes and whether a SIGTERM cut the run short."""
     processes = helm.Processes()
@@ -259,6 +262,6 @@ def deploy_targets(
             helm_major,
             processes,
             recorder=recorder,
-            gate=gate,
+            freight=freight,
         )
         return deploy_all(run, targets), processes.stopped

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -16,11 +18,15 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from bot.main import main
+from bot.source import WorkTree
+from bot.values import build
+from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import HelmStandIn
-from tests.fixtures.repos import write
+from tests.fixtures.repos import git, write
 from tests.fixtures.secrets import AgeKey, write_secrets
 
 HUBS = ("tess-public", "tess-private")
+IMAGE_REPOSITORY = "tess-user-image"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class Deployable:
     secrets: dict[str, str]  # hub -> its proxy secretToken (plaintext)
     hub_url: str
     standin: HelmStandIn
+    digest: str  # of the user image in moto's ECR
 
     def all_secrets(self) -> list[str]:
         return list(self.secrets.values())
@@ -70,6 +77,33 @@ def point_urls(repo: Path, url: str) -> None:
         hubploy.write_text(text)
 
 
+def push_image(repo: Path, manifest_note: str = "v1") -> str:
+    """Put the hubs' user image, at its content-address tag, into moto's ECR; its digest."""
+    tag = image_tag(repo)
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
+        ecr.create_repository(repositoryName=IMAGE_REPOSITORY)
+    layer = "sha256:" + hashlib.sha256(manifest_note.encode()).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
+                   "digest": layer},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": 1, "digest": layer}],
+    })
+    with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
+        ecr.put_image(repositoryName=IMAGE_REPOSITORY, imageManifest=manifest, imageTag=tag)
+    found = ecr.describe_images(repositoryName=IMAGE_REPOSITORY, imageIds=[{"imageTag": tag}])
+    return str(found["imageDetails"][0]["imageDigest"])
+
+
+def image_tag(repo: Path) -> str:
+    source = WorkTree(repo)
+    (image,) = build(source, "tess-public", "staging").images
+    return image.tag
+
+
 def locked_dependency_present(repo: Path) -> None:
     write(repo, "hub/charts/jupyterhub/Chart.yaml", "apiVersion: v2\nname: jupyterhub\n"
           "version: 4.2.0\n")
@@ -80,7 +114,7 @@ def deployable(
     hub_repo: Path,
     age_env: AgeKey,
     aws_env: str,
-    httpserver: HTTPServer,
+    jupyterhub_api: HTTPServer,
     helm_standin: HelmStandIn,
 ) -> Deployable:
     tokens = {hub: secrets.token_hex(32) for hub in HUBS}
@@ -88,12 +122,11 @@ def deployable(
         for env in ("staging", "prod"):
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, tokens[hub]),
                           age=[age_env.recipient])
-    url = httpserver.url_for("/").rstrip("/")
+    url = jupyterhub_api.url_for("/").rstrip("/")
     point_urls(hub_repo, url)
     locked_dependency_present(hub_repo)
     ensure_eks_cluster()
-    httpserver.expect_request("/hub/api/").respond_with_json({"version": "5.2.1"})
-    return Deployable(hub_repo, tokens, url, helm_standin)
+    return Deployable(hub_repo, tokens, url, helm_standin, push_image(hub_repo))
 
 
 def files_holding(root: Path, needles: list[str], skip: Path | None = None) -> list[Path]:
@@ -265,6 +298,17 @@ def test_a_missing_eks_cluster_fails_the_pair_before_helm(
     assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
 
 
+# --- records and prod freight -----------------------------------------------------------
+
+
+@pytest.fixture
+def recorded(deployable: Deployable, github_api: FakeGitHub,
+             monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
+    for name, value in github_api.env().items():
+        monkeypatch.setenv(name, value)
+    return github_api
+
+
 def hubbot(repo: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "--repo", str(repo), *args],
@@ -293,8 +337,8 @@ def test_dry_run_prints_the_helm_command_without_any_credentials(hub_repo: Path)
     assert "ENC[" not in out
 
 
-def test_sigterm_mid_deploy_stops_helm_and_leaves_no_plaintext(
-    deployable: Deployable, tmp_path: Path
+def test_sigterm_mid_deploy_stops_helm_leaves_no_plaintext_and_records_failure(
+    deployable: Deployable, recorded: FakeGitHub, tmp_path: Path
 ) -> None:
     deployable.standin.release("tess-public-staging", upgrade="hang")
     proc = hubbot(deployable.repo, "deploy", "tess-public", "staging", env=dict(os.environ))
@@ -313,3 +357,135 @@ def test_sigterm_mid_deploy_stops_helm_and_leaves_no_plaintext(
     assert not any(token in out + err for token in deployable.all_secrets())
     assert files_holding(tmp_path, deployable.all_secrets(), skip=deployable.standin.directory) \
         == []
+    (deployment,) = recorded.deployments.values()
+    assert [s["state"] for s in recorded.statuses[deployment["id"]]] == ["in_progress", "failure"]
+
+
+def deploy(d: Deployable, *args: str) -> int:
+    return main(["--repo", str(d.repo), "deploy", *args])
+
+
+def statuses(api: FakeGitHub, deployment_id: int) -> list[tuple[str, str]]:
+    return [(s["state"], s["environment_url"]) for s in api.statuses[deployment_id]]
+
+
+def test_each_deploy_is_a_github_deployment_with_freight_and_statuses(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+
+    (deployment,) = recorded.deployments.values()
+    head = git(deployable.repo, "rev-parse", "HEAD")
+    assert deployment["sha"] == head
+    assert deployment["environment"] == "tess-public-staging"
+    payload = deployment["payload"]
+    name = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image"
+    tag = image_tag(deployable.repo)
+    assert payload["images"] == [{
+        "name": name, "tag": tag, "digest": deployable.digest,
+        "reference": f"{name}:{tag}@{deployable.digest}",
+    }]
+    assert payload["chart"]["name"] == "tess-hub"
+    assert payload["chart"]["version"] == "0.1.0"
+    assert payload["chart"]["lock_digest"].startswith("sha256:")
+    assert payload["fingerprints"]["common"].startswith("sha256:")
+    assert payload["fingerprints"]["values"].startswith("hmac-sha256:")
+    assert not any(token in json.dumps(payload) for token in deployable.all_secrets())
+    assert statuses(recorded, deployment["id"]) == [
+        ("in_progress", deployable.hub_url), ("success", deployable.hub_url),
+    ]
+
+
+def test_a_failed_deploy_is_recorded_as_failure(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deployable.standin.release("tess-public-staging", upgrade="timeout")
+
+    assert deploy(deployable, "tess-public", "staging") == 1
+
+    (deployment,) = recorded.deployments.values()
+    (_, final) = recorded.statuses[deployment["id"]]
+    assert final["state"] == "failure"
+    assert final["description"].startswith("helm upgrade failed: UPGRADE FAILED: release ")
+    assert len(final["description"]) <= 140
+
+
+def test_the_deploy_runs_when_github_is_down_and_says_it_was_not_recorded(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded.down()
+
+    assert deploy(deployable, "tess-public", "staging") == 0
+
+    out, _ = capsys.readouterr()
+    assert len(deployable.standin.calls("upgrade")) == 1
+    assert recorded.deployments == {}
+    row = next(line for line in out.splitlines() if line.startswith("tess-public/staging "))
+    assert "  ok  " in row
+    assert "[record: deployment not recorded: GitHub API POST " in row
+
+
+def test_prod_deploys_only_freight_that_staging_ran(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "prod") == 1
+    out, _ = capsys.readouterr()
+    assert (
+        "no successful staging deployment of tess-public is recorded (GitHub environment "
+        "tess-public-staging): prod deploys only what staging ran, so deploy it to staging first"
+    ) in out
+    assert deployable.standin.calls("upgrade") == []
+    assert recorded.deployments == {}
+
+    assert deploy(deployable, "tess-public", "staging") == 0
+    assert deploy(deployable, "tess-public", "prod") == 0
+    upgraded = [call.argv[2] for call in deployable.standin.calls("upgrade")]
+    assert upgraded == ["tess-public-staging", "tess-public-prod"]
+    prod = [d for d in recorded.deployments.values() if d["environment"] == "tess-public-prod"]
+    assert prod[0]["payload"]["images"][0]["digest"] == deployable.digest
+
+
+def test_prod_refuses_an_image_re_pushed_since_staging_ran_it(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    staging_id = next(iter(recorded.deployments))
+    repushed = push_image(deployable.repo, manifest_note=secrets.token_hex(8))
+    assert repushed != deployable.digest
+    capsys.readouterr()
+
+    assert deploy(deployable, "tess-public", "prod") == 1
+
+    out, _ = capsys.readouterr()
+    name = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image"
+    head = git(deployable.repo, "rev-parse", "HEAD")
+    assert (
+        f"prod freight for tess-public does not match staging deployment {staging_id} (commit "
+        f"{head[:12]}): image {name}:{image_tag(deployable.repo)} is {repushed} in the "
+        f"registry, but staging ran {deployable.digest} (re-pushed since?)"
+    ) in out
+    assert [call.argv[2] for call in deployable.standin.calls("upgrade")] == [
+        "tess-public-staging"
+    ]
+
+
+def test_prod_refuses_common_config_that_staging_never_ran(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    common = deployable.repo / "deployments/tess-public/config/common.yaml"
+    common.write_text(common.read_text().replace("timeout: 600", "timeout: 900"))
+    assert "timeout: 900" in common.read_text()
+    capsys.readouterr()
+
+    assert deploy(deployable, "tess-public", "prod") == 1
+
+    out, _ = capsys.readouterr()
+    assert (
+        "prod freight for tess-public is not what staging ran; compared with the latest "
+        "successful staging deployment"
+    ) in out
+    assert (
+        "common config (hub/values.yaml + deployments/tess-public/config/common.yaml) differs "
+        "from what staging ran"
+    ) in out

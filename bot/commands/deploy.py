@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from bot import deploy, helm, sops
+from bot import deploy, freight, git, github, helm, sops
 from bot.errors import HubbotError
+from bot.redact import Redactor
 from bot.source import WorkTree
 from bot.values import CHART_DIR
 
@@ -32,8 +35,20 @@ def run(args: argparse.Namespace) -> int:
         for target in targets:
             print(deploy.dry_run(source, target, f"{CHART_DIR}/", major), end="")
         return 0
+    client = github_client(args.redactor)
+    recorder = None
+    if client is None:
+        print("deploys are not recorded: GITHUB_TOKEN and GITHUB_REPOSITORY are not set")
+    else:
+        recorder = freight.GitHubRecorder(client, head_sha(args.repo))
     outcomes, stopped = deploy.deploy_targets(
-        args.repo, source, sops.decryptor(args.redactor, cwd=args.repo), args.redactor, targets
+        args.repo,
+        source,
+        sops.decryptor(args.redactor, cwd=args.repo),
+        args.redactor,
+        targets,
+        recorder,
+        freight.freight_check(source, client),
     )
     print(deploy.table(outcomes))
     if stopped:
@@ -47,3 +62,15 @@ def _helm_major_or_3(args: argparse.Namespace) -> int:
         return helm.major_version(helm.Processes(), args.repo)
     except HubbotError:
         return 3
+
+
+def github_client(redactor: Redactor) -> github.Client | None:
+    """The GitHub API client when the environment configures one, else None."""
+    if not (os.environ.get("GITHUB_TOKEN") and os.environ.get("GITHUB_REPOSITORY")):
+        return None
+    return github.client_from_env(assert_clean=redactor.assert_clean)
+
+
+def head_sha(repo: Path) -> str:
+    """The commit being deployed: GITHUB_SHA in Actions, else HEAD."""
+    return os.environ.get("GITHUB_SHA") or git.resolve(repo, "HEAD")
