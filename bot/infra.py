@@ -307,11 +307,11 @@ def _service_account_problems(
         f"user_role_name at {facts.user_role_name.location}, "
         f"account_id at {facts.account_id.location}"
     )
-    account = (facts.user_service_account.value, str(facts.user_service_account.location))
+    service_account = (facts.user_service_account.value, str(facts.user_service_account.location))
     checks = (
         (("userServiceAccount", "roleArn"), (facts.user_role_arn, role_from)),
-        (("userServiceAccount", "name"), account),
-        (("jupyterhub", "singleuser", "serviceAccountName"), account),
+        (("userServiceAccount", "name"), service_account),
+        (("jupyterhub", "singleuser", "serviceAccountName"), service_account),
     )
     for deployment, env in pairs:
         try:

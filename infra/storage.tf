@@ -79,25 +79,23 @@ resource "aws_efs_access_point" "homes" {
   tags = { Name = "${var.cluster_name}-homes-${each.key}" }
 }
 
-# Only the nodes, over TLS, through an access point: no mount of the raw root.
+# Clients mount through a mount target (so only from inside the VPC, past the
+# security group) and over TLS (the EFS CSI driver's default), never as root:
+# no ClientRootAccess, and the access points force home_uid:home_gid anyway.
+# The driver mounts without IAM authorization, so the client is anonymous here.
 data "aws_iam_policy_document" "homes" {
   statement {
-    sid     = "MountThroughAccessPointsOnly"
+    sid     = "MountThroughMountTargets"
     actions = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.node.arn]
+      identifiers = ["*"]
     }
     resources = [aws_efs_file_system.homes.arn]
     condition {
       test     = "Bool"
       variable = "elasticfilesystem:AccessedViaMountTarget"
       values   = ["true"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "elasticfilesystem:AccessPointArn"
-      values   = [for ap in aws_efs_access_point.homes : ap.arn]
     }
   }
   statement {
