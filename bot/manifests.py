@@ -14,26 +14,37 @@ import copy
 import difflib
 import json
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bot import helm
+from bot import git, helm
 from bot.errors import HubbotError
 from bot.helm import DEFAULT_KUBE_VERSION, ChartUnavailable
 from bot.hubploy import Deployment
 from bot.imagetag import reads_as_non_string
+from bot.source import GitCommit, Source
+from bot.values import CHART_DIR, HubValues
 from bot.yamlfile import YAML11_BOOLEANS
 
 # PyYAML reads YAML 1.1 as helm and Kubernetes do, and with libyaml it reads a full
 # z2jh rendering fast enough to do it four times per hub and environment.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-__all__ = ["RULES", "ChartUnavailable", "ManifestDiff", "manifest_diff", "render"]
+__all__ = [
+    "RULES",
+    "ChartUnavailable",
+    "ManifestDiff",
+    "chart_at",
+    "manifest_diff",
+    "pair_manifest_diff",
+    "render",
+]
 
 Doc = dict[str, Any]
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -69,6 +80,15 @@ class ManifestDiff:
     hidden_lines: dict[str, int] = field(default_factory=dict)  # per rule in RULES
     restarts: list[str] = field(default_factory=list)
 
+    @property
+    def diff(self) -> str:
+        """Every resource's diff, in order."""
+        return "".join(self.text.values())
+
+    @property
+    def hidden(self) -> dict[str, int]:
+        return self.hidden_lines
+
     def hidden_summary(self) -> list[str]:
         return [
             f"{count} lines hidden by rule {rule}: {RULES[rule]}"
@@ -83,6 +103,49 @@ def kube_version(deployment: Deployment) -> str:
 
 
 # --- rendering -------------------------------------------------------------------------
+
+
+@contextmanager
+def chart_at(source: Source) -> Iterator[Path]:
+    """The hub chart directory as `source` has it: in place, or exported from a commit."""
+    if not isinstance(source, GitCommit):
+        yield source.root / CHART_DIR
+        return
+    prefix = f"{CHART_DIR}/"
+    with tempfile.TemporaryDirectory(prefix="hubbot-chart-") as tmp:
+        target = Path(tmp) / CHART_DIR
+        for name, (mode, _) in git.tree_entries(source.root, source.commit).items():
+            if not name.startswith(prefix) or mode in ("120000", "160000"):
+                continue  # symlinks and submodules have no place in a chart
+            content = git.show(source.root, source.commit, name)
+            path = target / name[len(prefix) :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content or b"")
+        yield target
+
+
+def pair_manifest_diff(
+    old_source: Source,
+    new_source: Source,
+    old: HubValues | None,
+    new: HubValues | None,
+    redact: Redact,
+) -> ManifestDiff:
+    """manifest_diff for one hub and environment between two refs (None: not there)."""
+    current = new or old
+    if current is None:
+        return ManifestDiff()
+    with chart_at(old_source) as old_chart, chart_at(new_source) as new_chart:
+        return manifest_diff(
+            new_chart,
+            None if old is None else old.document,
+            None if new is None else new.document,
+            current.environment.release,
+            current.environment.namespace,
+            redact,
+            kube_version=kube_version(current.deployment),
+            old_chart_dir=old_chart,
+        )
 
 
 def manifest_diff(

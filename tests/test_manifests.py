@@ -15,9 +15,10 @@ from bot.hubploy import load_deployment
 from bot.main import main
 from bot.manifests import ChartUnavailable, manifest_diff
 from bot.redact import Redactor
-from bot.source import WorkTree
+from bot.source import GitCommit, WorkTree
 from bot.values import build
 from tests.fixtures.charts import HUB_CHART, MINI_Z2JH, PROJECT
+from tests.fixtures.repos import commit_all
 
 PULLER = "DaemonSet/continuous-image-puller"
 CANARY = "canary-Zq7t4PxW2s"
@@ -300,3 +301,31 @@ def test_render_manifests_offline(
         "hubbot: error: chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
         "cannot be fetched (offline?)\n"
     )
+
+
+def test_pair_manifest_diff_between_a_commit_and_the_work_tree(
+    hub_repo: Path, helm_bin: str
+) -> None:
+    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
+    base = commit_all(hub_repo, "vendor the stand-in chart")
+    template = hub_repo / "hub" / "templates" / "user-serviceaccount.yaml"
+    template.write_text(template.read_text().replace("Token: false", "Token: true"))
+    old_source, new_source = GitCommit(hub_repo, base), WorkTree(hub_repo)
+    old = build(old_source, "tess-public", "prod")
+    new = build(new_source, "tess-public", "prod")
+    result = manifests.pair_manifest_diff(old_source, new_source, old, new, same)
+    assert (result.changed, result.added, result.removed) == (["ServiceAccount/tess-user"], [], [])
+    assert result.diff == (
+        "--- old/ServiceAccount/tess-user\n"
+        "+++ new/ServiceAccount/tess-user\n"
+        "@@ -9,4 +9,4 @@\n"
+        "     helm.sh/chart: tess-hub-0.1.0\n"
+        "   annotations:\n"
+        "     eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/tess-user-data-read\n"
+        "-automountServiceAccountToken: false\n"
+        "+automountServiceAccountToken: true\n"
+    )
+    removed = manifests.pair_manifest_diff(old_source, new_source, old, None, same)
+    assert "ServiceAccount/tess-user" in removed.removed
+    text = removed.text["ServiceAccount/tess-user"]
+    assert "-    app.kubernetes.io/instance: tess-public-prod\n" in text
