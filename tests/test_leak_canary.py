@@ -1,0 +1,356 @@
+"""Leak canary: secrets of awkward shapes in both hubs, every command, nothing escapes.
+
+Each command runs in process (through bot.main.main) and as a real process
+(`python -m bot`), on success and failure paths, including an exception raised
+mid-render. No canary, and none of its encodings, may appear in stdout,
+stderr, files written for GitHub, or any file left in the temp dirs or
+/dev/shm.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from bot.main import main
+from tests.fixtures.repos import commit_all, write
+from tests.fixtures.secrets import AgeKey, age_rules, secrets_path, write_secrets
+
+HUBS = ("tess-private", "tess-public")
+ENVS = ("staging", "prod")
+SHM = Path("/dev/shm")
+
+
+def make_canaries() -> dict[str, str]:
+    pem_body = base64.encodebytes(secrets.token_bytes(96)).decode().strip()
+    return {
+        "long_random": "canary" + secrets.token_hex(32),
+        "base64": base64.b64encode(secrets.token_bytes(45)).decode(),
+        "quotes_newlines": f'it\'s a "quoted"\tvalue\nsecond line {secrets.token_hex(8)}\\end',
+        "pem": f"-----BEGIN PRIVATE KEY-----\n{pem_body}\n-----END PRIVATE KEY-----\n",
+    }
+
+
+def needles(value: str) -> set[str]:
+    """The value and its encodings, computed here independently of bot.redact."""
+    raw = value.encode()
+    forms = {
+        value,
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+        json.dumps(value)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value),
+        repr(value)[1:-1],
+    }
+    # Lines of a multi-line value that are secret on their own (the PEM body).
+    forms |= {line for line in value.splitlines() if len(line) >= 16 and "-----" not in line}
+    return forms
+
+
+def plaintext(hub: str, canaries: dict[str, str]) -> str:
+    proxy = {"secretToken": canaries["long_random"]}
+    hub_values: dict[str, object] = {"cookieSecret": canaries["base64"]}
+    if hub == "tess-private":
+        hub_values["config"] = {
+            "GitHubOAuthenticator": {
+                "client_id": canaries["quotes_newlines"],
+                "client_secret": canaries["pem"],
+            }
+        }
+    else:
+        proxy["secretToken"] = canaries["pem"]
+        hub_values["cookieSecret"] = canaries["quotes_newlines"]
+    return json.dumps({"jupyterhub": {"proxy": proxy, "hub": hub_values}})
+
+
+class Leaks:
+    """Collects everything a run produced and checks it for canaries."""
+
+    def __init__(self, canaries: list[str], roots: list[Path]) -> None:
+        self.needles = {needle for value in canaries for needle in needles(value)}
+        self.roots = roots
+
+    def check_text(self, text: str, where: str) -> None:
+        found = [n for n in self.needles if n in text]
+        assert not found, f"a canary leaked into {where}"
+
+    def check_files(self) -> None:
+        for root in self.roots:
+            for path in _files(root):
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                text = data.decode("utf-8", errors="replace")
+                self.check_text(text, str(path))
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".git"]  # git objects hold ciphertext, compressed
+        for name in names:
+            yield Path(directory) / name
+
+
+@pytest.fixture
+def canaries() -> dict[str, str]:
+    return make_canaries()
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TMPDIR for everything the commands start, so every temp file is scanned."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(root))
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+@pytest.fixture
+def canary_repo(hub_repo: Path, age_env: AgeKey, canaries: dict[str, str], temp_root: Path) -> Path:
+    """Both hubs' secrets hold canaries; the working tree changes one, so diffs see it."""
+    rules = age_rules(("staging", age_env.recipient), ("prod", age_env.recipient))
+    write(hub_repo, ".sops.yaml", rules)
+    for hub in HUBS:
+        for env in ENVS:
+            write_secrets(hub_repo, hub, env, plaintext(hub, canaries))
+    commit_all(hub_repo, "canary secrets")
+    changed = dict(canaries, long_random="canary" + secrets.token_hex(32))
+    canaries["changed"] = changed["long_random"]
+    write_secrets(hub_repo, "tess-private", "staging", plaintext("tess-private", changed))
+    return hub_repo
+
+
+@pytest.fixture
+def leaks(canary_repo: Path, canaries: dict[str, str], tmp_path: Path) -> Iterator[Leaks]:
+    before = set(_files(SHM))
+    checker = Leaks(list(canaries.values()), [tmp_path])
+    yield checker
+    checker.check_files()
+    for path in set(_files(SHM)) - before:
+        if path.exists():
+            checker.check_text(path.read_bytes().decode(errors="replace"), str(path))
+
+
+def commands(repo: Path, github: Path) -> list[tuple[list[str], int]]:
+    """Every command, with the exit status it must end with."""
+    out = str(github / "diff.md")
+    runs: list[tuple[list[str], int]] = [
+        (["validate"], 0),
+        (["plan", "--base", "HEAD"], 0),
+        (["diff", "--base", "HEAD", "--decrypt", "--format", "markdown", "--output", out], 0),
+        (["diff", "--base", "HEAD", "--decrypt", "--format", "json"], 0),
+        (["diff", "--base", "HEAD", "--decrypt", "--format", "text"], 0),
+        (["secrets", "check"], 0),
+        (["secrets", "decrypt", "tess-private", "prod"], 1),  # refused: CI=true, not a file
+        (["deploy", "tess-private", "tess-public", "staging", "--dry-run"], 0),
+    ]
+    for hub in HUBS:
+        for env in ENVS:
+            runs.append((["render", hub, env], 0))
+            runs.append((["render", hub, env, "--decrypt"], 0))
+            key = "jupyterhub.proxy.secretToken"
+            runs.append((["explain", hub, env, key], 0))
+    runs.append((["render", "tess-private", "dev", "--decrypt"], 1))
+    return [(["--repo", str(repo), *args], status) for args, status in runs]
+
+
+@pytest.fixture
+def github_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The files GitHub Actions would read back: outputs, job summary, the diff artifact."""
+    directory = tmp_path / "github"
+    directory.mkdir()
+    monkeypatch.setenv("GITHUB_OUTPUT", str(directory / "output"))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(directory / "summary.md"))
+    monkeypatch.setenv("CI", "true")
+    return directory
+
+
+def test_no_canary_escapes_any_command_in_process(
+    canary_repo: Path,
+    leaks: Leaks,
+    github_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(github_env)
+    for argv, status in commands(canary_repo, github_env):
+        assert main(argv) == status, argv
+        captured = capsys.readouterr()
+        leaks.check_text(captured.out, f"stdout of {argv}")
+        leaks.check_text(captured.err, f"stderr of {argv}")
+    assert (github_env / "summary.md").read_text().strip()
+    assert "<secret>" in (github_env / "diff.md").read_text()
+
+
+def test_no_canary_escapes_any_command_as_a_process(
+    canary_repo: Path, leaks: Leaks, github_env: Path
+) -> None:
+    for argv, status in commands(canary_repo, github_env):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", *argv],
+            capture_output=True,
+            text=True,
+            cwd=github_env,
+            check=False,
+        )
+        assert done.returncode == status, (argv, done.stderr[-2000:])
+        leaks.check_text(done.stdout, f"stdout of {argv}")
+        leaks.check_text(done.stderr, f"stderr of {argv}")
+
+
+def _explode(merged: object) -> object:
+    """A bug mid-render whose message holds every decrypted value (repr'd, as tracebacks do)."""
+    raise RuntimeError(f"cannot mask {merged!r}")
+
+
+def test_an_exception_mid_render_is_redacted(
+    canary_repo: Path,
+    leaks: Leaks,
+    canaries: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("bot.commands.render.masked", _explode)
+    status = main(["--repo", str(canary_repo), "render", "tess-public", "prod", "--decrypt"])
+    captured = capsys.readouterr()
+    assert (status, captured.out) == (
+        1,
+        "# tess-public/prod: the values helm receives (secrets decrypted and masked)\n",
+    )
+    assert "RuntimeError: cannot mask" in captured.err
+    assert "<redacted>" in captured.err
+    assert captured.err.endswith("hubbot: internal error (a bug in hubbot): please report it\n")
+    leaks.check_text(captured.out + captured.err, "the bug report")
+
+
+SCRIPT = """
+import sys
+import bot.commands.render
+from bot.errors import HubbotError
+
+def explode(merged):
+    document = merged.document
+    print(document, file=sys.stderr)  # a stray debugging print
+    raise HubbotError("bad value: " + repr(document))
+
+bot.commands.render.masked = explode
+from bot.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_error_and_a_print_mid_render_in_a_process_are_redacted(
+    canary_repo: Path, leaks: Leaks
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            "--repo",
+            str(canary_repo),
+            "render",
+            "tess-private",
+            "staging",
+            "--decrypt",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "hubbot: error: bad value: {" in done.stderr
+    leaks.check_text(done.stdout + done.stderr, "the process's output")
+
+
+def test_a_tampered_file_fails_without_partial_output(
+    canary_repo: Path, leaks: Leaks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = canary_repo / secrets_path("tess-public", "staging")
+    text = path.read_text()
+    start = text.index("cookieSecret: ENC[AES256_GCM,data:") + len(
+        "cookieSecret: ENC[AES256_GCM,data:"
+    )
+    path.write_text(text[:start] + ("A" if text[start] != "A" else "B") + text[start + 1 :])
+    status = main(["--repo", str(canary_repo), "render", "tess-public", "staging", "--decrypt"])
+    captured = capsys.readouterr()
+    assert (status, captured.out) == (1, "")
+    assert captured.err.startswith(
+        "hubbot: error: deployments/tess-public/secrets/staging.yaml: cannot decrypt: a value, "
+    )
+    leaks.check_text(captured.err, "stderr")
+
+
+EDITOR = """\
+#!/bin/sh
+echo "$$ $1" > "$HUBBOT_TEST_RECORD.new"
+mv "$HUBBOT_TEST_RECORD.new" "$HUBBOT_TEST_RECORD"
+exec sleep 120 </dev/null >/dev/null 2>&1
+"""
+
+
+def test_sigterm_while_editing_leaves_no_plaintext(
+    canary_repo: Path, canaries: dict[str, str], tmp_path: Path, leaks: Leaks
+) -> None:
+    editor = tmp_path / "editor.sh"
+    editor.write_text(EDITOR)
+    editor.chmod(0o700)
+    record = tmp_path / "record"
+    env = dict(os.environ, EDITOR=str(editor), HUBBOT_TEST_RECORD=str(record))
+    env.pop("SOPS_EDITOR", None)
+    command = [sys.executable, "-m", "bot", "--repo", str(canary_repo)]
+    process = subprocess.Popen(
+        [*command, "secrets", "edit", "tess-private", "prod"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    editor_pid = None
+    try:
+        while not record.exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        pid, plaintext_copy = record.read_text().split(maxsplit=1)
+        editor_pid = int(pid)
+        held = Path(plaintext_copy.strip())
+        assert held.is_relative_to(SHM)
+        assert canaries["long_random"] in held.read_text()  # sops's copy for the editor
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if editor_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(editor_pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert not held.exists()
+    assert not any(parent.exists() for parent in held.parents if parent.name.startswith("hubbot-"))
+    leaks.check_text(out + err, "the output")
+
+
+def test_the_checker_finds_a_leak(canaries: dict[str, str], tmp_path: Path) -> None:
+    """The canary check itself can fail: a file holding an encoding of a canary is caught."""
+    checker = Leaks(list(canaries.values()), [tmp_path])
+    encoded = quote(canaries["quotes_newlines"], safe="")
+    (tmp_path / "leak.txt").write_text(f"x={encoded}")
+    with pytest.raises(AssertionError, match="a canary leaked into"):
+        checker.check_files()
