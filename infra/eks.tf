@@ -216,6 +216,8 @@ resource "aws_eks_node_group" "user" {
 }
 
 # Add-ons, each at the default version EKS pairs with the pinned Kubernetes version.
+# EKS installs vpc-cni, kube-proxy and coredns itself at creation; the add-ons
+# take them over (OVERWRITE).
 data "aws_eks_addon_version" "this" {
   for_each           = toset(["vpc-cni", "aws-efs-csi-driver", "coredns", "kube-proxy"])
   addon_name         = each.key
@@ -223,21 +225,24 @@ data "aws_eks_addon_version" "this" {
 }
 
 resource "aws_eks_addon" "vpc_cni" {
-  cluster_name  = aws_eks_cluster.this.name
-  addon_name    = "vpc-cni"
-  addon_version = data.aws_eks_addon_version.this["vpc-cni"].version
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "vpc-cni"
+  addon_version               = data.aws_eks_addon_version.this["vpc-cni"].version
+  resolve_conflicts_on_create = "OVERWRITE"
 }
 
 resource "aws_eks_addon" "kube_proxy" {
-  cluster_name  = aws_eks_cluster.this.name
-  addon_name    = "kube-proxy"
-  addon_version = data.aws_eks_addon_version.this["kube-proxy"].version
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "kube-proxy"
+  addon_version               = data.aws_eks_addon_version.this["kube-proxy"].version
+  resolve_conflicts_on_create = "OVERWRITE"
 }
 
 resource "aws_eks_addon" "coredns" {
-  cluster_name  = aws_eks_cluster.this.name
-  addon_name    = "coredns"
-  addon_version = data.aws_eks_addon_version.this["coredns"].version
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "coredns"
+  addon_version               = data.aws_eks_addon_version.this["coredns"].version
+  resolve_conflicts_on_create = "OVERWRITE"
 
   depends_on = [aws_eks_node_group.core]
 }

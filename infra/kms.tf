@@ -12,6 +12,11 @@ data "aws_partition" "current" {}
 locals {
   account_root = "arn:${data.aws_partition.current.partition}:iam::${var.account_id}:root"
   ci_role_arns = { for env, role in aws_iam_role.ci : env => role.arn }
+
+  autoscaling_service_role = join("", [
+    "arn:${data.aws_partition.current.partition}:iam::${var.account_id}:role/",
+    "aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+  ])
 }
 
 data "aws_iam_policy_document" "platform_key" {
@@ -46,6 +51,39 @@ data "aws_iam_policy_document" "platform_key" {
       test     = "ArnLike"
       variable = "kms:EncryptionContext:aws:logs:arn"
       values   = ["arn:${data.aws_partition.current.partition}:logs:${var.region}:${var.account_id}:log-group:*"]
+    }
+  }
+
+  # Node root volumes are encrypted with this key; the auto scaling service-linked
+  # role launches the nodes, so it must use the key (IAM delegation cannot reach it).
+  statement {
+    sid = "AutoScalingUsesKey"
+    actions = [
+      "kms:Encrypt",
+      "kms:Decrypt",
+      "kms:ReEncrypt*",
+      "kms:GenerateDataKey*",
+      "kms:DescribeKey",
+    ]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [local.autoscaling_service_role]
+    }
+  }
+
+  statement {
+    sid       = "AutoScalingGrantsForVolumes"
+    actions   = ["kms:CreateGrant"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [local.autoscaling_service_role]
+    }
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
     }
   }
 }
