@@ -1,0 +1,118 @@
+"""Promotion: the one pull request staging -> prod, and the rule that prod takes only staging.
+
+The promotion PR's body is rebuilt after every good staging deploy: the freight
+that staging ran per hub (what prod will run, digest for digest) and the diff of
+what each prod pair will receive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot import diffreport, git, github, markdown
+from bot.commands.diff import build_report
+from bot.errors import HubbotError
+from bot.freight import PROD, STAGING, StagingRecord, successful_staging
+from bot.hubploy import discover_hubs
+from bot.plan import plan
+from bot.source import GitCommit
+
+TITLE = "Promote staging to prod"
+MARKER = "<!-- hubbot:promotion -->"
+BODY_LIMIT = markdown.COMMENT_LIMIT
+
+
+@dataclass(frozen=True)
+class Promotion:
+    pull: dict[str, Any]
+    created: bool
+    body: str
+
+
+def branch_ref(repo: Path, branch: str) -> str:
+    """The remote-tracking ref of `branch` when the clone has one (CI), else the branch."""
+    for candidate in (f"origin/{branch}", branch):
+        try:
+            git.resolve(repo, candidate)
+        except HubbotError:
+            continue
+        return candidate
+    raise HubbotError(f"branch {branch!r} is not in this clone: fetch it (fetch-depth: 0)")
+
+
+def check_pull_into_prod(pull: dict[str, Any]) -> None:
+    """A PR into prod must be this repository's staging branch: prod runs only what staging ran."""
+    base_repo = pull["base"]["repo"]["full_name"]
+    head = pull["head"]
+    head_repo = (head.get("repo") or {}).get("full_name", "a deleted fork")
+    if head["ref"] != STAGING or head_repo != base_repo:
+        raise HubbotError(
+            f"pull requests into {PROD} must come from the {STAGING} branch of {base_repo}, "
+            f"but #{pull['number']} comes from {head_repo}:{head['ref']}: target {STAGING} "
+            f"instead; hubbot keeps the promotion PR {STAGING} -> {PROD} up to date"
+        )
+
+
+def freight_table(records: dict[str, StagingRecord | None]) -> str:
+    lines = [
+        "| hub | images (digest staging ran) | chart | common config | staging deployment |",
+        "|---|---|---|---|---|",
+    ]
+    for hub, record in records.items():
+        if record is None:
+            lines.append(f"| {markdown.escape_cell(hub)} | no successful staging deploy "
+                         "recorded | | | |")
+            continue
+        payload = record.payload
+        images = "<br>".join(
+            markdown.inline_code(image["reference"], in_table=True)
+            for image in payload.get("images", [])
+        )
+        chart = payload.get("chart", {})
+        chart_cell = markdown.inline_code(
+            f"{chart.get('name')} {chart.get('version')} lock {chart.get('lock_digest', '')[:19]}",
+            in_table=True,
+        )
+        common = markdown.inline_code(
+            payload.get("fingerprints", {}).get("common", "")[:19], in_table=True
+        )
+        lines.append(
+            f"| {markdown.escape_cell(hub)} | {images} | {chart_cell} | {common} | "
+            f"{record.deployment_id} at {markdown.inline_code(record.sha[:12])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def body(repo: Path, client: github.Client) -> str:
+    base = GitCommit(repo, branch_ref(repo, PROD), label=PROD)
+    head = GitCommit(repo, branch_ref(repo, STAGING), label=STAGING)
+    result = plan(base, head)
+    prod_only = dataclasses.replace(
+        result, pairs=tuple(pair for pair in result.pairs if pair.env == PROD)
+    )
+    report = build_report(prod_only, prod_only.diffs)
+    hubs = discover_hubs(head)
+    records = {hub: next(iter(successful_staging(client, hub)), None) for hub in hubs}
+    document = (
+        f"{MARKER}\n"
+        f"Merging this deploys to {PROD} exactly what {STAGING} runs: the same image digests, "
+        "chart and common config (checked again at deploy time; nothing is built).\n\n"
+        f"## Freight\n\n{freight_table(records)}\n"
+        f"## What {PROD} will receive\n\n{diffreport.markdown(report)}"
+    )
+    return markdown.truncate(
+        document, BODY_LIMIT, "_The diff is cut here: the full report is in the job summary._"
+    )
+
+
+def promote(repo: Path, client: github.Client) -> Promotion:
+    """Open the promotion PR, or update the open one in place."""
+    text = body(repo, client)
+    existing = github.find_pull(client, head=STAGING, base=PROD)
+    if existing is not None:
+        pull = github.update_pull(client, existing["number"], title=TITLE, body=text)
+        return Promotion(pull, False, text)
+    return Promotion(github.create_pull(client, STAGING, PROD, TITLE, text), True, text)
