@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from bot import actions, markdown
 from bot.main import main
-from tests.fixtures.repos import commit_all
+from tests.fixtures.repos import PROJECT, commit_all
 from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.test_plan import PRIVATE, PUBLIC, edit
 
@@ -50,11 +52,19 @@ def test_markdown_has_a_summary_then_a_values_table_naming_the_layer(
     assert lines.index("<details>") > lines.index("|---|---|---|")
 
 
-def test_text_against_a_branch_shows_the_uncommitted_working_tree(
+def test_make_check_diff_shows_the_uncommitted_working_tree_offline(
     hub_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    base = subprocess.run(
+        [str(PROJECT / "scripts/base-ref")],
+        cwd=hub_repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert base == "staging"
     edit(hub_repo, f"{PUBLIC}/config/staging.yaml", "replicas: 0", "replicas: 1")
-    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", "staging", "--format", "text")
+    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", base, "--format", "text")
     assert status == 0
     assert out.splitlines()[:2] == [
         "hubbot diff staging -> working tree: 1 pair affected, 1 key changed, 0 images to build",
@@ -165,3 +175,40 @@ def test_decrypt_tells_a_changed_secret_from_a_reencrypted_one(
         "(run with --decrypt to see which keys)"
     ) in out.splitlines()
     assert "canary" not in out
+
+
+def test_a_very_large_diff_splits_into_balanced_parts_under_the_limit(
+    hub_repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = "".join(f"    key{i:04d}: value-{i}-`|<b>\n" for i in range(3000))
+    edit(
+        hub_repo, f"{PRIVATE}/config/common.yaml", "jupyterhub:\n", f"jupyterhub:\n  extra:\n{keys}"
+    )
+    commit_all(hub_repo, "three thousand keys")
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    status, out, _ = hubbot(
+        hub_repo,
+        capsys,
+        "diff",
+        "--base",
+        "HEAD~1",
+        "--format",
+        "markdown",
+        "--output",
+        str(tmp_path / "full.md"),
+    )
+    assert status == 0
+    assert out.count("\n| `jupyterhub.extra.key") == 6000
+    parts = markdown.split(out)
+    assert len(parts) > 1
+    for part in parts:
+        assert len(part) <= markdown.COMMENT_LIMIT
+        assert part.count("<details>") == part.count("</details>")
+        fences = [line for line in part.splitlines() if line.startswith("```")]
+        assert len(fences) % 2 == 0
+    assert summary.stat().st_size <= actions.SUMMARY_LIMIT
+    assert (tmp_path / "full.md").read_text() == out
