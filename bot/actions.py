@@ -94,6 +94,18 @@ def group(
         print("::endgroup::", file=stream or sys.stdout, flush=True)
 
 
+def run_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The web page of the current workflow run (its summary holds the full report)."""
+    env = os.environ if environ is None else environ
+    parts = [
+        env.get(name, "") for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    ]
+    if not all(parts):
+        return None
+    server, repository, run_id = parts
+    return f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
+
+
 def _target(variable: str, environ: Mapping[str, str] | None) -> Path | None:
     value = (os.environ if environ is None else environ).get(variable, "")
     return Path(value) if value else None

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from bot import markdown
 from bot.errors import HubbotError
 
 AssertClean = Callable[[str, str], None]
@@ -301,6 +302,22 @@ def upsert_sticky(client: Client, number: int, parts: list[str], key: str = "dif
     return result
 
 
+def publish_comment(
+    client: Client,
+    number: int,
+    document: str,
+    *,
+    full_link: str | None = None,
+    key: str = "diff",
+) -> list[Json]:
+    """Post `document` as the PR's sticky comment `key`, split into parts if too long.
+
+    Each posted body (marker line included) stays within markdown.COMMENT_LIMIT.
+    """
+    room = markdown.COMMENT_LIMIT - len(marker(key, 10**4 - 1)) - 1
+    return upsert_sticky(client, number, markdown.split(document, room, full_link), key)
+
+
 # --- pull requests ------------------------------------------------------------
 
 
@@ -386,3 +403,19 @@ def create_deployment_status(
 def list_deployment_statuses(client: Client, deployment_id: int) -> list[Json]:
     """A deployment's statuses, newest first."""
     return list(_pages(client, f"{_repo(client)}/deployments/{deployment_id}/statuses"))
+
+
+def successful_deployments(
+    client: Client, environment: str, *, sha: str | None = None
+) -> Iterator[Json]:
+    """Deployments to `environment` (of `sha`, if given) whose latest status is success.
+
+    Newest first, fetched page by page, so a caller looking for the most recent
+    one stops after the first.
+    """
+    filters = {"environment": environment, **({"sha": sha} if sha else {})}
+    for deployment in _pages(client, f"{_repo(client)}/deployments", filters):
+        path = f"{_repo(client)}/deployments/{deployment['id']}/statuses"
+        latest = next(_pages(client, path, {}), None)
+        if latest is not None and latest.get("state") == "success":
+            yield deployment

@@ -162,10 +162,12 @@ def _text(block: list[tuple[str, tuple[_Frame, ...]]]) -> str:
     return "".join(line + "\n" for line, _ in block)
 
 
-def _cut(block: list[tuple[str, tuple[_Frame, ...]]], budget: int) -> list[str]:
-    """A block too long for one part, cut between lines; open constructs re-opened."""
+def _cut(block: list[tuple[str, tuple[_Frame, ...]]], budget: int, current: str) -> list[str]:
+    """A block too long for one part appended to `current`, cut between lines.
+
+    Constructs open at a cut are closed there and re-opened in the next piece.
+    """
     pieces: list[str] = []
-    current = ""
     before: tuple[_Frame, ...] = ()
     for line, after in block:
         if current and len(current) + len(line) + 1 + len(_closers(after)) > budget:
@@ -191,12 +193,12 @@ def _bodies(document: str, budget: int) -> list[str]:
         if len(current) + len(text) <= budget:
             current += text
             continue
-        if current:
-            bodies.append(current)
         if len(text) <= budget:
+            bodies.append(current)
             current = text
             continue
-        *whole, current = _cut(block, budget)
+        # Too long for any part: fill this part up, then continue in the next ones.
+        *whole, current = _cut(block, budget, current)
         bodies.extend(whole)
     if current:
         bodies.append(current)

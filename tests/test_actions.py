@@ -156,3 +156,13 @@ def test_every_write_refuses_a_secret(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "o").exists()
     assert not (tmp_path / "s").exists()
     assert CANARY not in capsys.readouterr().out
+
+
+def test_run_url() -> None:
+    env = {
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": "tess-org/tess-hubs",
+        "GITHUB_RUN_ID": "42",
+    }
+    assert actions.run_url(env) == "https://github.com/tess-org/tess-hubs/actions/runs/42"
+    assert actions.run_url({**env, "GITHUB_RUN_ID": ""}) is None

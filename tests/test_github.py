@@ -327,3 +327,64 @@ def test_deployment_of_an_unknown_ref_is_an_error(client: github.Client) -> None
         "GitHub API POST /repos/tess-org/tess-hubs/deployments failed: "
         "HTTP 422 (No ref found for: no-such-branch)"
     )
+
+
+def test_a_long_report_is_published_in_parts_then_shrinks(
+    github_api: FakeGitHub, client: github.Client, pr: int
+) -> None:
+    rows = "\n".join(f"| `key.{n}` | {n} | {n + 1} | config/prod.yaml |" for n in range(4000))
+    document = (
+        f"## hubbot diff\n\n<details>\n<summary>tess-public/prod</summary>\n\n{rows}\n</details>\n"
+    )
+    link = "https://github.com/tess-org/tess-hubs/actions/runs/7"
+    posted = github.publish_comment(client, pr, document, full_link=link)
+    count = len(posted)
+    assert count >= len(document) // 60_000 + 1
+    for index, comment in enumerate(posted, 1):
+        assert len(comment["body"]) <= 60_000
+        assert comment["body"].startswith(
+            f"<!-- hubbot:diff part {index} -->\n_Part {index} of {count}._ [Full diff]({link})\n\n"
+        )
+        assert comment["body"].count("<details>") == comment["body"].count("</details>") == 1
+    assert bodies(github_api, pr) == [c["body"] for c in posted]
+
+    (short,) = github.publish_comment(client, pr, "## hubbot diff\n\nno change", full_link=link)
+    assert short["id"] == posted[0]["id"]
+    assert bodies(github_api, pr) == ["<!-- hubbot:diff part 1 -->\n## hubbot diff\n\nno change"]
+    assert len(github_api.calls("DELETE")) == count - 1
+
+
+def test_successful_deployments_by_latest_status(
+    github_api: FakeGitHub, client: github.Client
+) -> None:
+    other_sha = "0" * 39 + "1"
+    states = {
+        "a": (SHA, ["in_progress", "success"]),
+        "b": (SHA, ["in_progress", "failure"]),
+        "c": (other_sha, ["success"]),
+        "d": (SHA, ["failure", "success"]),
+        "e": (SHA, []),
+    }
+    ids = {}
+    for name, (sha, sequence) in states.items():
+        ids[name] = github.create_deployment(client, sha, "tess-public-staging", {"n": name})["id"]
+        for state in sequence:
+            github.create_deployment_status(client, ids[name], state)  # type: ignore[arg-type]
+    github.create_deployment(client, SHA, "tess-public-prod", {})
+    found = github.successful_deployments(client, "tess-public-staging")
+    assert [d["payload"]["n"] for d in found] == ["d", "c", "a"]
+    found = github.successful_deployments(client, "tess-public-staging", sha=SHA)
+    assert [d["payload"]["n"] for d in found] == ["d", "a"]
+
+
+def test_the_token_never_follows_a_link_to_another_host(
+    github_api: FakeGitHub, client: github.Client, pr: int
+) -> None:
+    github_api.fail(200, headers={"Link": '<http://example.org/steal?page=2>; rel="next"'}, body=[])
+    with pytest.raises(HubbotError) as caught:
+        github.list_comments(client, pr)
+    assert str(caught.value) == (
+        f"GitHub API GET /repos/tess-org/tess-hubs/issues/{pr}/comments: "
+        "next page is on another host"
+    )
+    assert len(github_api.requests) == 1
