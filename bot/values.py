@@ -17,7 +17,7 @@ from bot.hubploy import DEPLOYMENTS, Deployment, Environment, environment, load_
 from bot.imagetag import tag_for_tree
 from bot.merge import Layer, Merged, merge_layers, set_path
 from bot.sops_format import read_shape
-from bot.source import Source
+from bot.source import Source, memoized
 from bot.yamlfile import Path_, load_yaml
 
 CHART_DIR = "hub"
@@ -127,6 +127,11 @@ def _read_layer(source: Source, file: str) -> str:
 
 
 def _values_layer(source: Source, file: str) -> Layer:
+    # hub/values.yaml and common.yaml serve every environment: parse each once per source.
+    return memoized(source, ("values layer", file), lambda: _parse_values_layer(source, file))
+
+
+def _parse_values_layer(source: Source, file: str) -> Layer:
     doc = load_yaml(file, _read_layer(source, file))
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):

@@ -19,7 +19,8 @@ from bench.baselines import (
     hubploy_tag,
     path_globs,
 )
-from bench.generate import KINDS, Generated, generate
+from bench.generate import ENVS, KINDS, Change, Generated, generate, hub_name, image_dir
+from bench.replay import Replay, replay
 from bot.main import main
 from tests.fixtures.tools import require_binary
 
@@ -139,3 +140,53 @@ def test_revert_restores_the_image_directory_content(synthetic: Generated) -> No
     assert git(synthetic.root, "rev-parse", f"{revert.commit}:{directory}") == git(
         synthetic.root, "rev-parse", f"{undone.commit}~1:{directory}"
     )
+
+
+def expected_needs(change: Change, hubs: int) -> set[tuple[str, str]]:
+    """The pairs whose rendered values or chart a change of each kind alters."""
+    every = {(hub_name(i), env) for i in range(hubs) for env in ENVS}
+    if change.kind in ("chart-values", "chart-bump"):
+        return every
+    if change.kind in ("secrets-reencrypt", "readme", "comment"):
+        return set()
+    (path,) = change.files
+    if "/images/" in path:
+        directory = path.rsplit("/", 1)[0]
+        return {
+            (hub_name(i), env) for i in range(hubs) if image_dir(i) == directory for env in ENVS
+        }
+    hub = path.split("/")[1]
+    if change.kind == "secrets-rotate":
+        return {(hub, path.rsplit("/", 1)[1].removesuffix(".yaml"))}
+    envs = {"common": ENVS, "common-overridden": ("staging",), "prod-only": ("prod",)}
+    return {(hub, env) for env in envs[change.kind]}
+
+
+@pytest.fixture(scope="module")
+def replayed(synthetic: Generated) -> Replay:
+    return replay(synthetic.root, "staging", synthetic.age_key)
+
+
+def test_replay_ground_truth_matches_each_change_kind(
+    synthetic: Generated, replayed: Replay
+) -> None:
+    assert replayed.decrypted
+    assert [push.commit for push in replayed.log] == [c.commit for c in synthetic.changes]
+    for change, push in zip(synthetic.changes, replayed.log, strict=True):
+        assert push.needed == expected_needs(change, len(synthetic.hubs)), change.kind
+
+
+def test_replay_shows_what_the_baselines_get_wrong(synthetic: Generated, replayed: Replay) -> None:
+    pushes = {
+        change.kind: push for change, push in zip(synthetic.changes, replayed.log, strict=True)
+    }
+    # hub-002 runs the image that lives under hub-000's directory: globs miss it.
+    shared = pushes["image-shared"]
+    assert ("hub-002", "prod") in shared.needed - shared.decisions["path globs"].deploys
+    assert pushes["readme"].decisions["hubploy"].deploys == {
+        (hub, env) for hub in synthetic.hubs for env in ENVS
+    }
+    hubploy_tally = replayed.tallies["hubploy"]
+    assert hubploy_tally.redundant_builds == 1  # the revert: same content, new last commit
+    assert replayed.tallies["hubbot"].redundant_builds == 0
+    assert replayed.tallies["hubbot"].missed_deploys == 0

@@ -1,0 +1,210 @@
+"""`make bench`: speed at 2, 50 and 200 hubs, and work avoided on replayed histories.
+
+Prints one table and a final summary line that says whether each target was met:
+for 200 hubs x 2 environments, validate + plan + values diff within 5 s and
+the plan of a one-file change within 1 s; and, on every replayed history, no
+redundant build, no redundant deploy and no missed deploy.
+
+    python -m bench.run [--hubs 2 50 200] [--runs 3] [--replay-hubs 50] [REPO ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import replay, speed
+from bench.generate import KINDS, PROJECT, generate, hub_name
+from bench.speed import Timing
+
+PLAN_TARGET = 1.0  # seconds, plan of a one-file change, 200 hubs
+TOTAL_TARGET = 5.0  # seconds, validate + plan + values diff, 200 hubs
+
+
+@dataclass
+class Results:
+    machine: str
+    hubs: list[int]
+    timings: dict[tuple[str, int], Timing] = field(default_factory=dict)
+    history: dict[int, Timing] = field(default_factory=dict)  # commits -> plan timing
+    replays: list[tuple[str, replay.Replay]] = field(default_factory=list)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} x {model}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, load average {load}"
+    )
+
+
+def run_speed(results: Results, work: Path, runs: int) -> None:
+    for count in results.hubs:
+        generated = generate(work / f"speed-{count}", count, 2 * len(KINDS))
+        repo = generated.root
+        speed.one_file_change(repo, hub_name(count // 2))
+        for name, argv in (
+            ("validate", speed.validate(repo)),
+            ("plan", speed.plan(repo)),
+            ("diff", speed.values_diff(repo)),
+        ):
+            results.timings[(name, count)] = speed.measure(argv, runs)
+        if count == max(results.hubs):
+            length = int(speed.git(repo, "rev-list", "--count", "HEAD"))
+            results.history[length] = results.timings[("plan", count)]
+            speed.add_history(repo, speed.FILLER_COMMITS)
+            speed.one_file_change(repo, hub_name(count // 3))
+            length = int(speed.git(repo, "rev-list", "--count", "HEAD"))
+            results.history[length] = speed.measure(speed.plan(repo), runs)
+        shutil.rmtree(repo)
+
+
+def run_replays(results: Results, work: Path, hubs: int, repos: list[Path]) -> None:
+    generated = generate(work / f"replay-{hubs}", hubs, 2 * len(KINDS), seed=1)
+    results.replays.append(
+        (f"synthetic, {hubs} hubs", replay.replay(generated.root, "staging", generated.age_key))
+    )
+    for repo in repos:
+        ref = "HEAD"
+        results.replays.append((str(repo), replay.replay(repo.resolve(), ref)))
+
+
+def table(results: Results) -> str:
+    width = 26
+    head = f"{'':40}" + "".join(f"{f'{n} hubs':>{width}}" for n in results.hubs)
+    lines = [f"hubbot benchmark, {datetime.date.today()}: {results.machine}", "", head]
+    titles = {
+        "validate": "validate, all hubs (s)",
+        "plan": "plan, one-file change (s)",
+        "diff": "diff --format text, same change (s)",
+    }
+    for name, title in titles.items():
+        cells = [results.timings[(name, n)].cell() for n in results.hubs]
+        lines.append(f"{title:40}" + "".join(f"{c:>{width}}" for c in cells))
+    totals = [total(results, n) for n in results.hubs]
+    lines.append(
+        f"{'validate + plan + diff, median (s)':40}" + "".join(f"{t:>{width}.2f}" for t in totals)
+    )
+    cpu = [sum(results.timings[(k, n)].cpu_median for k in titles) for n in results.hubs]
+    lines.append(f"{'  same, CPU seconds':40}" + "".join(f"{c:>{width}.2f}" for c in cpu))
+    for length, timing in sorted(results.history.items()):
+        lines.append(
+            f"{f'plan, {max(results.hubs)} hubs, {length} commits (s)':40}"
+            + f"{timing.cell():>{width}}"
+        )
+    for title, result in results.replays:
+        secrets = "decrypted" if result.decrypted else "by ciphertext"
+        lines += [
+            "",
+            f"replay {title} ({result.ref}): {result.pushes} pushes, "
+            f"{result.skipped} unreadable, secrets {secrets}",
+            _replay_rows(result),
+        ]
+        lines += [f"  hubbot off target: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def _replay_rows(result: replay.Replay) -> str:
+    tallies = result.tallies
+    ours = tallies["hubbot"]
+    header = (
+        f"{'':40}{'hubbot':>12}{'hubploy':>12}{'path globs':>12}"
+        f"{'hubploy/hubbot':>16}{'globs/hubbot':>14}"
+    )
+    rows = [header]
+    for title, attribute in (
+        ("image builds", "builds"),
+        ("  redundant builds", "redundant_builds"),
+        ("hub deploys", "deploys"),
+        ("  redundant deploys", "redundant_deploys"),
+        ("  missed deploys", "missed_deploys"),
+    ):
+        values = [getattr(tallies[p], attribute) for p in replay.POLICIES]
+        ratios = ("", "")
+        if attribute in ("builds", "deploys"):
+            ratios = (
+                _ratio(values[1], getattr(ours, attribute)),
+                _ratio(values[2], getattr(ours, attribute)),
+            )
+        rows.append(
+            f"{title:40}" + "".join(f"{v:>12}" for v in values) + f"{ratios[0]:>16}{ratios[1]:>14}"
+        )
+    return "\n".join(rows)
+
+
+def _ratio(theirs: int, ours: int) -> str:
+    if ours == 0:
+        return "-" if theirs == 0 else "all avoided"
+    return f"{theirs / ours:.1f}x"
+
+
+def total(results: Results, hubs: int) -> float:
+    return sum(results.timings[(k, hubs)].median for k in ("validate", "plan", "diff"))
+
+
+def summary(results: Results) -> str:
+    largest = max(results.hubs)
+    parts = []
+    misses = []
+    all_total = total(results, largest)
+    plan_time = results.timings[("plan", largest)].median
+    parts.append(f"{largest} hubs: validate+plan+diff {all_total:.2f} s (target {TOTAL_TARGET} s)")
+    parts.append(f"plan {plan_time:.2f} s (target {PLAN_TARGET} s)")
+    if all_total > TOTAL_TARGET:
+        misses.append("total time")
+    if plan_time > PLAN_TARGET:
+        misses.append("plan time")
+    redundant_builds = sum(r.tallies["hubbot"].redundant_builds for _, r in results.replays)
+    redundant_deploys = sum(r.tallies["hubbot"].redundant_deploys for _, r in results.replays)
+    missed = sum(r.tallies["hubbot"].missed_deploys for _, r in results.replays)
+    parts.append(
+        f"replays: {redundant_builds} redundant builds, {redundant_deploys} redundant deploys, "
+        f"{missed} missed deploys (targets 0)"
+    )
+    for name, count in (
+        ("redundant builds", redundant_builds),
+        ("redundant deploys", redundant_deploys),
+        ("missed deploys", missed),
+    ):
+        if count:
+            misses.append(name)
+    verdict = "all targets met" if not misses else "MISSED: " + ", ".join(misses)
+    return "bench: " + "; ".join(parts) + f" -> {verdict}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repos", nargs="*", type=Path, help="more repositories to replay")
+    parser.add_argument("--hubs", type=int, nargs="+", default=[2, 50, 200])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--replay-hubs", type=int, default=50)
+    parser.add_argument("--results", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    results = Results(machine(), sorted(args.hubs))
+    with tempfile.TemporaryDirectory(prefix="hubbot-bench-") as work:
+        run_speed(results, Path(work), args.runs)
+        run_replays(results, Path(work), args.replay_hubs, [PROJECT, *args.repos])
+    report = table(results) + "\n\n" + summary(results)
+    print(report)
+    if args.results:
+        args.results.write_text(f"```\n{report}\n```\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
