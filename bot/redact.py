@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -34,6 +35,7 @@ class Redactor:
     def __init__(self) -> None:
         self._needles: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()  # parallel deploys decrypt and print concurrently
 
     def __len__(self) -> int:
         return len(self._needles)
@@ -43,9 +45,10 @@ class Redactor:
         if len(value) < MIN_LENGTH:
             return False
         added = {form for form in encodings(value) if len(form) >= MIN_LENGTH}
-        if not added <= self._needles:
-            self._needles |= added
-            self._pattern = None
+        with self._lock:
+            if not added <= self._needles:
+                self._needles |= added
+                self._pattern = None
         return True
 
     def redact(self, text: str) -> str:
@@ -65,11 +68,12 @@ class Redactor:
             )
 
     def _compiled(self) -> re.Pattern[str] | None:
-        if self._pattern is None and self._needles:
-            # Longest first, so a value wins over any of its own substrings.
-            ordered = sorted(self._needles, key=lambda needle: (-len(needle), needle))
-            self._pattern = re.compile("|".join(re.escape(needle) for needle in ordered))
-        return self._pattern
+        with self._lock:
+            if self._pattern is None and self._needles:
+                # Longest first, so a value wins over any of its own substrings.
+                ordered = sorted(self._needles, key=lambda needle: (-len(needle), needle))
+                self._pattern = re.compile("|".join(re.escape(needle) for needle in ordered))
+            return self._pattern
 
 
 def encodings(value: str) -> set[str]:
@@ -103,6 +107,7 @@ class RedactingStream(io.TextIOBase):
         self._target = target
         self._redactor = redactor
         self._pending = ""
+        self._lock = threading.Lock()  # threads (parallel deploys) share the stream
 
     @property
     def target(self) -> TextIO:
@@ -122,18 +127,20 @@ class RedactingStream(io.TextIOBase):
         return self._target.fileno()
 
     def write(self, text: str) -> int:
-        self._pending += text
-        complete, newline, rest = self._pending.rpartition("\n")
-        if newline:
-            self._target.write(self._redactor.redact(complete + newline))
-            self._pending = rest
+        with self._lock:
+            self._pending += text
+            complete, newline, rest = self._pending.rpartition("\n")
+            if newline:
+                self._target.write(self._redactor.redact(complete + newline))
+                self._pending = rest
         return len(text)
 
     def flush(self) -> None:
-        if self._pending:
-            self._target.write(self._redactor.redact(self._pending))
-            self._pending = ""
-        self._target.flush()
+        with self._lock:
+            if self._pending:
+                self._target.write(self._redactor.redact(self._pending))
+                self._pending = ""
+            self._target.flush()
 
 
 class RedactingFilter(logging.Filter):

@@ -300,3 +300,46 @@ def test_decrypt_to_a_file_in_ci(
         done = hubbot(keyed_repo, "secrets", "decrypt", "tess-public", "prod", stdout=out)
     assert done.returncode == 0
     assert f"{TOKEN}-tess-public-prod" in target.read_text()
+
+
+def kms_rules(arn: str, role: str) -> str:
+    """The production form: per hub and environment, a KMS key with role and context."""
+    lines = ["creation_rules:"]
+    for hub in HUBS:
+        for env in ENVS:
+            lines += [
+                f"  - path_regex: deployments/{hub}/secrets/{env}\\.yaml$",
+                "    key_groups:",
+                "      - kms:",
+                f"          - arn: {arn}",
+                f"            role: {role}",
+                "            context:",
+                f"              hub: {hub}",
+                f"              env: {env}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def test_check_with_kms_role_and_context_verifies_every_mac(
+    hub_repo: Path, kms_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    role = "arn:aws:iam::123456789012:role/hubbot-sops"
+    write(hub_repo, ".sops.yaml", kms_rules(kms_key, role))
+    for hub in HUBS:
+        for env in ENVS:
+            write_secrets(hub_repo, hub, env, f"a:\n  token: {TOKEN}-{hub}-{env}\n")
+    status, out, _ = run(hub_repo, capsys, "check")
+    assert status == 0
+    assert out.splitlines() == [*(f"ok      {file}" for file in FILES), "4 of 4 secrets files ok"]
+    # A file encrypted under another hub's context is caught before any decryption.
+    other = hub_repo / FILES[3]
+    other.write_text(other.read_text().replace("hub: tess-public", "hub: tess-private"))
+    status, out, _ = run(hub_repo, capsys, "check")
+    assert status == 1
+    assert out.splitlines()[3:5] == [
+        f"FAILED  {FILES[3]}",
+        f"  {FILES[3]}: encrypted for other keys than the creation rule at .sops.yaml:26 names "
+        f"(missing AWS KMS {kms_key} (role {role}) with context env=staging,hub=tess-public; "
+        f"not in the rule: AWS KMS {kms_key} (role {role}) with context "
+        "env=staging,hub=tess-private): run `hubbot secrets updatekeys`",
+    ]
