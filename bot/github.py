@@ -34,6 +34,9 @@ PER_PAGE = 100
 # Comment parts are found again by this hidden marker at the start of their body.
 _MARKER = "<!-- hubbot:{key} part {index} -->"
 _MARKER_RE = re.compile(r"\A<!-- hubbot:(?P<key>[\w.-]+) part (?P<index>\d+) -->")
+# Whose comments may be hubbot's: an app (GITHUB_TOKEN posts as github-actions[bot])
+# or someone with write access (a personal token). Anyone else could copy a marker.
+_TRUSTED_ASSOCIATIONS = {"OWNER", "MEMBER", "COLLABORATOR"}
 
 
 def _no_check(text: str, place: str) -> None:
@@ -226,7 +229,10 @@ def _pages(
         if urlsplit(url).netloc != home:
             raise HubbotError(f"GitHub API {endpoint}: next page is on another host")
         response = _request(client, "GET", url, endpoint, params=query)
-        items = response.json()
+        try:
+            items = response.json()
+        except ValueError:
+            items = None
         if not isinstance(items, list):
             raise HubbotError(f"GitHub API {endpoint} did not answer with a list")
         yield from items
@@ -270,8 +276,9 @@ def upsert_sticky(client: Client, number: int, parts: list[str], key: str = "dif
     """Make the PR's sticky comment `key` read `parts`, one comment per part, in order.
 
     Existing parts are edited in place (untouched when already equal), missing ones
-    created, and parts beyond the new count (or duplicates) deleted. Every body is
-    checked before anything is posted. Returns the comments in part order.
+    created, and parts beyond the new count (or duplicates) deleted. Only comments
+    by a bot or by someone with write access count as parts. Every body is checked
+    before anything is posted. Returns the comments in part order.
     """
     if not parts:
         raise ValueError("a sticky comment needs at least one part")
@@ -282,7 +289,7 @@ def upsert_sticky(client: Client, number: int, parts: list[str], key: str = "dif
     stale: list[Json] = []
     for comment in list_comments(client, number):
         found = _MARKER_RE.match(comment.get("body") or "")
-        if not found or found.group("key") != key:
+        if not found or found.group("key") != key or not _trusted(comment):
             continue
         index = int(found.group("index"))
         if 1 <= index <= len(bodies) and index not in existing:
@@ -316,6 +323,13 @@ def publish_comment(
     """
     room = markdown.COMMENT_LIMIT - len(marker(key, 10**4 - 1)) - 1
     return upsert_sticky(client, number, markdown.split(document, room, full_link), key)
+
+
+def _trusted(comment: Json) -> bool:
+    user = comment.get("user") or {}
+    return bool(
+        user.get("type") == "Bot" or comment.get("author_association") in _TRUSTED_ASSOCIATIONS
+    )
 
 
 # --- pull requests ------------------------------------------------------------

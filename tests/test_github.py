@@ -388,3 +388,21 @@ def test_the_token_never_follows_a_link_to_another_host(
         "next page is on another host"
     )
     assert len(github_api.requests) == 1
+
+
+def test_a_copied_marker_from_an_outsider_is_left_alone(
+    github_api: FakeGitHub, client: github.Client, pr: int
+) -> None:
+    outsider = github_api.add_comment(pr, "<!-- hubbot:diff part 1 -->\nfake diff")
+    stray = github_api.add_comment(pr, "<!-- hubbot:diff part 2 -->\nfake part")
+    maintainer = github_api.add_comment(
+        pr, "<!-- hubbot:diff part 1 -->\nposted with a token", "maintainer", "MEMBER"
+    )
+    (ours,) = github.upsert_sticky(client, pr, ["real diff"])
+    assert ours["id"] == maintainer["id"]
+    assert bodies(github_api, pr) == [
+        outsider["body"],
+        stray["body"],
+        "<!-- hubbot:diff part 1 -->\nreal diff",
+    ]
+    assert github_api.calls("DELETE") == []
