@@ -21,6 +21,7 @@ from tests.fixtures.charts import HUB_CHART, MINI_Z2JH, PROJECT
 from tests.fixtures.repos import commit_all
 
 PULLER = "DaemonSet/continuous-image-puller"
+HOOK_PULLER = "DaemonSet/hook-image-puller"
 CANARY = "canary-Zq7t4PxW2s"
 
 
@@ -49,6 +50,7 @@ def test_resources_sorted_by_kind_namespace_name_crds_last(helm_bin: str) -> Non
     assert [manifests.title(key) for key in manifests.parse(rendered)] == [
         "ConfigMap/hub",
         PULLER,
+        HOOK_PULLER,
         "Deployment/hub",
         "Deployment/proxy",
         "Secret/hub",
@@ -89,7 +91,7 @@ def test_same_values_show_nothing_and_count_the_noise(helm_bin: str) -> None:
 
 def test_user_image_change(helm_bin: str) -> None:
     result = diff(values(), values(singleuser__image__tag="two"))
-    assert result.changed == [PULLER, "Secret/hub"]
+    assert result.changed == [PULLER, HOOK_PULLER, "Secret/hub"]
     assert result.restarts == [
         "image puller runs on every node",
         "hub pod restarts",
@@ -164,6 +166,7 @@ def test_added_and_removed_hubs(helm_bin: str) -> None:
     assert added.added == [
         "ConfigMap/hub",
         PULLER,
+        HOOK_PULLER,
         "Deployment/hub",
         "Deployment/proxy",
         "Secret/hub",
@@ -233,7 +236,7 @@ def test_the_hub_chart_with_real_layers(hub_chart_offline_ready: Path) -> None:
         staging.environment.namespace,
         same,
     )
-    assert result.changed == [PULLER, "Secret/hub", "ServiceAccount/tess-user"]
+    assert result.changed == [PULLER, HOOK_PULLER, "Secret/hub", "ServiceAccount/tess-user"]
     assert result.restarts == [
         "image puller runs on every node",
         "hub pod restarts",
