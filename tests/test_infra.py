@@ -395,3 +395,30 @@ def test_both_python_hcl2_output_shapes_read_the_same(wrapped: bool) -> None:
         else {"staging": {"alias": '"alias/a"'}, '"n"': 1}
     )
     assert infra._attribute(raw, wrapped) == {"staging": {"alias": "alias/a"}, "n": 1}
+
+
+def test_mismatch_is_a_github_annotation_on_the_hub_config(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, PUBLIC, "cluster: tess}", "cluster: tess-old}")
+    here = line_of(hub_repo, PUBLIC, "cluster: tess-old")
+    there = line_of(hub_repo, TFVARS, "cluster_name")
+    status, out = validate(hub_repo, capsys, "--format", "github")
+    assert status == 1
+    assert (
+        f"::error file={PUBLIC},line={here},title=hubbot validate infra/ cross-check::"
+        f'cluster.aws.cluster is "tess-old" but infra/ has "tess" ({TFVARS}:{there}): '
+        "make them the same"
+    ) in out.splitlines()
+
+
+def test_a_variable_without_value_is_an_error(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, TFVARS, 'account_id        = "123456789012"\n', "")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f"{TFVARS}: terraform variable `account_id` has no default in infra/*.tf and is not "
+        f"set in {TFVARS}: hubbot needs its value to check the hub config against it"
+    ]
