@@ -9,33 +9,20 @@ values never reach this module.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from bot.manifests import ManifestDiff
 from bot.markdown import escape_cell, fence, inline_code
 from bot.plan import VALUES, Pair, Plan
 from bot.valuesdiff import Row, ValuesDiff
-
-
-class ManifestView(Protocol):
-    """What the report shows of one pair's manifest diff (bot.manifests.ManifestDiff)."""
-
-    @property
-    def diff(self) -> str: ...  # unified diff of the normalised, sorted manifests
-
-    @property
-    def hidden(self) -> Mapping[str, int]: ...  # rule -> lines hidden by it
-
-    @property
-    def restarts(self) -> Sequence[str]: ...  # e.g. "hub pod restarts"
 
 
 @dataclass(frozen=True)
 class PairReport:
     pair: Pair
     values: ValuesDiff
-    manifests: ManifestView | None
+    manifests: ManifestDiff | None
     note: str | None = None  # why there is no manifest diff, in one line
 
 
@@ -97,12 +84,20 @@ def _secret_lines(values: ValuesDiff) -> list[str]:
     ]
 
 
-def _hidden_lines(manifests: ManifestView) -> list[str]:
-    return [
-        f"{count} line{'s' * (count != 1)} hidden by rule {rule}"
-        for rule, count in sorted(manifests.hidden.items())
-        if count
+def _resources(manifests: ManifestDiff) -> str:
+    parts = [
+        f"{len(names)} {label}" + (f" ({', '.join(names)})" if names else "")
+        for label, names in (
+            ("changed", manifests.changed),
+            ("added", manifests.added),
+            ("removed", manifests.removed),
+        )
     ]
+    return "resources: " + ", ".join(parts)
+
+
+def _manifest_text(manifests: ManifestDiff) -> str:
+    return "".join(manifests.text[title] for title in manifests.text)
 
 
 # Text
@@ -129,8 +124,11 @@ def text(report: DiffReport) -> str:
         if item.note:
             out.append(f"  manifests: {item.note}")
         if item.manifests is not None:
-            out += [f"  {line}" for line in _hidden_lines(item.manifests)]
-            out.append(item.manifests.diff.rstrip("\n") or "  manifests: no change")
+            out.append(f"  manifests: {_resources(item.manifests)}")
+            out += [f"  {line}" for line in item.manifests.hidden_summary()]
+            diff = _manifest_text(item.manifests).rstrip("\n")
+            if diff:
+                out.append(diff)
     return "\n".join(out) + "\n"
 
 
@@ -211,11 +209,11 @@ def _markdown_pair(item: PairReport) -> list[str]:
     if item.note:
         out += [f"_Manifests: {escape_cell(item.note)}_", ""]
     if item.manifests is not None:
-        out += [f"- {line}" for line in _hidden_lines(item.manifests)]
-        if item.manifests.diff.strip():
-            out += ["", fence(item.manifests.diff, "diff").rstrip("\n")]
-        else:
-            out.append("No manifest changed.")
+        out += [f"Manifests, {escape_cell(_resources(item.manifests))}", ""]
+        out += [f"- {escape_cell(line)}" for line in item.manifests.hidden_summary()]
+        diff = _manifest_text(item.manifests)
+        if diff.strip():
+            out += ["", fence(diff, "diff").rstrip("\n")]
         out.append("")
     out += ["</details>", ""]
     return out
@@ -254,9 +252,12 @@ def as_json(report: DiffReport) -> dict[str, Any]:
             "manifests": None
             if item.manifests is None
             else {
-                "diff": item.manifests.diff,
-                "hidden": dict(item.manifests.hidden),
-                "restarts": list(item.manifests.restarts),
+                "changed": item.manifests.changed,
+                "added": item.manifests.added,
+                "removed": item.manifests.removed,
+                "diff": item.manifests.text,
+                "hidden_lines": item.manifests.hidden_lines,
+                "restarts": item.manifests.restarts,
             },
             "note": item.note,
         }

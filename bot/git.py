@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 from pathlib import Path
 
 from bot.errors import HubbotError
@@ -80,3 +82,11 @@ def worktree_files(repo: Path, path: str) -> list[str]:
     """Tracked and untracked, not ignored, files under `path` in the work tree."""
     out = run(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", path)
     return sorted({name for name in out.decode().split("\0") if name})
+
+
+def export(repo: Path, commit: str, path: str, dest: Path) -> Path:
+    """Write the files under `path` at `commit` into `dest`; return `dest / path`."""
+    data = run(repo, "archive", "--format=tar", commit, "--", path)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        archive.extractall(dest, filter="data")
+    return dest / path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,12 +11,20 @@ import pytest
 
 from bot import actions, markdown
 from bot.main import main
+from tests.fixtures.charts import MINI_Z2JH
 from tests.fixtures.repos import PROJECT, commit_all
 from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.test_plan import PRIVATE, PUBLIC, edit
 
 PROD = f"{PRIVATE}/config/prod.yaml"
 KEY = "jupyterhub.scheduling.userPlaceholder.replicas"
+
+
+@pytest.fixture(autouse=True)
+def offline(helm_bin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No chart repository is reachable: every test here runs as `make check` does offline."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
 
 
 def hubbot(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -162,7 +171,7 @@ def test_decrypt_tells_a_changed_secret_from_a_reencrypted_one(
         hub_repo, capsys, "diff", "--base", "HEAD~1", "--format", "text", "--decrypt"
     )
     assert status == 0
-    table = out.split("== tess-public/staging:")[1].splitlines()[1:]
+    table = out.split("== tess-public/staging:")[1].splitlines()[1:3]
     assert table == [
         "  key                          old       new       set by",
         f"  jupyterhub.hub.cookieSecret  <secret>  <secret>  {PUBLIC}/secrets/staging.yaml:5",
@@ -212,3 +221,73 @@ def test_a_very_large_diff_splits_into_balanced_parts_under_the_limit(
         assert len(fences) % 2 == 0
     assert summary.stat().st_size <= actions.SUMMARY_LIMIT
     assert (tmp_path / "full.md").read_text() == out
+
+
+UNAVAILABLE = (
+    "not rendered: chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
+    "cannot be fetched (offline?)"
+)
+
+
+def test_offline_the_manifests_are_one_line_and_the_values_diff_stays(
+    prod_change: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = hubbot(prod_change, capsys, "diff", "--base", "HEAD~1", "--format", "text")
+    assert status == 0
+    lines = out.splitlines()
+    assert f"  manifests {UNAVAILABLE}; the values diff is complete" in lines
+    assert lines[-2:] == [
+        f"  {KEY}  2    3    {PROD}:14",
+        f"  manifests: {UNAVAILABLE}",
+    ]
+
+
+@pytest.fixture
+def chart_repo(hub_repo: Path) -> Path:
+    """hub_repo with the mini z2jh chart vendored as the hub chart's dependency."""
+    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
+    commit_all(hub_repo, "vendor the chart dependency")
+    return hub_repo
+
+
+def test_manifest_diff_and_what_restarts(
+    chart_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(chart_repo, f"{PRIVATE}/config/common.yaml", "timeout: 14400", "timeout: 7200")
+    commit_all(chart_repo, "shorter cull timeout")
+    status, out, _ = hubbot(chart_repo, capsys, "diff", "--base", "HEAD~1", "--format", "markdown")
+    assert status == 0
+    summary = out.split("<details>")[0]
+    assert "**What restarts**\n\n- tess-private/prod: hub pod restarts\n" in summary
+    assert "- tess-private/staging: hub pod restarts\n" in summary
+    prod = out.split("<summary>tess-private/prod")[1].split("</details>")[0]
+    assert "Manifests, resources: 2 changed (ConfigMap/hub, Secret/hub), 0 added, 0 removed" in prod
+    assert "\n```diff\n--- old/ConfigMap/hub\n+++ new/ConfigMap/hub\n" in prod
+    assert "~ cull.timeout: 14400 -> 7200\n```" in prod
+    assert "lines hidden by rule checksum" in prod
+
+
+def test_a_chart_template_change_renders_each_ref_with_its_own_chart(
+    chart_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(
+        chart_repo,
+        "hub/templates/user-serviceaccount.yaml",
+        "  annotations:\n",
+        "  annotations:\n    team: tess\n",
+    )
+    commit_all(chart_repo, "annotate the user service account")
+    status, out, _ = hubbot(
+        chart_repo, capsys, "diff", "--base", "HEAD~1", "--head", "HEAD", "--format", "json"
+    )
+    assert status == 0
+    data = json.loads(out)
+    assert [(p["hub"], p["env"], p["reasons"][0]["kind"]) for p in data["pairs"]] == [
+        (hub, env, "chart")
+        for hub in ("tess-private", "tess-public")
+        for env in ("prod", "staging")
+    ]
+    for item in data["diffs"]:
+        assert item["values"] == []
+        assert item["manifests"]["changed"] == ["ServiceAccount/tess-user"]
+        assert "+    team: tess\n" in item["manifests"]["diff"]["ServiceAccount/tess-user"]

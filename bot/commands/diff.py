@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from bot import actions, diffreport, sops
+from bot import actions, diffreport, git, manifests, sops
 from bot.diffreport import DiffReport, PairReport
 from bot.plan import Plan, plan
-from bot.source import Source, open_source
-from bot.values import Decryptor, build
+from bot.source import GitCommit, Source, open_source
+from bot.values import CHART_DIR, Decryptor, build
 from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 
 FORMATS = ("markdown", "text", "json")
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     head = open_source(args.repo, args.head)
     result = plan(base, head)
     decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
-    report = build_report(result, _values_diffs(base, head, result, decrypt))
+    with tempfile.TemporaryDirectory(prefix="hubbot-diff-") as tmp:
+        report = assemble(base, head, result, decrypt, args.redactor.redact, Path(tmp))
     if args.format == "json":
         print(json.dumps(diffreport.as_json(report), indent=2))
     elif args.format == "text":
@@ -65,30 +68,74 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _values_diffs(
-    base: Source, head: Source, result: Plan, decrypt: Decryptor | None
-) -> dict[tuple[str, str], ValuesDiff]:
-    """The plan's values diffs, or with `decrypt`, each re-made from decrypted secrets."""
-    if decrypt is None:
-        return result.diffs
-    diffs = {}
+def assemble(
+    base: Source,
+    head: Source,
+    result: Plan,
+    decrypt: Decryptor | None,
+    redact: Callable[[str], str],
+    scratch: Path,
+) -> DiffReport:
+    """Per affected pair: the values diff and the manifest diff of both refs' charts.
+
+    Secrets are decrypted only with `decrypt`; the chart of a commit is exported
+    into `scratch`. When the chart's dependency cannot be fetched, every pair keeps
+    its values diff and says so in one line.
+    """
+    head_chart = _chart_dir(head, scratch / "head")
+    same_chart = base.tree_hash(CHART_DIR) == head.tree_hash(CHART_DIR)
+    base_chart = head_chart if same_chart else _chart_dir(base, scratch / "base")
+    unavailable: str | None = None
+    pairs = []
     for pair in result.pairs:
         old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
         new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
-        diffs[(pair.hub, pair.env)] = diff_values(old, new)
-    return diffs
+        values = diff_values(old, new)
+        manifests_diff = None
+        if unavailable is None:
+            some = new or old
+            assert some is not None
+            try:
+                manifests_diff = manifests.manifest_diff(
+                    head_chart if new else base_chart,
+                    old.document if old else None,
+                    new.document if new else None,
+                    some.environment.release,
+                    some.environment.namespace,
+                    redact,
+                    kube_version=manifests.kube_version(some.deployment),
+                    old_chart_dir=base_chart,
+                )
+            except manifests.ChartUnavailable as exc:
+                unavailable = f"not rendered: {exc.message}"
+        pairs.append(PairReport(pair, values, manifests_diff, unavailable))
+    return _report(result, pairs, unavailable)
 
 
 def build_report(result: Plan, diffs: dict[tuple[str, str], ValuesDiff]) -> DiffReport:
-    pairs = tuple(
+    """A report of values diffs only (no manifests), from `diffs` by (hub, env)."""
+    pairs = [
         PairReport(pair, diffs.get((pair.hub, pair.env)) or unchanged(pair.hub, pair.env), None)
         for pair in result.pairs
-    )
+    ]
+    return _report(result, pairs, None)
+
+
+def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> DiffReport:
     warnings = []
+    if unavailable:
+        warnings.append(f"manifests {unavailable}; the values diff is complete")
     if any(item.values.secret_files_changed for item in pairs):
         warnings.append(
             "secrets were read without keys: a changed secrets file is shown as a whole"
         )
     if any(image.exists is None and image.changed for image in result.images):
         warnings.append("the registry was not asked: whether changed images exist is unknown")
-    return DiffReport(result, pairs, tuple(warnings))
+    return DiffReport(result, tuple(pairs), tuple(warnings))
+
+
+def _chart_dir(source: Source, scratch: Path) -> Path:
+    """The chart as `source` has it, on disk for helm."""
+    if isinstance(source, GitCommit):
+        return git.export(source.root, source.commit, CHART_DIR, scratch)
+    return source.root / CHART_DIR
