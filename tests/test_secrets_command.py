@@ -241,6 +241,23 @@ def test_encrypt_from_standard_input(
     assert decrypt_text(FILES[3], text) == {"a": {"token": TOKEN}}
 
 
+def test_encrypt_from_a_file_says_to_delete_it(
+    keyed_repo: Path, age_env: AgeKey, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "plain.yaml"
+    source.write_text(f"a:\n  token: {TOKEN}\n")
+    (keyed_repo / FILES[0]).unlink()
+    status, out, _ = run(
+        keyed_repo, capsys, "encrypt", "tess-private", "prod", "--input", str(source)
+    )
+    assert (status, out) == (
+        0,
+        f"encrypted {FILES[0]} for age {age_env.recipient}\nnote: {source} still holds the "
+        "plaintext: delete it\n",
+    )
+    assert decrypt_text(FILES[0], (keyed_repo / FILES[0]).read_text()) == {"a": {"token": TOKEN}}
+
+
 def test_encrypt_a_plaintext_file_in_place(
     keyed_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

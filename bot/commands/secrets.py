@@ -231,6 +231,8 @@ def encrypt(args: argparse.Namespace) -> int:
     _register_plaintext(file, plaintext, args.redactor)
     _write(args.repo, file, _encrypt_text(args.repo, file, plaintext))
     print(f"encrypted {file} for {', '.join(rule.recipients.describe())}")
+    if args.input not in (None, "-"):
+        print(f"note: {args.input} still holds the plaintext: delete it")
     return 0
 
 
