@@ -59,6 +59,8 @@ class InfraFacts:
     user_role_name: Fact
     user_service_account: Fact
     hub_namespaces: Fact
+    home_uid: Fact
+    home_gid: Fact
     sops_key_aliases: dict[str, Fact]  # environment -> alias/...
     environments: Location  # where the environments (CI role, sops key each) are set
     context_condition: Location | None  # where the sops key policy demands the context
@@ -136,6 +138,8 @@ def _read_facts(source: Source) -> InfraFacts:
         user_role_name=fact("user_role_name"),
         user_service_account=fact("user_service_account"),
         hub_namespaces=fact("hub_namespaces"),
+        home_uid=fact("home_uid"),
+        home_gid=fact("home_gid"),
         sops_key_aliases={
             env: fact("environments", env, "sops_key_alias") for env in environments.value
         },
@@ -222,7 +226,7 @@ def cross_check(
         for env in deployment.environments
         if envs is None or env in envs
     ]
-    problems += _service_account_problems(source, facts, pairs)
+    problems += _values_problems(source, facts, pairs)
     problems += _sops_problems(source, facts, pairs)
     unique: dict[str, HubbotError] = {}
     for problem in problems:
@@ -298,10 +302,10 @@ def _deployment_problems(facts: InfraFacts, deployment: Deployment) -> list[Hubb
     return problems
 
 
-def _service_account_problems(
+def _values_problems(
     source: Source, facts: InfraFacts, pairs: list[tuple[Deployment, str]]
 ) -> list[HubbotError]:
-    """The user service account and its IRSA annotation, as each hub environment merges them."""
+    """The hub values each environment merges: user service account, its role, home owner."""
     problems = []
     role_from = (
         f"user_role_name at {facts.user_role_name.location}, "
@@ -313,13 +317,23 @@ def _service_account_problems(
         (("userServiceAccount", "name"), service_account),
         (("jupyterhub", "singleuser", "serviceAccountName"), service_account),
     )
+    # The EFS access points make every file home_uid:home_gid; a user running as
+    # another uid would see files it does not own (git refuses such repositories).
+    home_checks = (
+        (("jupyterhub", "singleuser", "uid"), (facts.home_uid.value, str(facts.home_uid.location))),
+        (
+            ("jupyterhub", "singleuser", "fsGid"),
+            (facts.home_gid.value, str(facts.home_gid.location)),
+        ),
+    )
     for deployment, env in pairs:
         try:
             values = build(source, deployment.hub, env)
         except HubbotError:
             continue  # validate reports it for this pair
         document = effective(values.document)
-        for path, (expected, set_at) in checks:
+        homes = _get(document, ("homeStorage", "enabled")) is True
+        for path, (expected, set_at) in checks + (home_checks if homes else ()):
             found = _get(document, path)
             if found == expected:
                 continue

@@ -422,3 +422,22 @@ def test_a_variable_without_value_is_an_error(
         f"{TFVARS}: terraform variable `account_id` has no default in infra/*.tf and is not "
         f"set in {TFVARS}: hubbot needs its value to check the hub config against it"
     ]
+
+
+def test_home_owner_of_hubs_with_efs_homes(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, "hub/values.yaml", "    uid: 1000", "    uid: 1001")
+    here = line_of(hub_repo, "hub/values.yaml", "uid: 1001")
+    there = line_of(
+        hub_repo, VARIABLES, "default", after=line_of(hub_repo, VARIABLES, 'variable "home_uid"')
+    )
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    assert mismatches(out) == [
+        f'hub/values.yaml:{here}: jupyterhub.singleuser.uid is "1001" but infra/ has "1000" '
+        f"({VARIABLES}:{there}): make them the same"
+    ]
+    # tess-public keeps no files: its uid is not tied to the EFS access points.
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 0, out
