@@ -47,12 +47,16 @@ resource "aws_iam_role" "ci" {
   max_session_duration = 3600
 }
 
+# What hubbot calls (bot/registries/ecr.py): describe the repository and its
+# images and scan findings, pull, and (staging) push. The repository itself is
+# made here, so no CI role may create one.
 locals {
   ecr_read_actions = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:BatchGetImage",
     "ecr:DescribeImageScanFindings",
     "ecr:DescribeImages",
+    "ecr:DescribeRepositories",
     "ecr:GetDownloadUrlForLayer",
   ]
   ecr_push_actions = [
