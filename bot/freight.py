@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from bot.yamlfile import load_yaml
 FORMAT = 1
 PROD = "prod"
 STAGING = "staging"
-# How far back to look for a staging deployment of the same content.
+# How many successful staging deployments to search for one of the same content.
 HISTORY = 30
 
 # The registry digest of an image tag, or None when the tag is absent.
@@ -163,16 +164,13 @@ class StagingRecord:
     payload: dict[str, Any]
 
 
-def successful_staging(client: github.Client, hub: str) -> list[StagingRecord]:
+def successful_staging(client: github.Client, hub: str) -> Iterator[StagingRecord]:
     """Staging deployments of `hub` whose latest status is success, newest first."""
-    records = []
-    deployments = github.list_deployments(client, environment=environment_name(hub, STAGING))
-    for deployment in deployments[:HISTORY]:
-        statuses = github.list_deployment_statuses(client, deployment["id"])
+    deployments = github.successful_deployments(client, environment_name(hub, STAGING))
+    for deployment in itertools.islice(deployments, HISTORY):
         payload = deployment.get("payload")
-        if statuses and statuses[0]["state"] == "success" and isinstance(payload, dict):
-            records.append(StagingRecord(deployment["id"], deployment["sha"], payload))
-    return records
+        if isinstance(payload, dict):
+            yield StagingRecord(deployment["id"], deployment["sha"], payload)
 
 
 def content_differences(prod: Freight, staging: dict[str, Any]) -> list[str]:
@@ -218,13 +216,14 @@ def verify_prod(client: github.Client, prod: Freight) -> StagingRecord:
     """The successful staging deployment whose freight `prod` repeats, or an error naming
     what differs."""
     records = successful_staging(client, prod.hub)
-    if not records:
+    latest = next(records, None)
+    if latest is None:
         raise HubbotError(
             f"no successful staging deployment of {prod.hub} is recorded (GitHub environment "
             f"{environment_name(prod.hub, STAGING)}): prod deploys only what staging ran, so "
             "deploy it to staging first"
         )
-    for record in records:
+    for record in itertools.chain([latest], records):
         if not content_differences(prod, record.payload):
             problems = digest_differences(prod, record.payload)
             if problems:
@@ -233,7 +232,6 @@ def verify_prod(client: github.Client, prod: Freight) -> StagingRecord:
                     f"{record.deployment_id} (commit {record.sha[:12]}): " + "; ".join(problems)
                 )
             return record
-    latest = records[0]
     raise HubbotError(
         f"prod freight for {prod.hub} is not what staging ran; compared with the latest "
         f"successful staging deployment {latest.deployment_id} (commit {latest.sha[:12]}): "

@@ -21,11 +21,18 @@ from bot.main import main
 from bot.source import WorkTree
 from bot.values import build
 from tests.fixtures.github import FakeGitHub
-from tests.fixtures.helm_standin import HelmStandIn
-from tests.fixtures.repos import git, write
+from tests.fixtures.helm_standin import (
+    HUBS,
+    HelmStandIn,
+    ensure_eks_cluster,
+    files_holding,
+    locked_dependency_present,
+    plaintext_secrets,
+    point_urls,
+)
+from tests.fixtures.repos import git
 from tests.fixtures.secrets import AgeKey, write_secrets
 
-HUBS = ("tess-public", "tess-private")
 IMAGE_REPOSITORY = "tess-user-image"
 
 
@@ -39,42 +46,6 @@ class Deployable:
 
     def all_secrets(self) -> list[str]:
         return list(self.secrets.values())
-
-
-def plaintext_secrets(hub: str, token: str) -> str:
-    text = (
-        "jupyterhub:\n"
-        f"  proxy: {{secretToken: {token}}}\n"
-        f"  hub:\n    cookieSecret: {secrets.token_hex(32)}\n"
-    )
-    if hub == "tess-private":
-        text += (
-            "    config:\n      GitHubOAuthenticator:\n"
-            "        client_id: tess-client\n"
-            f"        client_secret: {secrets.token_hex(20)}\n"
-        )
-    return text
-
-
-def ensure_eks_cluster(name: str = "tess") -> None:
-    eks = boto3.client("eks", region_name="us-east-1")
-    if name not in eks.list_clusters()["clusters"]:
-        eks.create_cluster(
-            name=name,
-            roleArn="arn:aws:iam::123456789012:role/eks-cluster",
-            resourcesVpcConfig={"subnetIds": []},
-        )
-
-
-def point_urls(repo: Path, url: str) -> None:
-    """Every environment's url at the local JupyterHub API stand-in."""
-    for hub in HUBS:
-        hubploy = repo / f"deployments/{hub}/hubploy.yaml"
-        text = hubploy.read_text()
-        for old in ("https://staging.tess.omgwtf.in", "https://staging.private.tess.omgwtf.in",
-                    "https://tess.omgwtf.in", "https://private.tess.omgwtf.in"):
-            text = text.replace(f"url: {old}}}", f"url: {url}}}")
-        hubploy.write_text(text)
 
 
 def push_image(repo: Path, manifest_note: str = "v1") -> str:
@@ -104,11 +75,6 @@ def image_tag(repo: Path) -> str:
     return image.tag
 
 
-def locked_dependency_present(repo: Path) -> None:
-    write(repo, "hub/charts/jupyterhub/Chart.yaml", "apiVersion: v2\nname: jupyterhub\n"
-          "version: 4.2.0\n")
-
-
 @pytest.fixture
 def deployable(
     hub_repo: Path,
@@ -127,17 +93,6 @@ def deployable(
     locked_dependency_present(hub_repo)
     ensure_eks_cluster()
     return Deployable(hub_repo, tokens, url, helm_standin, push_image(hub_repo))
-
-
-def files_holding(root: Path, needles: list[str], skip: Path | None = None) -> list[Path]:
-    found = []
-    for path in root.rglob("*"):
-        if not path.is_file() or (skip is not None and path.is_relative_to(skip)):
-            continue
-        content = path.read_bytes()
-        if any(needle.encode() in content for needle in needles):
-            found.append(path)
-    return found
 
 
 UPGRADE_FLAGS = [
