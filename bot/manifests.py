@@ -165,33 +165,58 @@ def manifest_diff(
     Raises ChartUnavailable when a locked dependency cannot be fetched.
     """
     with ExitStack() as stack:
-        new_chart = stack.enter_context(helm.ready_chart(chart_dir))
-        old_chart = new_chart
-        if old_chart_dir is not None and old_chart_dir != chart_dir:
-            old_chart = stack.enter_context(helm.ready_chart(old_chart_dir))
-        old, old_random = _render_twice(old_chart, old_values, release, namespace, kube_version)
-        new, new_random = _render_twice(new_chart, new_values, release, namespace, kube_version)
+        ready: dict[Path, Path] = {}
+
+        def rendered(
+            directory: Path, values: dict[str, Any] | None
+        ) -> tuple[dict[Key, Doc], dict[Key, set[Path_]]]:
+            if values is None:
+                return {}, {}
+            if directory not in ready:
+                ready[directory] = stack.enter_context(helm.ready_chart(directory))
+            return _render_twice(ready[directory], values, release, namespace, kube_version, redact)
+
+        new, new_random = rendered(chart_dir, new_values)
+        try:
+            old, old_random = rendered(old_chart_dir or chart_dir, old_values)
+        except ChartUnavailable:
+            raise
+        except HubbotError as exc:
+            # A broken chart at the base (say, before Chart.lock existed) is no error of the
+            # change under review: there is just no manifest diff to show.
+            raise ChartUnavailable(f"the chart at the base cannot be rendered: {exc}") from None
     return compare(old, new, old_random, new_random, redact)
 
 
 def _render_twice(
-    chart: Path, values: dict[str, Any] | None, release: str, namespace: str, kube_version: str
+    chart: Path,
+    values: dict[str, Any],
+    release: str,
+    namespace: str,
+    kube_version: str,
+    redact: Redact,
 ) -> tuple[dict[Key, Doc], dict[Key, set[Path_]]]:
     """The resources, and the paths whose values differ between two renders of them."""
-    if values is None:
-        return {}, {}
-    first = parse(_template(chart, values, release, namespace, kube_version))
-    second = parse(_template(chart, values, release, namespace, kube_version))
+    first = parse(_template(chart, values, release, namespace, kube_version, redact))
+    second = parse(_template(chart, values, release, namespace, kube_version, redact))
     return first, random_paths(first, second)
 
 
 def _template(
-    chart: Path, values: dict[str, Any], release: str, namespace: str, kube_version: str
+    chart: Path,
+    values: dict[str, Any],
+    release: str,
+    namespace: str,
+    kube_version: str,
+    redact: Redact,
 ) -> str:
     # JSON is YAML with no ambiguous scalars: helm reads back exactly these values. Without
     # keys, secrets are SecretLeaf shapes, rendered as their placeholder text.
     text = json.dumps(values, default=str)
-    return helm.template(chart, release, namespace, text, kube_version)
+    try:
+        return helm.template(chart, release, namespace, text, kube_version)
+    except HubbotError as exc:  # helm may quote a value in its error
+        raise HubbotError(redact(exc.message), exc.location) from None
 
 
 def render(
@@ -204,7 +229,7 @@ def render(
 ) -> str:
     """The sorted manifests for `values`, every Secret value and random token masked."""
     with helm.ready_chart(chart_dir) as chart:
-        resources, random = _render_twice(chart, values, release, namespace, kube_version)
+        resources, random = _render_twice(chart, values, release, namespace, kube_version, redact)
     parts = []
     for key, doc in resources.items():
         masked = _mask_paths(doc, random.get(key, set()), RANDOM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,19 @@ def test_helm_env_names_the_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     fake.chmod(0o755)
     monkeypatch.setenv("HELM", str(fake))
     assert helm.run(["version", "--short"]).stdout == "fake version --short\n"
+
+
+def test_without_helm_env_path_then_the_venv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("HELM", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    beside_python = Path(sys.executable).parent / "helm"
+    assert helm.binary() == (str(beside_python) if beside_python.is_file() else "helm")
+    on_path = tmp_path / "helm"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert helm.binary() == str(on_path)
 
 
 def test_template_reads_values_from_stdin(helm_bin: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot import helm, manifests
+from bot.errors import HubbotError
 from bot.hubploy import load_deployment
 from bot.main import main
 from bot.manifests import ChartUnavailable, manifest_diff
@@ -332,3 +333,33 @@ def test_pair_manifest_diff_between_a_commit_and_the_work_tree(
     assert "ServiceAccount/tess-user" in removed.removed
     text = removed.text["ServiceAccount/tess-user"]
     assert "-    app.kubernetes.io/instance: tess-public-prod\n" in text
+
+
+def test_helm_errors_pass_through_redact(hub_chart_offline_ready: Path) -> None:
+    def redact(text: str) -> str:
+        return text.replace("efsFileSystemId", "<R>")
+
+    broken = {"homeStorage": {"enabled": True}}
+    with pytest.raises(HubbotError) as caught:
+        manifest_diff(hub_chart_offline_ready, None, broken, "rel", "ns", redact)
+    assert str(caught.value) == (
+        "`helm template` failed: execution error at (tess-hub/templates/home-storage.yaml:9:4): "
+        "homeStorage.<R> must be set when homeStorage.enabled is true"
+    )
+
+
+def test_a_base_chart_without_lock_is_unavailable(
+    tmp_path: Path, hub_chart_offline_ready: Path
+) -> None:
+    base = tmp_path / "base" / "hub"
+    shutil.copytree(hub_chart_offline_ready, base)
+    (base / "Chart.lock").unlink()
+    with pytest.raises(ChartUnavailable) as caught:
+        manifest_diff(hub_chart_offline_ready, {}, {}, "rel", "ns", same, old_chart_dir=base)
+    assert str(caught.value) == (
+        "the chart at the base cannot be rendered: hub/Chart.lock: Chart.lock is missing: "
+        "run `helm dependency update hub` and commit Chart.lock"
+    )
+    # A hub added by the change needs no chart at the base.
+    added = manifest_diff(hub_chart_offline_ready, None, {}, "rel", "ns", same, old_chart_dir=base)
+    assert "Deployment/hub" in added.added
