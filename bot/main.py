@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import git
-from bot.commands import deploy, diff, explain, plan, promote, render, secrets, validate
+from bot.commands import build, deploy, diff, explain, plan, promote, render, secrets, validate
 from bot.error_handler import Exit, error_handler
 from bot.errors import UsageError
 from bot.redact import Redactor, installed
 
-VERBS = (validate, render, explain, plan, diff, deploy, secrets, promote)
+VERBS = (validate, render, explain, build, plan, diff, deploy, secrets, promote)
 
 
 class _Parser(argparse.ArgumentParser):
