@@ -73,16 +73,6 @@ def docker_config(directory: Path, host: str, username: str, password: str) -> P
     return directory
 
 
-@pytest.fixture
-def no_logins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty engine config, so the user's own logins never leak into a test."""
-    empty = tmp_path / "empty-docker-config"
-    empty.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(empty))
-    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    return empty
-
-
 # --- OCI ---------------------------------------------------------------------------------
 
 
