@@ -27,6 +27,8 @@ from bot.errors import HubbotError
 REDACTED = "<redacted>"
 # Shorter values match too much ordinary text to be scrubbed reliably.
 MIN_LENGTH = 4
+# Below this, a value's base64 at an arbitrary offset is too short to tell from noise.
+EMBEDDED_MIN_BYTES = 8
 
 
 class Redactor:
@@ -90,9 +92,27 @@ def encodings(value: str) -> set[str]:
         quote_plus(value, safe=""),
     }
     forms |= {form.rstrip("=") for form in forms}
+    if len(raw) >= EMBEDDED_MIN_BYTES:
+        forms |= embedded_base64(raw)
     # A multi-line value (a PEM key) is often printed re-indented, line by line.
     forms |= {line.strip() for line in value.splitlines()}
     return {form for form in forms if form}
+
+
+def embedded_base64(raw: bytes) -> set[str]:
+    """What `raw` looks like inside the base64 of a larger blob (a config file in a Secret).
+
+    Base64 works on 3-byte groups, so the value's characters depend on its offset
+    modulo 3; for each offset, keep only the characters that its bytes alone decide.
+    """
+    forms = set()
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(bytes(offset) + raw).decode()
+            start = -(-8 * offset // 6)  # first character free of the padding bytes
+            end = 8 * (offset + len(raw)) // 6  # last character not needing later bytes
+            forms.add(text[start:end])
+    return forms
 
 
 class RedactingStream(io.TextIOBase):

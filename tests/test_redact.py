@@ -46,6 +46,16 @@ def test_every_encoding_is_redacted(redactor: Redactor, form: str) -> None:
     assert redactor.redact(f"before {form} after") == f"before {REDACTED} after"
 
 
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "abc", "token: "])
+def test_a_value_inside_a_base64_blob_is_redacted(redactor: Redactor, prefix: str) -> None:
+    blob = f"{prefix}{SECRET}\nmore: config\n".encode()
+    harmless = f"{prefix}not the secret at all\nmore: config\n".encode()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        assert REDACTED in redactor.redact(f"data: {encode(blob).decode()}")
+        control = f"data: {encode(harmless).decode()}"
+        assert redactor.redact(control) == control
+
+
 def test_a_pem_value_is_redacted_whole_and_line_by_line(redactor: Redactor) -> None:
     assert redactor.redact(f"key: {PEM}") == f"key: {REDACTED}"
     reindented = "\n".join("    " + line for line in PEM.splitlines())
