@@ -25,7 +25,8 @@ from bot.engine import Engine, connect
 from bot.errors import HubbotError
 from bot.hubploy import Deployment, ImageConfig, load_deployment
 from bot.imagetag import tag_for_tree
-from bot.registries import Registry, registry_for
+from bot.redact import Redactor
+from bot.registries import Credentials, Registry, registry_for
 from bot.source import GitCommit, Source, WorkTree
 from bot.values import ImageRef, image_refs
 
@@ -129,11 +130,13 @@ def ensure_images(
     *,
     on_line: LineSink = lambda line: None,
     engine: Engine | None = None,
+    redactor: Redactor | None = None,
 ) -> list[ImageResult]:
     """Build (and with `push`, push) every image of `hubs` whose tag the registry lacks.
 
     Progress goes to `on_line` one line at a time. The engine (DOCKER_HOST) is
-    only reached when something has to be built.
+    only reached when something has to be built. Registry passwords are
+    registered with `redactor` before the engine sees them.
     """
     registries: dict[str, Registry] = {}
     results = []
@@ -147,19 +150,35 @@ def ensure_images(
             continue
         if engine is None:
             engine = Engine(connect())
-        results.append(_build_one(source, wanted, registry, engine, push, on_line))
+        login = _Login(registry, redactor)
+        results.append(_build_one(source, wanted, login, engine, push, on_line))
     return results
+
+
+class _Login:
+    """A registry's login for the engine, each password registered as a secret first."""
+
+    def __init__(self, registry: Registry, redactor: Redactor | None) -> None:
+        self.registry = registry
+        self.redactor = redactor
+
+    def __call__(self, name: str) -> Credentials | None:
+        credentials = self.registry.credentials(name)
+        if credentials is not None and self.redactor is not None:
+            self.redactor.register(credentials.password)
+        return credentials
 
 
 def _build_one(
     source: Source,
     wanted: Wanted,
-    registry: Registry,
+    login: _Login,
     engine: Engine,
     push: bool,
     on_line: LineSink,
 ) -> ImageResult:
     ref = wanted.ref
+    registry = login.registry
     with tempfile.TemporaryDirectory(prefix="hubbot-image-") as scratch:
         directory = Path(scratch) / "image"
         export_directory(source, ref.directory, directory)
@@ -168,7 +187,7 @@ def _build_one(
         if engine.has_image(ref.reference):
             on_line(f"{ref.reference}: already in the engine, not rebuilt")
         else:
-            cache_from = _layer_cache(source, wanted, registry, engine, on_line)
+            cache_from = _layer_cache(source, wanted, login, engine, on_line)
             _build(engine, directory, wanted, _labels(source, ref), cache_from, on_line)
             built = True
         tested = _self_test(engine, directory, wanted, on_line)
@@ -181,7 +200,7 @@ def _build_one(
         on_line(f"{ref.reference}: tag appeared in the registry meanwhile ({digest}), not pushed")
         return _result(wanted, existed=True, built=built, tested=tested, digest=digest)
     on_line(f"{ref.reference}: pushing")
-    pushed_digest = engine.push(ref.name, ref.tag, registry.credentials(ref.name))
+    pushed_digest = engine.push(ref.name, ref.tag, login(ref.name))
     digest = registry.digest(ref.name, ref.tag)
     if digest is None:
         raise HubbotError(
@@ -262,7 +281,7 @@ def _labels(source: Source, ref: ImageRef) -> dict[str, str]:
 
 
 def _layer_cache(
-    source: Source, wanted: Wanted, registry: Registry, engine: Engine, on_line: LineSink
+    source: Source, wanted: Wanted, login: _Login, engine: Engine, on_line: LineSink
 ) -> str | None:
     """The newest earlier version of this image directory that the registry has, pulled."""
     ref = wanted.ref
@@ -278,9 +297,9 @@ def _layer_cache(
             continue
         tried.add(tree)
         tag = tag_for_tree(tree)
-        if registry.exists(ref.name, tag):
+        if login.registry.exists(ref.name, tag):
             previous = f"{ref.name}:{tag}"
-            if engine.pull(ref.name, tag, registry.credentials(ref.name)):
+            if engine.pull(ref.name, tag, login(ref.name)):
                 on_line(f"{ref.reference}: using {previous} as the layer cache")
                 return previous
             return None

@@ -18,6 +18,7 @@ import logging
 import os
 import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,11 @@ class Engine:
         self.client = client
 
     def has_image(self, reference: str) -> bool:
-        try:
-            self.client.images.get(reference)
-        except docker.errors.ImageNotFound:
-            return False
+        with _engine_errors(f"looking up {reference} in the engine"):
+            try:
+                self.client.images.get(reference)
+            except docker.errors.ImageNotFound:
+                return False
         return True
 
     def pull(self, name: str, tag: str, credentials: Credentials | None) -> bool:
@@ -138,28 +140,43 @@ class Engine:
     def push(self, name: str, tag: str, credentials: Credentials | None) -> str | None:
         """Push `name:tag`; the digest the engine reports, if it reports one."""
         digest = None
-        for event in self.client.api.push(
-            name, tag=tag, stream=True, decode=True, auth_config=_auth(credentials)
-        ):
-            if "error" in event:
-                raise HubbotError(f"pushing {name}:{tag} failed: {event['error'].strip()}")
-            digest = _digest_of(event) or digest
+        with _engine_errors(f"pushing {name}:{tag}"):
+            for event in self.client.api.push(
+                name, tag=tag, stream=True, decode=True, auth_config=_auth(credentials)
+            ):
+                if "error" in event:
+                    raise HubbotError(f"pushing {name}:{tag} failed: {event['error'].strip()}")
+                digest = _digest_of(event) or digest
         return digest
 
     def run_test(self, reference: str, files: dict[str, Path], command: list[str]) -> TestRun:
         """Copy `files` (name in TEST_DIR -> host path) into a container of `reference`,
         run `command` there, and return its status and combined output."""
-        container = self.client.api.create_container(
-            reference, command=command, working_dir=TEST_DIR
-        )
-        try:
-            self.client.api.put_archive(container, "/", _tar(files))
-            self.client.api.start(container)
-            status = int(self.client.api.wait(container)["StatusCode"])
-            output = self.client.api.logs(container, stdout=True, stderr=True)
-            return TestRun(status, output.decode(errors="replace"))
-        finally:
-            self.client.api.remove_container(container, force=True)
+        with _engine_errors(f"running the self-test in {reference}"):
+            container = self.client.api.create_container(
+                reference, command=command, working_dir=TEST_DIR
+            )
+            try:
+                self.client.api.put_archive(container, "/", _tar(files))
+                self.client.api.start(container)
+                status = int(self.client.api.wait(container)["StatusCode"])
+                output = self.client.api.logs(container, stdout=True, stderr=True)
+                return TestRun(status, output.decode(errors="replace"))
+            finally:
+                self.client.api.remove_container(container, force=True)
+
+
+@contextmanager
+def _engine_errors(doing: str) -> Iterator[None]:
+    """The engine's refusals as one clear message instead of a traceback."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise HubbotError(f"{doing} failed: the engine said: {exc.explanation or exc}") from None
+    except requests.RequestException as exc:
+        raise HubbotError(
+            f"{doing} failed: lost the container engine ({type(exc).__name__}); check DOCKER_HOST"
+        ) from None
 
 
 def _auth(credentials: Credentials | None) -> dict[str, str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -132,3 +133,28 @@ def test_unreachable_engine_says_to_set_docker_host(
         "set DOCKER_HOST to a Docker or Podman API socket, e.g. "
         "unix:///run/podman/podman.sock after `podman system service --time=0 &`\n"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("docker_host")
+def test_push_to_a_registry_with_a_login(
+    hub_repo: Path,
+    auth_registry: LocalRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert auth_registry.password
+    login = base64.b64encode(f"hubbot:{auth_registry.password}".encode()).decode()
+    config = tmp_path / "docker-config" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": login}}}))
+    before = config.read_bytes()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
+    name = point_hubs_at(hub_repo, auth_registry)
+    assert hubbot(hub_repo, "build", "--push") == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1].startswith(f"{name}:{tag_of(hub_repo)}  built, pushed ")
+    assert auth_registry.password not in captured.out + captured.err
+    assert config.read_bytes() == before  # the login was passed in memory, never written
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.json"]

@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     # Progress goes to stderr when stdout carries JSON.
     progress = sys.stderr if args.format == "json" else sys.stdout
     results = ensure_images(
-        source, hubs, args.push, on_line=lambda line: print(line, file=progress, flush=True)
+        source,
+        hubs,
+        args.push,
+        on_line=lambda line: print(line, file=progress, flush=True),
+        redactor=getattr(args, "redactor", None),
     )
     if args.format == "json":
         print(json.dumps([_result_json(result) for result in results], indent=2))
