@@ -19,6 +19,7 @@ _FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 _DETAILS_TAG = re.compile(r"<details(?:\s[^>]*)?>|</details\s*>", re.IGNORECASE)
 _SUMMARY = re.compile(r"<summary(?:\s[^>]*)?>(.*?)</summary\s*>", re.IGNORECASE | re.DOTALL)
 _CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)")
+_TABLE_DELIMITER = re.compile(r"^ {0,3}\|?(?:\s*:?-+:?\s*\|)+\s*(?::?-+:?\s*)?$")
 _TABLE_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 # Headers reserve room for part numbers up to this many digits.
 _MAX_PART_DIGITS = 4
@@ -109,6 +110,10 @@ def _step(stack: tuple[_Frame, ...], line: str) -> tuple[_Frame, ...]:
     return tuple(frames)
 
 
+def _in_fence(stack: tuple[_Frame, ...]) -> bool:
+    return bool(stack) and isinstance(stack[-1], _Fence)
+
+
 def _openers(stack: tuple[_Frame, ...]) -> str:
     text = ""
     for frame in stack:
@@ -165,16 +170,30 @@ def _text(block: list[tuple[str, tuple[_Frame, ...]]]) -> str:
 def _cut(block: list[tuple[str, tuple[_Frame, ...]]], budget: int, current: str) -> list[str]:
     """A block too long for one part appended to `current`, cut between lines.
 
-    Constructs open at a cut are closed there and re-opened in the next piece.
+    Constructs open at a cut are closed there and re-opened in the next piece, and
+    a table cut in two gets its header rows again.
     """
     pieces: list[str] = []
     before: tuple[_Frame, ...] = ()
+    table: str | None = None  # the header rows of the table being cut, if any
+    previous = ""
     for line, after in block:
+        fenced = _in_fence(before) or _in_fence(after)
+        header = not fenced and bool(_TABLE_DELIMITER.match(line)) and "|" in previous
+        if fenced or "|" not in line:
+            table = None
         if current and len(current) + len(line) + 1 + len(_closers(after)) > budget:
+            carried = ""
+            if header and current.endswith(previous + "\n"):
+                # Never cut between a table's header row and its delimiter row.
+                current = current[: -len(previous) - 1]
+                carried = previous + "\n"
             pieces.append(current + _closers(before))
-            current = _openers(before)
+            current = _openers(before) + (table or "") + carried
         current += line + "\n"
-        before = after
+        if header:
+            table = f"{previous}\n{line}\n"
+        before, previous = after, line
     pieces.append(current)
     return pieces
 

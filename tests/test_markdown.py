@@ -17,14 +17,14 @@ from bot.markdown import COMMENT_LIMIT, escape_cell, fence, inline_code, split
 HEADER = re.compile(r"^_Part (\d+) of (\d+)\._(?: \[Full diff\]\((.*)\))?$")
 
 
-def structure(part: str) -> tuple[list[str], int]:
-    """The info strings of the fences in `part` and the deepest <details> nesting.
+def code_lines(part: str) -> tuple[list[bool], list[str]]:
+    """Which lines of `part` belong to a fenced code block, and the fences' info strings.
 
-    Fails on an unclosed fence, a stray </details> or an unclosed <details>.
+    Fails on a fence left open at the end.
     """
+    flags: list[bool] = []
     infos: list[str] = []
     open_fence: tuple[str, int] | None = None
-    depth = deepest = 0
     for line in part.split("\n"):
         if open_fence is not None:
             char, length = open_fence
@@ -32,18 +32,36 @@ def structure(part: str) -> tuple[list[str], int]:
             indent = len(line) - len(line.lstrip(" "))
             if indent <= 3 and len(body) >= length and body == char * len(body):
                 open_fence = None
+            flags.append(True)
             continue
         opened = re.match(r"^ {0,3}(`{3,}|~{3,})(.*)$", line)
         if opened and not (opened.group(1)[0] == "`" and "`" in opened.group(2)):
             open_fence = (opened.group(1)[0], len(opened.group(1)))
             infos.append(opened.group(2))
+        flags.append(bool(opened))
+    assert open_fence is None, "a code fence is left open at the end of the part"
+    return flags, infos
+
+
+def structure(part: str) -> tuple[list[str], int]:
+    """The info strings of the fences in `part` and the deepest <details> nesting.
+
+    Fails on an unclosed fence, a stray </details> or an unclosed <details>, or
+    table rows (of `table` below) without their header rows.
+    """
+    flags, infos = code_lines(part)
+    lines = part.split("\n")
+    depth = deepest = 0
+    for index, (line, in_code) in enumerate(zip(lines, flags, strict=True)):
+        if in_code:
             continue
         without_code = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", line)
         for tag in re.findall(r"</?details\b", without_code):
             depth += -1 if tag.startswith("</") else 1
             assert depth >= 0, f"stray </details> in line {line!r}"
             deepest = max(deepest, depth)
-    assert open_fence is None, "a code fence is left open at the end of the part"
+        if line.startswith("| `") and not lines[index - 1].startswith("| `"):
+            assert lines[index - 2 : index] == [TABLE_HEADER, TABLE_DELIMITER], line
     assert depth == 0, f"{depth} <details> left open at the end of the part"
     return infos, deepest
 
@@ -70,8 +88,12 @@ def check_parts(document: str, parts: list[str], limit: int, link: str | None) -
         assert any(line == out for out in remaining), f"line lost: {line!r}"
 
 
+TABLE_HEADER = "| key | old | new | layer |"
+TABLE_DELIMITER = "| --- | --- | --- | --- |"
+
+
 def table(rows: int, prefix: str = "key") -> str:
-    lines = ["| key | old | new | layer |", "| --- | --- | --- | --- |"]
+    lines = [TABLE_HEADER, TABLE_DELIMITER]
     for n in range(rows):
         lines.append(
             f"| {inline_code(f'{prefix}.{n}', in_table=True)} | {escape_cell(f'old|{n}')} "
@@ -123,6 +145,16 @@ def test_cuts_fall_between_blocks_when_the_blocks_fit() -> None:
     assert not any("(continued)" in part for part in parts)
     # Without re-opened constructs, the bodies put together are the document itself.
     assert "".join(part.split("\n", 2)[2] for part in parts) == document
+
+
+def test_a_cut_table_repeats_its_header_rows() -> None:
+    # Sized so that a cut first falls between the second table's header and delimiter.
+    document = "\n".join([table(10, "a"), table(11, "a")])
+    parts = split(document, limit=645)
+    check_parts(document, parts, 645, None)
+    bodies = [part.split("\n", 2)[2] for part in parts]
+    assert all(body.startswith(f"{TABLE_HEADER}\n{TABLE_DELIMITER}\n| `a.") for body in bodies)
+    assert bodies[-1].count("| `a.") == 1
 
 
 def test_fence_is_longer_than_any_backtick_run_inside() -> None:
