@@ -12,7 +12,9 @@ import hcl2
 import pytest
 
 from bot import infra
+from bot.errors import Location
 from bot.main import main
+from bot.source import WorkTree
 from tests.fixtures.repos import write
 from tests.fixtures.tools import require_binary
 
@@ -441,3 +443,42 @@ def test_home_owner_of_hubs_with_efs_homes(
     # tess-public keeps no files: its uid is not tied to the EFS access points.
     status, out = validate(hub_repo, capsys, "tess-public")
     assert status == 0, out
+
+
+def test_an_environment_infra_has_no_role_or_key_for(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    staging_only = (
+        "environments = {\n"
+        "  staging = {\n"
+        '    branch         = "staging"\n'
+        '    ci_role_name   = "tess-ci-staging"\n'
+        '    sops_key_alias = "alias/tess-sops-staging"\n'
+        '    ecr_access     = "push"\n'
+        "  }\n"
+        "}\n"
+    )
+    (hub_repo / TFVARS).write_text((hub_repo / TFVARS).read_text() + staging_only)
+    there = line_of(hub_repo, TFVARS, "environments")
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    here = line_of(hub_repo, PRIVATE, "  prod:")
+    assert mismatches(out) == [
+        f"{PRIVATE}:{here}: environment prod has no CI role or sops key in infra/: add it to "
+        f"`environments` ({TFVARS}:{there})"
+    ]
+
+
+def test_a_hub_on_another_kind_of_cluster_is_not_tied_to_infra_cluster(hub_repo: Path) -> None:
+    replace_in(hub_repo, PUBLIC, "namespace: tess-public-prod", "namespace: elsewhere")
+    assert [p.location for p in infra.cross_check(WorkTree(hub_repo))] == [
+        Location(PUBLIC, line_of(hub_repo, PUBLIC, "namespace: elsewhere"))
+    ]
+    replace_in(
+        hub_repo,
+        PUBLIC,
+        '  aws: {account_id: "123456789012", region: us-east-1, cluster: tess}',
+        "  kubeconfig: {file: secrets/kubeconfig.yaml}",
+    )
+    replace_in(hub_repo, PUBLIC, "cluster:\n  provider: aws", "cluster:\n  provider: kubeconfig")
+    assert infra.cross_check(WorkTree(hub_repo)) == []
