@@ -11,8 +11,10 @@ import pytest
 from bot.main import main
 from bot.plan import plan
 from bot.source import GitCommit, open_source
+from tests.fixtures.containers import LocalRegistry
 from tests.fixtures.repos import commit_all, git, write
 from tests.fixtures.secrets import AgeKey, write_secrets
+from tests.test_registries import upload
 
 PRIVATE = "deployments/tess-private"
 PUBLIC = "deployments/tess-public"
@@ -303,3 +305,30 @@ def test_hubbot_plan_names_an_unknown_ref(
         .err.strip()
         .endswith("unknown git ref 'nope': fetch it or name an existing branch")
     )
+
+
+def test_hubbot_plan_asks_the_registry_when_told(
+    hub_repo: Path, oci_registry: LocalRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = oci_registry.image("tess/user-image")
+    for base in (PRIVATE, PUBLIC):
+        edit(hub_repo, f"{base}/hubploy.yaml", f"- name: {IMAGE}", f"- name: {name}")
+        edit(
+            hub_repo,
+            f"{base}/hubploy.yaml",
+            'registry:\n  provider: aws\n  aws: {account_id: "123456789012", region: us-east-1}',
+            "registry:\n  provider: oci\n  oci: {insecure: true}",
+        )
+    commit_all(hub_repo, "images in a local registry")
+    tag = tag_of(hub_repo, "HEAD", f"{PRIVATE}/images/default")
+    upload(oci_registry, "tess/user-image", tag)
+    write(hub_repo, f"{PRIVATE}/images/default/README", "a new file: a new tag\n")
+
+    def images(*args: str) -> list[tuple[str, Any, Any]]:
+        assert main(["--repo", str(hub_repo), "plan", "--base", "HEAD", *args]) == 0
+        found = json.loads(capsys.readouterr().out)["images"]
+        return [(image["tag"] == tag, image["exists"], image["build"]) for image in found]
+
+    assert images("--head", "HEAD", "--registry") == [(True, True, False)]
+    assert images("--registry") == [(False, False, True)]
+    assert images() == [(False, "unknown", True)]

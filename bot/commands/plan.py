@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from bot import actions
+from bot.errors import HubbotError
+from bot.hubploy import Deployment
 from bot.plan import plan
+from bot.registries import registry_for
 from bot.source import open_source
+from bot.values import ImageRef
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,14 +23,29 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--head", metavar="REF", default=None, help="the ref to plan (default: the working tree)"
     )
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help='ask each image\'s registry whether its tag exists (else: "unknown")',
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = plan(open_source(args.repo, args.base), open_source(args.repo, args.head))
+    check = registry_check if args.registry else None
+    result = plan(open_source(args.repo, args.base), open_source(args.repo, args.head), check)
     print(json.dumps(result.to_json(), indent=2))
     # Step outputs (when GITHUB_OUTPUT is set): the deploy matrix and its size.
     matrix = json.dumps(result.matrix(), separators=(",", ":"))
     actions.set_output("matrix", matrix, assert_clean=args.redactor.assert_clean)
     actions.set_output("count", str(len(result.deployable())))
     return 0
+
+
+def registry_check(deployment: Deployment, image: ImageRef) -> bool | None:
+    """Whether the image's tag is in its registry; None, with a note, when it cannot tell."""
+    try:
+        return registry_for(deployment).exists(image.name, image.tag)
+    except HubbotError as exc:
+        print(f"hubbot: cannot tell whether {image.reference} exists: {exc}", file=sys.stderr)
+        return None
