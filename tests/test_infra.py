@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import hcl2
 import pytest
@@ -482,3 +483,86 @@ def test_a_hub_on_another_kind_of_cluster_is_not_tied_to_infra_cluster(hub_repo:
     )
     replace_in(hub_repo, PUBLIC, "cluster:\n  provider: aws", "cluster:\n  provider: kubeconfig")
     assert infra.cross_check(WorkTree(hub_repo)) == []
+
+
+# --- what the terraform promises, read from the parsed .tf files --------------------------
+
+
+def _bc_shape(node: Any) -> Any:
+    """python-hcl2 5+ output in the shape of checkov's fork (see bot.infra._attribute)."""
+    if isinstance(node, dict):
+        return {
+            infra._unquote(key): (
+                [_bc_shape(item) for item in value]
+                if isinstance(value, list)
+                and value
+                and all(isinstance(item, dict) and item.get("__is_block__") for item in value)
+                else [infra._unquoted_tree(value)]
+            )
+            for key, value in node.items()
+            if not key.startswith("__")
+        }
+    return node
+
+
+def block(kind: str, type_: str, name: str) -> dict[str, Any]:
+    """The body of `resource`/`data` block TYPE.NAME, attributes as one-item lists."""
+    for path in TF_FILES:
+        for entry in hcl2.loads(path.read_text()).get(kind, []):
+            for found_type, named in entry.items():
+                for found_name, body in named.items():
+                    if (infra._unquote(found_type), infra._unquote(found_name)) == (type_, name):
+                        return body if "__is_block__" not in body else _bc_shape(body)
+    raise AssertionError(f"no {kind} {type_}.{name}")
+
+
+def test_user_nodes_are_labelled_and_tainted_for_user_pods_only() -> None:
+    user = block("resource", "aws_eks_node_group", "user")
+    assert user["labels"] == [{"hub.jupyter.org/node-purpose": "user"}]
+    assert user["taint"] == [
+        {"key": ["hub.jupyter.org/dedicated"], "value": ["user"], "effect": ["NO_SCHEDULE"]}
+    ]
+    core = block("resource", "aws_eks_node_group", "core")
+    assert core["labels"] == [{"hub.jupyter.org/node-purpose": "core"}]
+    assert "taint" not in core
+
+
+def test_ci_roles_trust_only_this_repository_and_its_branch() -> None:
+    trust = block("data", "aws_iam_policy_document", "ci_trust")["statement"][0]
+    conditions = {c["variable"][0]: c["values"][0] for c in trust["condition"]}
+    assert conditions == {
+        "token.actions.githubusercontent.com:aud": ["sts.amazonaws.com"],
+        "token.actions.githubusercontent.com:sub": [
+            "repo:${var.github_repository}:ref:refs/heads/${each.value.branch}",
+            "repo:${var.github_repository}:environment:${each.value.branch}",
+        ],
+    }
+
+
+def test_sops_keys_let_ci_decrypt_only_its_own_key_and_never_encrypt() -> None:
+    policy = block("data", "aws_iam_policy_document", "sops_key")
+    statements = {s["sid"][0]: s for s in policy["statement"]}
+    ci = statements["CIDecryptsOwnEnvironmentOnly"]
+    assert ci["actions"] == [["kms:Decrypt", "kms:DescribeKey"]]
+    assert ci["principals"][0]["identifiers"] == [["${local.ci_role_arns[each.key]}"]]
+    deny = statements["NoCIEncrypts"]
+    assert deny["effect"] == ["Deny"]
+    assert set(deny["actions"][0]) >= {"kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
+    assert deny["principals"][0]["identifiers"] == ["${values(local.ci_role_arns)}"]
+    # No statement delegates to IAM (the account root), so only this policy decides.
+    assert all("root" not in str(s["principals"]) for s in policy["statement"])
+
+
+def test_versions_are_pinned() -> None:
+    [terraform] = hcl2.loads((INFRA / "versions.tf").read_text())["terraform"]
+    if "__is_block__" in terraform:
+        terraform = _bc_shape(terraform)
+    assert terraform["required_version"] == ["~> 1.9.0"]
+    providers = terraform["required_providers"][0]
+    assert {name: provider[0]["version"] for name, provider in providers.items()} == {
+        "aws": "5.82.2",
+        "helm": "2.17.0",
+        "tls": "4.0.6",
+    }
+    cluster = block("resource", "aws_eks_cluster", "this")
+    assert cluster["version"] == ["${var.kubernetes_version}"]
