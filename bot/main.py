@@ -8,12 +8,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import git
-from bot.commands import build, deploy, diff, explain, plan, promote, render, secrets, validate
+from bot.commands import (
+    build,
+    ci,
+    deploy,
+    diff,
+    explain,
+    plan,
+    promote,
+    render,
+    secrets,
+    validate,
+)
 from bot.error_handler import Exit, error_handler
 from bot.errors import UsageError
 from bot.redact import Redactor, installed
 
-VERBS = (validate, render, explain, build, plan, diff, deploy, secrets, promote)
+VERBS = (validate, render, explain, build, plan, diff, deploy, secrets, promote, ci)
 
 
 class _Parser(argparse.ArgumentParser):
