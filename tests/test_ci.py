@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from pytest_httpserver import HTTPServer
 
+from bot import builder
 from bot.main import main
+from bot.source import WorkTree
+from tests.fixtures.containers import (
+    USER_IMAGE_DIR,
+    LocalRegistry,
+    busybox_image,
+    point_hubs_at,
+)
 from tests.fixtures.github import FakeGitHub
+from tests.fixtures.helm_standin import (
+    HUBS,
+    HelmStandIn,
+    ensure_eks_cluster,
+    locked_dependency_present,
+    plaintext_secrets,
+    point_urls,
+)
 from tests.fixtures.repos import commit_all, git
+from tests.fixtures.secrets import AgeKey, write_secrets
 
 FULL_NAME = "tess-org/tess-hubs"
 
@@ -159,3 +179,129 @@ def test_an_unknown_event_is_one_clear_error(
 
     _, err = capsys.readouterr()
     assert err == "hubbot: error: event 'issues' is not handled: pull_request or push\n"
+
+
+# --- end to end: builds on Podman into a local registry, deploys through the helm stand-in ---
+
+
+def push_event(tmp_path: Path, branch: str, before: str, after: str) -> Path:
+    path = tmp_path / f"push-{branch}-{after[:7]}.json"
+    path.write_text(json.dumps({
+        "ref": f"refs/heads/{branch}", "before": before, "after": after,
+        "repository": {"full_name": FULL_NAME},
+    }))
+    return path
+
+
+def tags(registry: LocalRegistry, repository: str) -> list[str]:
+    answer = requests.get(f"{registry.url}/v2/{repository}/tags/list", timeout=10)
+    if answer.status_code == 404:
+        return []
+    found: list[str] = answer.json().get("tags") or []
+    return sorted(found)
+
+
+def edit(repo: Path, relative: str, old: str, new: str) -> None:
+    path = repo / relative
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def merge_into(repo: Path, branch: str, source: str) -> tuple[str, str]:
+    """Fast-forward `branch` to `source` and check it out: (before, after)."""
+    before = git(repo, "rev-parse", branch)
+    git(repo, "checkout", "-q", branch)
+    git(repo, "merge", "-q", "--ff-only", source)
+    return before, git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.slow
+def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
+    hub_repo: Path,
+    api: FakeGitHub,
+    age_env: AgeKey,
+    aws_env: str,
+    docker_host: str,
+    no_logins: Path,
+    oci_registry: LocalRegistry,
+    jupyterhub_api: HTTPServer,
+    helm_standin: HelmStandIn,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = point_hubs_at(hub_repo, oci_registry)
+    repository = image.split("/", 1)[1]
+    for hub in HUBS:
+        for env in ("staging", "prod"):
+            write_secrets(hub_repo, hub, env, plaintext_secrets(hub, secrets.token_hex(32)),
+                          age=[age_env.recipient])
+    point_urls(hub_repo, jupyterhub_api.url_for("/").rstrip("/"))
+    locked_dependency_present(hub_repo)
+    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
+    git(hub_repo, "branch", "-f", "prod", "staging")
+    ensure_eks_cluster()
+
+    # A pull request: one comment, nothing pushed.
+    base = git(hub_repo, "rev-parse", "staging")
+    head = branch_with_change(hub_repo, "longer-culling", "timeout: 600", "timeout: 900")
+    pull = api.add_pull("longer-culling", "staging")
+    assert ci(hub_repo, "pull_request",
+              pull_event(tmp_path, pull["number"], "staging", base, "longer-culling", head)) == 0
+    assert len(api.comments_on(pull["number"])) == 1
+    assert tags(oci_registry, repository) == []
+    assert helm_standin.calls("upgrade") == []
+
+    # Merged to staging: build and push, deploy what changed, record, open the promotion PR.
+    before, after = merge_into(hub_repo, "staging", "longer-culling")
+    assert ci(hub_repo, "push", push_event(tmp_path, "staging", before, after)) == 0
+    (tag,) = tags(oci_registry, repository)
+    assert [c.argv[2] for c in helm_standin.calls("upgrade")] == ["tess-public-staging"]
+    (staging,) = api.deployments.values()
+    assert (staging["environment"], staging["sha"]) == ("tess-public-staging", after)
+    assert staging["payload"]["images"][0]["reference"].startswith(f"{image}:{tag}@sha256:")
+    assert [s["state"] for s in api.statuses[staging["id"]]] == ["in_progress", "success"]
+    (promotion,) = [p for p in api.pulls.values() if p["base"]["ref"] == "prod"]
+    assert promotion["head"]["ref"] == "staging"
+    assert staging["payload"]["images"][0]["digest"] in promotion["body"]
+
+    # A second push to staging updates the same promotion PR.
+    edit(hub_repo, "deployments/tess-public/config/common.yaml", "timeout: 900", "timeout: 1200")
+    second = commit_all(hub_repo, "even longer culling")
+    assert ci(hub_repo, "push", push_event(tmp_path, "staging", after, second)) == 0
+    assert [p["number"] for p in api.pulls.values() if p["base"]["ref"] == "prod"] == [
+        promotion["number"]
+    ]
+    assert f"`{second[:12]}`" in api.pulls[promotion["number"]]["body"]
+    assert len(api.calls("POST", r"/repos/tess-org/tess-hubs/pulls")) == 1
+
+    # The promotion PR merged: prod builds nothing, verifies the freight, deploys.
+    prod_before, prod_after = merge_into(hub_repo, "prod", "staging")
+    capsys.readouterr()
+    assert ci(hub_repo, "push", push_event(tmp_path, "prod", prod_before, prod_after)) == 0
+    out, _ = capsys.readouterr()
+    assert "build" not in [line.split()[1] for line in out.splitlines() if line.startswith("==>")]
+    assert "<== verify freight: ok in " in out
+    assert tags(oci_registry, repository) == [tag]
+    assert [c.argv[2] for c in helm_standin.calls("upgrade")][-1] == "tess-public-prod"
+    prod = [d for d in api.deployments.values() if d["environment"] == "tess-public-prod"]
+    assert prod[0]["payload"]["images"] == staging["payload"]["images"]
+
+    # A prod push with an image staging never ran (pushed by hand): refused, nothing deployed.
+    busybox_image(hub_repo / USER_IMAGE_DIR, extra='LABEL hotfix="1"')
+    hotfix = commit_all(hub_repo, "hotfix the image straight on prod")
+    builder.ensure_images(WorkTree(hub_repo), list(HUBS), True)
+    new_tag = next(t for t in tags(oci_registry, repository) if t != tag)
+    upgrades = len(helm_standin.calls("upgrade"))
+    deployments = len(api.deployments)
+    capsys.readouterr()
+
+    assert ci(hub_repo, "push", push_event(tmp_path, "prod", prod_after, hotfix)) == 1
+
+    _, err = capsys.readouterr()
+    assert err.startswith(
+        "hubbot: error: prod freight does not match what staging ran; nothing was deployed: "
+    )
+    assert f"image {image}: prod would use tag {new_tag}, staging ran {tag}" in err
+    assert len(helm_standin.calls("upgrade")) == upgrades
+    assert len(api.deployments) == deployments

@@ -203,7 +203,9 @@ def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
         )
         return
     with ctx.report.step("comment"):
-        comments = github.upsert_sticky(ctx.client(), pull["number"], markdown.split(text))
+        comments = github.publish_comment(
+            ctx.client(), pull["number"], text, full_link=actions.run_url()
+        )
         print(f"comment: {comments[0].get('html_url', '')}")
 
 
