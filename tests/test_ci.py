@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import requests
 from pytest_httpserver import HTTPServer
 
 from bot import builder
+from bot.commands.ci import oidc_credentials
+from bot.errors import HubbotError
 from bot.main import main
 from bot.source import WorkTree
 from tests.fixtures.containers import (
@@ -305,3 +309,43 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     assert f"image {image}: prod would use tag {new_tag}, staging ran {tag}" in err
     assert len(helm_standin.calls("upgrade")) == upgrades
     assert len(api.deployments) == deployments
+
+
+# --- AWS credentials from the job's OIDC token ------------------------------------------
+
+
+@pytest.fixture
+def oidc_env(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL",
+                       httpserver.url_for("/_apis/idtoken?api-version=2.0"))
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-bearer-1234")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/hubbot-staging")
+    monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE", raising=False)
+    return httpserver
+
+
+def test_the_oidc_token_becomes_a_private_web_identity_token_file(oidc_env: HTTPServer) -> None:
+    oidc_env.expect_request(
+        "/_apis/idtoken",
+        query_string={"api-version": "2.0", "audience": "sts.amazonaws.com"},
+        headers={"Authorization": "bearer request-bearer-1234"},
+    ).respond_with_json({"count": 1, "value": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"})
+
+    with oidc_credentials():
+        path = Path(os.environ["AWS_WEB_IDENTITY_TOKEN_FILE"])
+        assert path.read_text() == "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    assert "AWS_WEB_IDENTITY_TOKEN_FILE" not in os.environ
+    assert not path.exists()
+
+
+def test_a_refused_oidc_token_says_what_the_workflow_lacks(oidc_env: HTTPServer) -> None:
+    oidc_env.expect_request("/_apis/idtoken").respond_with_json({"message": "no"}, status=403)
+
+    with pytest.raises(HubbotError) as raised, oidc_credentials():
+        pass
+    assert str(raised.value) == (
+        "cannot get the job's OIDC token for AWS_ROLE_ARN (HTTPError): does the workflow "
+        "grant `id-token: write`?"
+    )
