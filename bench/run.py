@@ -62,6 +62,7 @@ def run_speed(results: Results, work: Path, runs: int) -> None:
             ("validate", speed.validate(repo)),
             ("plan", speed.plan(repo)),
             ("diff", speed.values_diff(repo)),
+            ("manifests", speed.manifests(repo)),
         ):
             results.timings[(name, count)] = speed.measure(argv, runs)
         if count == max(results.hubs):
@@ -93,7 +94,7 @@ def table(results: Results) -> str:
         "plan": "plan, one-file change (s)",
         "diff": "diff --format text, same change (s)",
     }
-    for name, title in titles.items():
+    for name, title in (*titles.items(), ("manifests", "plan + manifest diff, same change (s)")):
         cells = [results.timings[(name, n)].cell() for n in results.hubs]
         lines.append(f"{title:40}" + "".join(f"{c:>{width}}" for c in cells))
     totals = [total(results, n) for n in results.hubs]

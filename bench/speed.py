@@ -16,6 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.manifests import pair_manifest_diff
+from bot.plan import plan as plan_of
+from bot.source import open_source
+from bot.values import build
+
 HUBBOT = str(Path(sys.executable).parent / "hubbot")
 FILLER_COMMITS = 1000
 
@@ -104,6 +109,22 @@ def add_history(repo: Path, count: int) -> None:
     git(repo, "reset", "-q", "--hard", branch)
 
 
+def manifests(repo: Path) -> list[str]:
+    """A process that plans HEAD~1..HEAD and renders the manifest diff of each affected pair."""
+    return [sys.executable, "-m", "bench.speed", "manifests", str(repo)]
+
+
+def manifest_diffs(repo: Path) -> int:
+    """What `manifests` runs: the number of changed resources, over every affected pair."""
+    base, head = open_source(repo, "HEAD~1"), open_source(repo, "HEAD")
+    changed = 0
+    for pair in plan_of(base, head).deployable():
+        old = build(base, pair.hub, pair.env)
+        new = build(head, pair.hub, pair.env)
+        changed += len(pair_manifest_diff(base, head, old, new, str).changed)
+    return changed
+
+
 def validate(repo: Path) -> list[str]:
     return [HUBBOT, "--repo", str(repo), "validate"]
 
@@ -125,3 +146,9 @@ def values_diff(repo: Path) -> list[str]:
         "--format",
         "text",
     ]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["manifests"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m bench.speed manifests REPO")
+    print(manifest_diffs(Path(sys.argv[2])))
