@@ -33,5 +33,6 @@ test: lint
 
 # Speed at 2, 50 and 200 hubs and work avoided on replayed histories: one table,
 # one summary line (see bench/run.py; targets are reported, never asserted).
+# More repositories to replay: make bench BENCH_ARGS="PATH ..."
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

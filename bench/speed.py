@@ -39,7 +39,9 @@ class Timing:
         return statistics.median(self.cpu)
 
     def cell(self) -> str:
-        return f"{self.median:.2f} ({min(self.wall):.2f}-{max(self.wall):.2f})"
+        """Wall seconds: median (min-max), then the median CPU seconds."""
+        spread = f"{self.median:.2f} ({min(self.wall):.2f}-{max(self.wall):.2f})"
+        return f"{spread} {self.cpu_median:5.2f}"
 
 
 def run_timed(argv: list[str]) -> tuple[float, float]:
