@@ -26,7 +26,11 @@ HERE = Location("deployments/hub/hubploy.yaml", 5)
 
 
 def upload(
-    registry: LocalRegistry, repository: str, tag: str, auth: tuple[str, str] | None = None
+    registry: LocalRegistry,
+    repository: str,
+    tag: str,
+    auth: tuple[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> str:
     """Put a minimal image (one config blob, no layers) through the distribution API.
 
@@ -34,13 +38,20 @@ def upload(
     """
     config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    start = requests.post(f"{registry.url}/v2/{repository}/blobs/uploads/", auth=auth, timeout=10)
+    headers = headers or {}
+    start = requests.post(
+        f"{registry.url}/v2/{repository}/blobs/uploads/", auth=auth, headers=headers, timeout=10
+    )
     assert start.status_code == 202, start.text
     location = start.headers["Location"]
     location = location if location.startswith("http") else registry.url + location
     separator = "&" if "?" in location else "?"
     put = requests.put(
-        f"{location}{separator}digest={config_digest}", data=config, auth=auth, timeout=10
+        f"{location}{separator}digest={config_digest}",
+        data=config,
+        auth=auth,
+        headers=headers,
+        timeout=10,
     )
     assert put.status_code == 201, put.text
     manifest = json.dumps(
@@ -58,7 +69,7 @@ def upload(
     response = requests.put(
         f"{registry.url}/v2/{repository}/manifests/{tag}",
         data=manifest,
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        headers={**headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
         auth=auth,
         timeout=10,
     )
@@ -143,6 +154,50 @@ def test_oci_auth_registry_with_the_engines_login(
     assert credentials is not None
     assert (credentials.username, credentials.password) == login
     assert auth_registry.password not in repr(credentials)
+
+
+def test_oci_bearer_token_flow(
+    token_registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert token_registry.username
+    assert token_registry.password
+    login = (token_registry.username, token_registry.password)
+    challenge = requests.head(f"{token_registry.url}/v2/tess/img/manifests/x", timeout=10)
+    realm = parse_challenge(challenge.headers["WWW-Authenticate"]).params["realm"]
+    push_token = requests.get(
+        realm,
+        params={"service": "hubbot-tests", "scope": "repository:tess/img:pull,push"},
+        auth=login,
+        timeout=10,
+    ).json()["token"]
+    expected = upload(
+        token_registry,
+        "tess/img",
+        "tree-aaaaaaaaaaaa",
+        headers={"Authorization": f"Bearer {push_token}"},
+    )
+    name = token_registry.image("tess/img")
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    with pytest.raises(HubbotError) as caught:
+        OciRegistry(insecure=True).exists(name, "tree-aaaaaaaaaaaa")
+    assert str(caught.value).startswith(f"registry {token_registry.host} needs a login")
+
+    wrong = docker_config(tmp_path / "wrong", token_registry.host, "hubbot", "not-it")
+    monkeypatch.setenv("DOCKER_CONFIG", str(wrong))
+    with pytest.raises(HubbotError) as caught:
+        OciRegistry(insecure=True).exists(name, "tree-aaaaaaaaaaaa")
+    assert str(caught.value) == (
+        f"registry {token_registry.host} rejected the credentials of user 'hubbot' "
+        f"(from {wrong / 'config.json'}): log in again"
+    )
+
+    right = docker_config(tmp_path / "right", token_registry.host, *login)
+    monkeypatch.setenv("DOCKER_CONFIG", str(right))
+    registry = OciRegistry(insecure=True)
+    assert registry.digest(name, "tree-aaaaaaaaaaaa") == expected
+    assert registry.exists(name, "tree-bbbbbbbbbbbb") is False
 
 
 @pytest.mark.parametrize(
