@@ -330,8 +330,10 @@ def _build(
 
     try:
         engine.build(directory, ref.reference, labels, [cache_from] if cache_from else [], line)
-    except Exception as exc:  # repo2docker's BuildError, or any failure inside it
+    except (Exception, SystemExit) as exc:  # BuildError, or repo2docker's own exit(1)
         reason = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, SystemExit):
+            reason = "repo2docker stopped (see its log below)"
         step = steps[-1] if steps else "before the first step"
         log = "\n".join(f"  | {text}" for text in tail)
         raise HubbotError(
