@@ -235,6 +235,7 @@ def render(
         masked = _mask_paths(doc, random.get(key, set()), RANDOM)
         if masked.get("kind") == "Secret":
             masked = _mask_secret(masked, None)[0]
+        masked = _redact_tree(masked, redact)
         parts.append(f"# {title(key)}\n" + "".join(f"{line}\n" for line in yaml_lines(masked)))
     return redact("---\n".join(parts))
 
@@ -331,7 +332,9 @@ def compare(
             result.removed.append(name)
         else:
             result.changed.append(name)
-        result.text[name] = redact(_diff_text(name, pair))
+        shown = _Pair(_redact_tree(pair.old, redact), _redact_tree(pair.new, redact))
+        shown.values_diff = pair.values_diff
+        result.text[name] = redact(_diff_text(name, shown))
     result.restarts = _restarts(pairs)
     return result
 
@@ -415,11 +418,31 @@ def _leaf_changes(old: Any, new: Any, path: Path_) -> Iterator[tuple[Path_, Any,
 
 def _format_change(path: Path_, old: Any, new: Any, redact: Redact) -> str:
     where = ".".join(map(str, path))
+
+    def shown(value: Any) -> str:
+        # Redacted before quoting too, so no escaping can hide a secret from `redact`.
+        return redact(_scalar(_redact_tree(value, redact)))
+
     if old is _MISSING:
-        return f"+ {where}: {redact(_scalar(new))}"
+        return f"+ {where}: {shown(new)}"
     if new is _MISSING:
-        return f"- {where}: {redact(_scalar(old))}"
-    return f"~ {where}: {redact(_scalar(old))} -> {redact(_scalar(new))}"
+        return f"- {where}: {shown(old)}"
+    if isinstance(old, str) and isinstance(new, str) and "\n" in old + new:
+        lines = difflib.unified_diff(
+            redact(old).splitlines(), redact(new).splitlines(), lineterm="", n=2
+        )
+        return f"~ {where}:\n" + "\n".join(f"    {line}" for line in list(lines)[2:])
+    return f"~ {where}: {shown(old)} -> {shown(new)}"
+
+
+def _redact_tree(node: Any, redact: Redact) -> Any:
+    if isinstance(node, str):
+        return redact(node)
+    if isinstance(node, dict):
+        return {key: _redact_tree(value, redact) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_redact_tree(value, redact) for value in node]
+    return node
 
 
 def _scalar(value: Any) -> str:

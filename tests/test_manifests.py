@@ -363,3 +363,40 @@ def test_a_base_chart_without_lock_is_unavailable(
     # A hub added by the change needs no chart at the base.
     added = manifest_diff(hub_chart_offline_ready, None, {}, "rel", "ns", same, old_chart_dir=base)
     assert "Deployment/hub" in added.added
+
+
+def test_multi_line_values_are_diffed_line_by_line(helm_bin: str) -> None:
+    old_code = "c.A = 1\nc.B = 2\nc.C = 3\n"
+    new_code = f"c.A = 1\nc.B = '{CANARY}'\nc.C = 3\n"
+    redactor = Redactor()
+    redactor.register(CANARY)
+    result = manifest_diff(
+        MINI_Z2JH,
+        values(hub__extraConfig__x=old_code),
+        values(hub__extraConfig__x=new_code),
+        "rel",
+        "ns",
+        redactor.redact,
+    )
+    masked = redactor.redact(CANARY)
+    assert result.text["Secret/hub"].endswith(
+        "~ hub.extraConfig.x:\n"
+        "    @@ -1,3 +1,3 @@\n"
+        "     c.A = 1\n"
+        "    -c.B = 2\n"
+        f"    +c.B = '{masked}'\n"
+        "     c.C = 3\n"
+    )
+    assert_no_canary(result)
+
+
+def test_quoting_never_hides_a_secret_from_redact(helm_bin: str) -> None:
+    secret = 'pa"ss\\word'
+
+    def redact(text: str) -> str:
+        return text.replace(secret, "<R>")
+
+    result = manifest_diff(
+        MINI_Z2JH, values(), values(hub__config__X__token=secret), "rel", "ns", redact
+    )
+    assert result.text["Secret/hub"].endswith("+ hub.config.X.token: <R>\n")
