@@ -27,8 +27,10 @@ from bot.hubploy import Deployment, discover_hubs, load_deployment
 from bot.merge import effective
 from bot.source import Source, memoized
 from bot.values import build, layer_files
+from bot.yamlfile import load_yaml
 
 INFRA = "infra"
+WORKFLOWS = ".github/workflows"
 TFVARS = f"{INFRA}/example.tfvars"
 # The condition in the sops key policies that makes .sops.yaml need `context: {env: <env>}`.
 CONTEXT_CONDITION = "kms:EncryptionContext:env"
@@ -228,6 +230,7 @@ def cross_check(
     ]
     problems += _values_problems(source, facts, pairs)
     problems += _sops_problems(source, facts, pairs)
+    problems += _workflow_problems(source, facts)
     unique: dict[str, HubbotError] = {}
     for problem in problems:
         unique.setdefault(str(problem), problem)
@@ -355,9 +358,14 @@ def _values_problems(
     return problems
 
 
-def _get(document: Any, path: tuple[str, ...]) -> Any:
+def _get(document: Any, path: tuple[str | int, ...]) -> Any:
     for key in path:
-        document = document.get(key) if isinstance(document, dict) else None
+        if isinstance(document, dict):
+            document = document.get(key)
+        elif isinstance(document, list) and isinstance(key, int) and key < len(document):
+            document = document[key]
+        else:
+            return None
     return document
 
 
@@ -415,4 +423,25 @@ def _kms_key_problems(
                 where,
             )
         )
+    return problems
+
+
+def _workflow_problems(source: Source, facts: InfraFacts) -> list[HubbotError]:
+    """A literal AWS_REGION in a workflow's `env:` must be infra/'s region."""
+    problems = []
+    for name in source.children(WORKFLOWS):
+        file = f"{WORKFLOWS}/{name}"
+        text = source.read(file) if name.endswith((".yaml", ".yml")) else None
+        if text is None:
+            continue
+        try:
+            doc = load_yaml(file, text)
+        except HubbotError:
+            continue  # the workflow checks report a broken workflow
+        for path, line in doc.lines.items():
+            if path[-1] not in ("AWS_REGION", "AWS_DEFAULT_REGION") or "env" not in path:
+                continue
+            value = _get(doc.data, path)
+            if isinstance(value, str) and "${{" not in value and value != facts.region.value:
+                problems.append(_mismatch(str(path[-1]), value, facts.region, Location(file, line)))
     return problems

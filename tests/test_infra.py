@@ -566,3 +566,19 @@ def test_versions_are_pinned() -> None:
     }
     cluster = block("resource", "aws_eks_cluster", "this")
     assert cluster["version"] == ["${var.kubernetes_version}"]
+
+
+def test_region_of_the_deploy_workflow(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workflow = ".github/workflows/deploy.yaml"
+    shutil.copytree(PROJECT / ".github", hub_repo / ".github")
+    status, out = validate(hub_repo, capsys)
+    assert status == 0, out
+    replace_in(hub_repo, workflow, "AWS_REGION: us-east-1", "AWS_REGION: eu-west-1")
+    here = line_of(hub_repo, workflow, "AWS_REGION: eu-west-1")
+    region = line_of(hub_repo, TFVARS, "region")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f'{workflow}:{here}: AWS_REGION is "eu-west-1" but infra/ has "us-east-1" '
+        f"({TFVARS}:{region}): make them the same"
+    ]
