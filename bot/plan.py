@@ -9,17 +9,23 @@ layer files, image directory trees) are byte-identical is not rendered at all.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import yaml
+
 from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
-from bot.source import Source
+from bot.imagetag import tag_for_tree
+from bot.source import Source, memoized
 from bot.values import CHART_DIR, CHART_VALUES, HubValues, ImageRef, build, image_refs
 from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 
 # Asks a registry whether an image tag exists: True/False, or None when it cannot tell.
 ImageCheck = Callable[[Deployment, ImageRef], bool | None]
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Reason kinds, in the order they are reported.
 ADDED = "added"
@@ -158,17 +164,17 @@ def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
     base_hubs = set(discover_hubs(base))
     head_hubs = set(discover_hubs(head))
     for hub in sorted(base_hubs | head_hubs):
-        new = load_deployment(head, hub) if hub in head_hubs else None
-        old = _deployment_at_base(base, head, hub, new) if hub in base_hubs else None
-        for env in _envs(old, new):
-            if old is None or env not in old.environments:
-                reason = Reason(ADDED, f"{hub}/{env} is new at {head.label}", (_file(new),))
-                values = build(head, hub, env)
-                diffs[(hub, env)] = diff_values(None, values)
+        new = _outline(head, hub) if hub in head_hubs else None
+        old = _outline_at_base(base, head, hub, new) if hub in base_hubs else None
+        for env in list(dict.fromkeys([*(old.envs if old else ()), *(new.envs if new else ())])):
+            if old is None or env not in old.envs:
+                assert new is not None
+                reason = Reason(ADDED, f"{hub}/{env} is new at {head.label}", (new.file,))
+                diffs[(hub, env)] = diff_values(None, build(head, hub, env))
                 pairs.append(Pair(hub, env, (reason, *_chart_reasons(chart))))
                 continue
-            if new is None or env not in new.environments:
-                reason = Reason(REMOVED, f"{hub}/{env} is gone at {head.label}", (_file(old),))
+            if new is None or env not in new.envs:
+                reason = Reason(REMOVED, f"{hub}/{env} is gone at {head.label}", (old.file,))
                 diffs[(hub, env)] = diff_values(build(base, hub, env), None)
                 pairs.append(Pair(hub, env, (reason,)))
                 continue
@@ -192,23 +198,43 @@ def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
     )
 
 
-def _deployment_at_base(
-    base: Source, head: Source, hub: str, at_head: Deployment | None
-) -> Deployment:
-    """The hub's deployment at base; an unchanged hubploy.yaml is parsed once."""
+@dataclass(frozen=True)
+class _Outline:
+    """What planning needs of a hubploy.yaml: its environments and image directories."""
+
+    hub: str
+    file: str
+    envs: tuple[str, ...]
+    images: tuple[tuple[str, str], ...]  # (name, repo-relative directory)
+
+
+def _outline(source: Source, hub: str) -> _Outline:
+    return memoized(source, ("plan-outline", hub), lambda: _read_outline(source, hub))
+
+
+def _read_outline(source: Source, hub: str) -> _Outline:
+    # libyaml reads the few keys planning needs far faster than the full, line-tracking
+    # parse; a hub that is then found changed is fully loaded (and validated) to render it.
+    file = f"{DEPLOYMENTS}/{hub}/hubploy.yaml"
+    try:
+        data = yaml.load(source.read(file) or "", Loader=_Loader)  # noqa: S506 (a safe loader)
+        base = posixpath.dirname(file)
+        images = tuple(
+            (str(image["name"]), posixpath.normpath(posixpath.join(base, str(image["path"]))))
+            for image in data["images"]
+        )
+        return _Outline(hub, file, tuple(str(env) for env in data["environments"]), images)
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        deployment = load_deployment(source, hub)  # raises the error, naming file and line
+        images = tuple((image.name, image.path) for image in deployment.images)
+        return _Outline(hub, file, tuple(deployment.environments), images)
+
+
+def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | None) -> _Outline:
+    """The hub's outline at base; an unchanged hubploy.yaml is read once."""
     if at_head is not None and base.read(at_head.file) == head.read(at_head.file):
         return at_head
-    return load_deployment(base, hub)
-
-
-def _envs(old: Deployment | None, new: Deployment | None) -> list[str]:
-    names = [*(old.environments if old else ()), *(new.environments if new else ())]
-    return list(dict.fromkeys(names))
-
-
-def _file(deployment: Deployment | None) -> str:
-    assert deployment is not None
-    return deployment.file
+    return _outline(base, hub)
 
 
 def _layer_files(hub: str, env: str) -> list[str]:
@@ -221,13 +247,13 @@ def _layer_files(hub: str, env: str) -> list[str]:
     ]
 
 
-def _same_inputs(base: Source, head: Source, old: Deployment, new: Deployment, env: str) -> bool:
+def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: str) -> bool:
     """Every input of the pair's render is byte-identical: no need to render it."""
     files = [old.file, *_layer_files(old.hub, env)]
     if any(base.read(file) != head.read(file) for file in files):
         return False
-    return [(i.path, base.tree_hash(i.path)) for i in old.images] == [
-        (i.path, head.tree_hash(i.path)) for i in new.images
+    return [(path, base.tree_hash(path)) for _, path in old.images] == [
+        (path, head.tree_hash(path)) for _, path in new.images
     ]
 
 
@@ -364,32 +390,46 @@ def _images(
 ) -> tuple[ImagePlan, ...]:
     base_hubs = set(discover_hubs(base))
     users: dict[tuple[str, str], list[str]] = {}
-    refs: dict[tuple[str, str], tuple[Deployment, ImageRef]] = {}
+    directories: dict[tuple[str, str], str] = {}
     changed: set[tuple[str, str]] = set()
     for hub in sorted(hubs):
-        deployment = load_deployment(head, hub)
+        outline = _outline(head, hub)
         before = (
-            {
-                i.name: i.tag
-                for i in image_refs(base, _deployment_at_base(base, head, hub, deployment))
-            }
+            dict(_tags(base, _outline_at_base(base, head, hub, outline)))
             if hub in base_hubs
             else {}
         )
-        for ref in image_refs(head, deployment):
-            key = (ref.name, ref.tag)
-            users.setdefault(key, []).append(hub)
-            refs.setdefault(key, (deployment, ref))
-            if before.get(ref.name) != ref.tag:
-                changed.add(key)
+        for (name, tag), (_, path) in zip(_tags(head, outline), outline.images, strict=True):
+            users.setdefault((name, tag), []).append(hub)
+            directories.setdefault((name, tag), path)
+            if before.get(name) != tag:
+                changed.add((name, tag))
     return tuple(
         ImagePlan(
             name,
             tag,
-            refs[(name, tag)][1].directory,
+            directories[(name, tag)],
             tuple(users[(name, tag)]),
             (name, tag) in changed,
-            check(*refs[(name, tag)]) if check else None,
+            _check(head, users[(name, tag)][0], name, check) if check else None,
         )
         for name, tag in sorted(users)
     )
+
+
+def _tags(source: Source, outline: _Outline) -> list[tuple[str, str]]:
+    """(name, tag) of each image of the hub, the tag being its directory's content address."""
+    tags = []
+    for name, path in outline.images:
+        tree = source.tree_hash(path)
+        if tree is None:  # image_refs names the hubploy.yaml line that points there
+            image_refs(source, load_deployment(source, outline.hub))
+            raise AssertionError(f"{path} has no files, yet image_refs found it")
+        tags.append((name, tag_for_tree(tree)))
+    return tags
+
+
+def _check(head: Source, hub: str, name: str, check: ImageCheck) -> bool | None:
+    deployment = load_deployment(head, hub)
+    ref = next(ref for ref in image_refs(head, deployment) if ref.name == name)
+    return check(deployment, ref)

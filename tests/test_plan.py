@@ -332,3 +332,38 @@ def test_hubbot_plan_asks_the_registry_when_told(
     assert images("--head", "HEAD", "--registry") == [(True, True, False)]
     assert images("--registry") == [(False, False, True)]
     assert images() == [(False, "unknown", True)]
+
+
+@pytest.mark.parametrize(
+    ("hub", "old", "new", "message"),
+    [
+        (
+            "tess-public",
+            "environments:",
+            "environments: [",
+            f"{PUBLIC}/hubploy.yaml:15: malformed YAML: expected ',' or ']', but got '<scalar>' "
+            "(while parsing a flow sequence on line 13)",
+        ),
+        (
+            "tess-private",
+            "path: images/default",
+            "path: images/nope",
+            f"{PRIVATE}/hubploy.yaml:3: image directory {PRIVATE}/images/nope is missing or "
+            f"empty (set by `path` for image {IMAGE})",
+        ),
+    ],
+)
+def test_a_broken_hubploy_yaml_is_one_error_naming_file_and_line(
+    hub_repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    hub: str,
+    old: str,
+    new: str,
+    message: str,
+) -> None:
+    edit(hub_repo, f"deployments/{hub}/hubploy.yaml", old, new)
+    status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == ""
+    assert captured.err == f"hubbot: error: {message}\n"

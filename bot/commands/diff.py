@@ -7,9 +7,10 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
-from bot import actions, diffreport, git, manifests, sops
+from bot import actions, diffreport, git, helm, manifests, sops
 from bot.diffreport import DiffReport, PairReport
 from bot.plan import Plan, plan
 from bot.source import GitCommit, Source, open_source
@@ -82,20 +83,27 @@ def assemble(
     into `scratch`. When the chart's dependency cannot be fetched, every pair keeps
     its values diff and says so in one line.
     """
-    head_chart = _chart_dir(head, scratch / "head")
-    same_chart = base.tree_hash(CHART_DIR) == head.tree_hash(CHART_DIR)
-    base_chart = head_chart if same_chart else _chart_dir(base, scratch / "base")
     unavailable: str | None = None
     pairs = []
-    for pair in result.pairs:
-        old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
-        new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
-        values = diff_values(old, new)
-        manifests_diff = None
-        if unavailable is None:
-            some = new or old
-            assert some is not None
-            try:
+    with ExitStack() as charts:
+        head_chart = base_chart = scratch
+        try:
+            # Dependencies are fetched once per ref, not once per pair.
+            if result.pairs:
+                head_dir = _chart_dir(head, scratch / "head")
+                head_chart = base_chart = charts.enter_context(helm.ready_chart(head_dir))
+            if result.pairs and base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR):
+                base_dir = _chart_dir(base, scratch / "base")
+                base_chart = charts.enter_context(helm.ready_chart(base_dir))
+        except helm.ChartUnavailable as exc:
+            unavailable = f"not rendered: {exc.message}"
+        for pair in result.pairs:
+            old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
+            new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
+            manifests_diff = None
+            if unavailable is None:
+                some = new or old
+                assert some is not None
                 manifests_diff = manifests.manifest_diff(
                     head_chart if new else base_chart,
                     old.document if old else None,
@@ -106,9 +114,7 @@ def assemble(
                     kube_version=manifests.kube_version(some.deployment),
                     old_chart_dir=base_chart,
                 )
-            except manifests.ChartUnavailable as exc:
-                unavailable = f"not rendered: {exc.message}"
-        pairs.append(PairReport(pair, values, manifests_diff, unavailable))
+            pairs.append(PairReport(pair, diff_values(old, new), manifests_diff, unavailable))
     return _report(result, pairs, unavailable)
 
 
