@@ -253,7 +253,8 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
         for number, url in enumerate(urls):
             if run(["repo", "add", f"hubbot-{number}", url], check=False, env=env).returncode:
                 raise unavailable
-        result = run(["dependency", "build", str(copy)], check=False, env=env)
+        # `repo add` just fetched the indexes: no second download.
+        result = run(["dependency", "build", "--skip-refresh", str(copy)], check=False, env=env)
         if result.returncode != 0 or missing_dependencies(copy):
             raise unavailable
         yield copy

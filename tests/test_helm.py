@@ -154,6 +154,9 @@ def test_ready_chart_builds_dependencies_in_a_copy(
         assert "kind: ServiceAccount" in out  # the hub chart's own template
     assert not ready.exists()
     assert not (chart / "charts").exists()  # the chart given was not changed
+    requests = (tmp_path / "chart-repo.log").read_text()
+    assert requests.count("GET /index.yaml") == 1  # fetched once, not again by the build
+    assert requests.count("GET /jupyterhub-4.2.0.tgz") == 1
 
 
 def test_offline_hub_chart_is_unavailable(monkeypatch: pytest.MonkeyPatch, helm_bin: str) -> None:
