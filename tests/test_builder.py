@@ -202,3 +202,30 @@ def test_exported_directory_is_what_the_tag_covers(hub_repo: Path, tmp_path: Pat
     assert head == ["environment.yml", "postBuild", "sub", "sub/apt.txt"]
     assert (tmp_path / "head/postBuild").stat().st_mode & stat.S_IXUSR
     assert (tmp_path / "work/postBuild").stat().st_mode & stat.S_IXUSR
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("docker_host")
+def test_tests_folder_runs_with_pytest_inside_the_image(
+    hub_repo: Path, oci_registry: LocalRegistry
+) -> None:
+    name = point_hubs_at(hub_repo, oci_registry, "tess/pytest")
+    # The busybox image has no Python: a stand-in `python` shows what hubbot ran, and fails.
+    dockerfile = hub_repo / USER_IMAGE_DIR / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            'CMD ["/bin/sh"]',
+            'RUN ["/bin/sh", "-c", "printf \'#!/bin/sh\\\\necho python $*; ls tests; exit 1\\\\n\''
+            ' > /bin/python && chmod +x /bin/python"]\nCMD ["/bin/sh"]',
+        )
+    )
+    write(hub_repo, f"{USER_IMAGE_DIR}/tests/test_imports.py", "import astropy\n")
+    commit_all(hub_repo, "image tests with pytest")
+    with pytest.raises(HubbotError) as caught:
+        ensure_images(WorkTree(hub_repo), HUBS, push=True)
+    assert str(caught.value).endswith(
+        f"image self-test {USER_IMAGE_DIR}/tests/ failed in {name}:{tag_of(hub_repo)} "
+        "(exit status 1); the image is not pushed. Its output:\n"
+        "  | python -m pytest -q tests\n  | test_imports.py"
+    )
+    assert OciRegistry(insecure=True).exists(name, tag_of(hub_repo)) is False
