@@ -261,6 +261,7 @@ def deploy_targets(
             chart_argument(repo, chart_dir),
             helm_major,
             processes,
+            health.Patience(sleep=processes.pause),
             recorder=recorder,
             freight=freight,
         )

@@ -287,6 +287,7 @@ class Processes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
+        self._stopping = threading.Event()
         self.stopped = False
 
     def run(
@@ -321,8 +322,14 @@ class Processes:
     def stop(self) -> None:
         with self._lock:
             self.stopped = True
+            self._stopping.set()
             for proc in self._running:
                 proc.terminate()
+
+    def pause(self, seconds: float) -> None:
+        """Wait between retries, cut short (with an error) when the run is stopped."""
+        if self._stopping.wait(seconds):
+            raise HubbotError("interrupted (SIGTERM) while waiting to retry")
 
 
 def major_version(processes: Processes, cwd: Path) -> int:

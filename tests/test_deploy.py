@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -444,3 +445,23 @@ def test_prod_refuses_common_config_that_staging_never_ran(
         "common config (hub/values.yaml + deployments/tess-public/config/common.yaml) differs "
         "from what staging ran"
     ) in out
+
+
+def test_sigterm_during_the_health_check_retries_ends_the_run_at_once(
+    deployable: Deployable, recorded: FakeGitHub, jupyterhub_api: HTTPServer
+) -> None:
+    jupyterhub_api.clear_all_handlers()
+    jupyterhub_api.expect_request("/hub/api/").respond_with_data("bad gateway", 502)
+    proc = hubbot(deployable.repo, "deploy", "tess-public", "staging", env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while not jupyterhub_api.log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert jupyterhub_api.log, "the health check never started"
+
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted (SIGTERM) while waiting to retry" in out
+    (deployment,) = recorded.deployments.values()
+    assert [s["state"] for s in recorded.statuses[deployment["id"]]] == ["in_progress", "failure"]
