@@ -254,7 +254,7 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
             if run(["repo", "add", f"hubbot-{number}", url], check=False, env=env).returncode:
                 raise unavailable
         # `repo add` just fetched the indexes: no second download.
-        result = run(["dependency", "build", "--skip-refresh", str(copy)], check=False, env=env)
+        result = run(["dependency", "build", str(copy), "--skip-refresh"], check=False, env=env)
         if result.returncode != 0 or missing_dependencies(copy):
             raise unavailable
         yield copy
