@@ -82,8 +82,8 @@ def run_replays(results: Results, work: Path, hubs: int, repos: list[Path]) -> N
         (f"synthetic, {hubs} hubs", replay.replay(generated.root, "staging", generated.age_key))
     )
     for repo in repos:
-        ref = "HEAD"
-        results.replays.append((str(repo), replay.replay(repo.resolve(), ref)))
+        title = "of this repository" if repo.resolve() == PROJECT else str(repo)
+        results.replays.append((title, replay.replay(repo.resolve(), "HEAD")))
 
 
 def table(results: Results) -> str:
@@ -196,6 +196,11 @@ def summary(results: Results) -> str:
     ):
         if count:
             misses.append(name)
+    first = results.replays[0][1].tallies
+    parts.append(
+        f"deploys vs hubploy {_ratio(first['hubploy'].deploys, first['hubbot'].deploys)} fewer, "
+        f"path globs missed {first['path globs'].missed_deploys}"
+    )
     verdict = "all targets met" if not misses else "MISSED: " + ", ".join(misses)
     return "bench: " + "; ".join(parts) + f" -> {verdict}"
 
