@@ -246,12 +246,16 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
 
-    # A pull request: one comment, nothing pushed.
+    # A pull request changing config and the user image: built, not pushed; one comment.
     base = git(hub_repo, "rev-parse", "staging")
-    head = branch_with_change(hub_repo, "longer-culling", "timeout: 600", "timeout: 900")
+    branch_with_change(hub_repo, "longer-culling", "timeout: 600", "timeout: 900")
+    busybox_image(hub_repo / USER_IMAGE_DIR, extra='LABEL change="longer-culling"')
+    head = commit_all(hub_repo, "a new user image")
     pull = api.add_pull("longer-culling", "staging")
+    capsys.readouterr()
     assert ci(hub_repo, "pull_request",
               pull_event(tmp_path, pull["number"], "staging", base, "longer-culling", head)) == 0
+    assert "<== build (no push): ok in " in capsys.readouterr().out
     assert len(api.comments_on(pull["number"])) == 1
     assert tags(oci_registry, repository) == []
     assert helm_standin.calls("upgrade") == []
@@ -260,9 +264,14 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     before, after = merge_into(hub_repo, "staging", "longer-culling")
     assert ci(hub_repo, "push", push_event(tmp_path, "staging", before, after)) == 0
     (tag,) = tags(oci_registry, repository)
-    assert [c.argv[2] for c in helm_standin.calls("upgrade")] == ["tess-public-staging"]
-    (staging,) = api.deployments.values()
-    assert (staging["environment"], staging["sha"]) == ("tess-public-staging", after)
+    assert sorted(c.argv[2] for c in helm_standin.calls("upgrade")) == [
+        "tess-private-staging", "tess-public-staging",
+    ]
+    assert sorted(d["environment"] for d in api.deployments.values()) == [
+        "tess-private-staging", "tess-public-staging",
+    ]
+    (staging,) = [d for d in api.deployments.values() if d["environment"] == "tess-public-staging"]
+    assert staging["sha"] == after
     assert staging["payload"]["images"][0]["reference"].startswith(f"{image}:{tag}@sha256:")
     assert [s["state"] for s in api.statuses[staging["id"]]] == ["in_progress", "success"]
     (promotion,) = [p for p in api.pulls.values() if p["base"]["ref"] == "prod"]
@@ -287,7 +296,9 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     assert "build" not in [line.split()[1] for line in out.splitlines() if line.startswith("==>")]
     assert "<== verify freight: ok in " in out
     assert tags(oci_registry, repository) == [tag]
-    assert [c.argv[2] for c in helm_standin.calls("upgrade")][-1] == "tess-public-prod"
+    assert sorted(c.argv[2] for c in helm_standin.calls("upgrade")[-2:]) == [
+        "tess-private-prod", "tess-public-prod",
+    ]
     prod = [d for d in api.deployments.values() if d["environment"] == "tess-public-prod"]
     assert prod[0]["payload"]["images"] == staging["payload"]["images"]
 
