@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from bot.redact import Redactor
 from bot.source import GitCommit, WorkTree
 from bot.values import build
 from tests.fixtures.charts import HUB_CHART, MINI_Z2JH, PROJECT
-from tests.fixtures.repos import commit_all
+from tests.fixtures.repos import commit_all, write
+from tests.fixtures.secrets import AgeKey, age_rules, write_secrets
 
 PULLER = "DaemonSet/continuous-image-puller"
 HOOK_PULLER = "DaemonSet/hook-image-puller"
@@ -400,3 +403,44 @@ def test_quoting_never_hides_a_secret_from_redact(helm_bin: str) -> None:
         MINI_Z2JH, values(), values(hub__config__X__token=secret), "rel", "ns", redact
     )
     assert result.text["Secret/hub"].endswith("+ hub.config.X.token: <R>\n")
+
+
+def test_decrypted_secrets_never_reach_rendered_manifests_or_diffs(
+    hub_repo: Path, helm_bin: str, age_env: AgeKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sops-encrypted canaries, decrypted, through helm and both manifest outputs."""
+    hub, env = "tess-private", "staging"
+    old_token = "canary" + secrets.token_hex(24)
+    new_token = "canary" + secrets.token_hex(24)
+    quoted = f'it\'s a "quoted"\tvalue\nsecond line {secrets.token_hex(8)}\\end'
+    cookie = base64.b64encode(secrets.token_bytes(45)).decode()
+
+    def secrets_yaml(token: str) -> str:
+        config = {"GitHubOAuthenticator": {"client_secret": quoted}}
+        hub_values = {"cookieSecret": cookie, "config": config}
+        return json.dumps({"jupyterhub": {"proxy": {"secretToken": token}, "hub": hub_values}})
+
+    write(hub_repo, ".sops.yaml", age_rules((env, age_env.recipient)))
+    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
+    write_secrets(hub_repo, hub, env, secrets_yaml(old_token), age=[age_env.recipient])
+    commit_all(hub_repo, "canary secrets and the stand-in chart")
+    write_secrets(hub_repo, hub, env, secrets_yaml(new_token), age=[age_env.recipient])
+
+    needles = {
+        form
+        for value in (old_token, new_token, quoted, cookie)
+        for form in (value, base64.b64encode(value.encode()).decode(), json.dumps(value)[1:-1])
+    }
+    render = ["render", hub, env, "--manifests", "--decrypt"]
+    status, out, err = hubbot(hub_repo, capsys, *render)
+    assert (status, err) == (0, "")
+    assert "  hub.config.ConfigurableHTTPProxy.auth_token: <secret>\n" in out
+    assert not [needle for needle in needles if needle in out]
+
+    status, out, err = hubbot(
+        hub_repo, capsys, "diff", "--base", "HEAD", "--decrypt", "--format", "text"
+    )
+    assert (status, err) == (0, "")
+    assert "+  hub.config.ConfigurableHTTPProxy.auth_token: <secret, changed>\n" in out
+    assert "proxy pod restarts" in out
+    assert not [needle for needle in needles if needle in out]
