@@ -178,10 +178,13 @@ def summary(results: Results) -> str:
         f"{cpu(results, largest):.2f} s CPU (target {TOTAL_TARGET} s)"
     )
     parts.append(f"plan {plan_time:.2f} s wall, {plan_cpu:.2f} s CPU (target {PLAN_TARGET} s)")
-    if all_total > TOTAL_TARGET:
-        misses.append("total time")
-    if plan_time > PLAN_TARGET:
-        misses.append("plan time")
+    # Wall time is what users feel; on a shared machine, say when CPU time alone would pass.
+    for name, wall, cpu_time, target in (
+        ("total time", all_total, cpu(results, largest), TOTAL_TARGET),
+        ("plan time", plan_time, plan_cpu, PLAN_TARGET),
+    ):
+        if wall > target:
+            misses.append(name + (" (wall only: CPU within target)" if cpu_time <= target else ""))
     redundant_builds = sum(r.tallies["hubbot"].redundant_builds for _, r in results.replays)
     redundant_deploys = sum(r.tallies["hubbot"].redundant_deploys for _, r in results.replays)
     missed = sum(r.tallies["hubbot"].missed_deploys for _, r in results.replays)
