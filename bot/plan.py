@@ -103,6 +103,8 @@ class Plan:
     no_effect: tuple[NoEffect, ...]
     # The values diff of every affected pair, for reports; not part of the JSON plan.
     diffs: dict[tuple[str, str], ValuesDiff] = field(default_factory=dict, compare=False)
+    # The two sources compared, so a report can render both refs' manifests.
+    sources: tuple[Source, Source] | None = field(default=None, compare=False, repr=False)
 
     def deployable(self) -> list[Pair]:
         """Affected pairs that exist at head (a removed pair has nothing to deploy)."""
@@ -195,6 +197,7 @@ def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
         tuple(sorted(pairs, key=lambda pair: (pair.hub, pair.env))),
         tuple(sorted(no_effect, key=lambda item: (item.hub, item.env, item.file))),
         diffs,
+        (base, head),
     )
 
 

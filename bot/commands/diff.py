@@ -12,9 +12,9 @@ from pathlib import Path
 
 from bot import actions, diffreport, git, helm, manifests, sops
 from bot.diffreport import DiffReport, PairReport
-from bot.plan import Plan, plan
+from bot.plan import Pair, Plan, plan
 from bot.source import GitCommit, Source, open_source
-from bot.values import CHART_DIR, Decryptor, build
+from bot.values import CHART_DIR, Decryptor, HubValues, build
 from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 
 FORMATS = ("markdown", "text", "json")
@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     head = open_source(args.repo, args.head)
     result = plan(base, head)
     decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
-    with tempfile.TemporaryDirectory(prefix="hubbot-diff-") as tmp:
-        report = assemble(base, head, result, decrypt, args.redactor.redact, Path(tmp))
+    report = build_report(
+        result, decrypt=decrypt, redact=args.redactor.redact, render_manifests=True
+    )
     if args.format == "json":
         print(json.dumps(diffreport.as_json(report), indent=2))
     elif args.format == "text":
@@ -69,62 +70,76 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def assemble(
-    base: Source,
-    head: Source,
+def build_report(
     result: Plan,
-    decrypt: Decryptor | None,
-    redact: Callable[[str], str],
-    scratch: Path,
+    diffs: dict[tuple[str, str], ValuesDiff] | None = None,
+    *,
+    decrypt: Decryptor | None = None,
+    redact: Callable[[str], str] = str,
+    render_manifests: bool = False,
 ) -> DiffReport:
-    """Per affected pair: the values diff and the manifest diff of both refs' charts.
+    """Per affected pair of `result` (from bot.plan.plan): its values and manifest diff.
 
-    Secrets are decrypted only with `decrypt`; the chart of a commit is exported
-    into `scratch`. When the chart's dependency cannot be fetched, every pair keeps
-    its values diff and says so in one line.
+    The values diffs are `diffs` (default: the plan's, secrets read without keys),
+    or with `decrypt` re-made from decrypted secrets: then pass the redactor's
+    `redact` (the default leaves text as it is). With `render_manifests`, both
+    refs' charts are rendered with helm; when the chart's dependency cannot be
+    fetched, each pair says so in one line and keeps its values diff.
     """
-    unavailable: str | None = None
-    pairs = []
-    with ExitStack() as charts:
-        head_chart = base_chart = scratch
+    assert result.sources is not None, "a Plan made by bot.plan.plan records its sources"
+    base, head = result.sources
+    given = result.diffs if diffs is None else diffs
+    values = {
+        (pair.hub, pair.env): (
+            diff_values(*_sides(base, head, pair, decrypt))
+            if decrypt
+            else given.get((pair.hub, pair.env)) or unchanged(pair.hub, pair.env)
+        )
+        for pair in result.pairs
+    }
+    if not render_manifests or not result.pairs:
+        pairs = [PairReport(p, values[(p.hub, p.env)], None) for p in result.pairs]
+        return _report(result, pairs, None)
+    with tempfile.TemporaryDirectory(prefix="hubbot-diff-") as scratch, ExitStack() as charts:
         try:
             # Dependencies are fetched once per ref, not once per pair.
-            if result.pairs:
-                head_dir = _chart_dir(head, scratch / "head")
-                head_chart = base_chart = charts.enter_context(helm.ready_chart(head_dir))
-            if result.pairs and base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR):
-                base_dir = _chart_dir(base, scratch / "base")
+            head_chart = charts.enter_context(
+                helm.ready_chart(_chart_dir(head, Path(scratch, "head")))
+            )
+            base_chart = head_chart
+            if base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR):
+                base_dir = _chart_dir(base, Path(scratch, "base"))
                 base_chart = charts.enter_context(helm.ready_chart(base_dir))
         except helm.ChartUnavailable as exc:
-            unavailable = f"not rendered: {exc.message}"
+            note = f"not rendered: {exc.message}"
+            pairs = [PairReport(p, values[(p.hub, p.env)], None, note) for p in result.pairs]
+            return _report(result, pairs, note)
+        pairs = []
         for pair in result.pairs:
-            old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
-            new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
-            manifests_diff = None
-            if unavailable is None:
-                some = new or old
-                assert some is not None
-                manifests_diff = manifests.manifest_diff(
-                    head_chart if new else base_chart,
-                    old.document if old else None,
-                    new.document if new else None,
-                    some.environment.release,
-                    some.environment.namespace,
-                    redact,
-                    kube_version=manifests.kube_version(some.deployment),
-                    old_chart_dir=base_chart,
-                )
-            pairs.append(PairReport(pair, diff_values(old, new), manifests_diff, unavailable))
-    return _report(result, pairs, unavailable)
-
-
-def build_report(result: Plan, diffs: dict[tuple[str, str], ValuesDiff]) -> DiffReport:
-    """A report of values diffs only (no manifests), from `diffs` by (hub, env)."""
-    pairs = [
-        PairReport(pair, diffs.get((pair.hub, pair.env)) or unchanged(pair.hub, pair.env), None)
-        for pair in result.pairs
-    ]
+            old, new = _sides(base, head, pair, decrypt)
+            some = new or old
+            assert some is not None
+            rendered = manifests.manifest_diff(
+                head_chart if new else base_chart,
+                old.document if old else None,
+                new.document if new else None,
+                some.environment.release,
+                some.environment.namespace,
+                redact,
+                kube_version=manifests.kube_version(some.deployment),
+                old_chart_dir=base_chart,
+            )
+            pairs.append(PairReport(pair, values[(pair.hub, pair.env)], rendered))
     return _report(result, pairs, None)
+
+
+def _sides(
+    base: Source, head: Source, pair: Pair, decrypt: Decryptor | None
+) -> tuple[HubValues | None, HubValues | None]:
+    """The pair's values at base and at head; None where the pair does not exist."""
+    old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
+    new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
+    return old, new
 
 
 def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> DiffReport:
