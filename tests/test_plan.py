@@ -367,3 +367,24 @@ def test_a_broken_hubploy_yaml_is_one_error_naming_file_and_line(
     assert status == 1
     assert captured.out == ""
     assert captured.err == f"hubbot: error: {message}\n"
+
+
+def test_an_edited_image_file_changes_the_tag_for_every_pair(hub_repo: Path) -> None:
+    directory = f"{PRIVATE}/images/default"
+    old_tag = tag_of(hub_repo, "HEAD", directory)
+    edit(hub_repo, f"{directory}/environment.yml", "dependencies:", "# pinned\ndependencies:")
+    commit_all(hub_repo, "comment the environment")
+    new_tag = tag_of(hub_repo, "HEAD", directory)
+    result = plan_of(hub_repo)
+    assert [(i["tag"], i["changed"], i["build"]) for i in result["images"]] == [
+        (new_tag, True, True)
+    ]
+    assert pairs(result) == [
+        (
+            hub,
+            env,
+            [("image", f"{IMAGE}: {old_tag} -> {new_tag}", [directory, f"{base}/hubploy.yaml"])],
+        )
+        for hub, base in (("tess-private", PRIVATE), ("tess-public", PUBLIC))
+        for env in ("prod", "staging")
+    ]
