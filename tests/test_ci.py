@@ -18,6 +18,7 @@ from bot.commands.ci import oidc_credentials
 from bot.errors import HubbotError
 from bot.main import main
 from bot.source import WorkTree
+from tests.fixtures.aws import free_port
 from tests.fixtures.containers import (
     USER_IMAGE_DIR,
     LocalRegistry,
@@ -360,3 +361,25 @@ def test_a_refused_oidc_token_says_what_the_workflow_lacks(oidc_env: HTTPServer)
         "cannot get the job's OIDC token for AWS_ROLE_ARN (HTTPError): does the workflow "
         "grant `id-token: write`?"
     )
+
+
+def test_a_pull_request_whose_registry_cannot_be_asked_skips_the_build_and_still_comments(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    unreachable = LocalRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", tmp_path)
+    image = point_hubs_at(hub_repo, unreachable)
+    base_sha = git(hub_repo, "rev-parse", "staging")
+    git(hub_repo, "checkout", "-q", "-b", "new-image")
+    busybox_image(hub_repo / USER_IMAGE_DIR, extra='LABEL change="new-image"')
+    head_sha = commit_all(hub_repo, "a new user image")
+    pull = api.add_pull("new-image", "staging")
+    event = pull_event(tmp_path, pull["number"], "staging", base_sha, "new-image", head_sha)
+
+    assert ci(hub_repo, "pull_request", event) == 0
+
+    out, _ = capsys.readouterr()
+    skipped = next(line for line in out.splitlines() if line.startswith("==> build: skipped"))
+    assert skipped.startswith("==> build: skipped (cannot ask the registry which tags exist: ")
+    assert image.split("/")[0] in skipped
+    assert len(api.comments_on(pull["number"])) == 1

@@ -227,12 +227,24 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     elif not changed:
         ctx.report.skip("build", "no image changed")
     else:
-        with ctx.report.step("build (no push)"):
-            hubs = sorted({hub for image in changed for hub in image.hubs})
-            for image in builder.ensure_images(WorkTree(ctx.repo), hubs, False, on_line=print):
-                print(f"{image.name}:{image.tag}: built={image.built} pushed={image.pushed}")
+        build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
     comment_step(ctx, pull, diff_markdown(ctx, result))
     return 0
+
+
+def build_without_push(ctx: Context, hubs: list[str]) -> None:
+    """Build the PR's missing images to prove they build; skipped when the registry cannot
+    be asked (pull request workflows get no cloud credentials), since then it is unknown
+    which tags are missing."""
+    source = WorkTree(ctx.repo)
+    try:
+        builder.plan(source, hubs, push=False)
+    except HubbotError as exc:
+        ctx.report.skip("build", f"cannot ask the registry which tags exist: {exc}")
+        return
+    with ctx.report.step("build (no push)"):
+        for image in builder.ensure_images(source, hubs, False, on_line=print):
+            print(f"{image.name}:{image.tag}: built={image.built} pushed={image.pushed}")
 
 
 def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
