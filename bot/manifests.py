@@ -111,17 +111,8 @@ def chart_at(source: Source) -> Iterator[Path]:
     if not isinstance(source, GitCommit):
         yield source.root / CHART_DIR
         return
-    prefix = f"{CHART_DIR}/"
     with tempfile.TemporaryDirectory(prefix="hubbot-chart-") as tmp:
-        target = Path(tmp) / CHART_DIR
-        for name, (mode, _) in git.tree_entries(source.root, source.commit).items():
-            if not name.startswith(prefix) or mode in ("120000", "160000"):
-                continue  # symlinks and submodules have no place in a chart
-            content = git.show(source.root, source.commit, name)
-            path = target / name[len(prefix) :]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content or b"")
-        yield target
+        yield git.export(source.root, source.commit, CHART_DIR, Path(tmp))
 
 
 def pair_manifest_diff(
