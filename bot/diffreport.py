@@ -41,12 +41,13 @@ def _describe(pair: Pair) -> str:
 
 
 def _restarts(report: DiffReport) -> list[str]:
-    found: list[str] = []
+    """Each kind of restart once, with the pairs where it happens."""
+    where: dict[str, list[str]] = {}
     for item in report.pairs:
         if item.manifests is not None:
-            label = f"{item.pair.hub}/{item.pair.env}"
-            found.extend(f"{label}: {what}" for what in item.manifests.restarts)
-    return found
+            for what in item.manifests.restarts:
+                where.setdefault(what, []).append(f"{item.pair.hub}/{item.pair.env}")
+    return [f"{what}: {', '.join(pairs)}" for what, pairs in where.items()]
 
 
 def _counts(report: DiffReport) -> str:
@@ -197,15 +198,17 @@ def _markdown_pair(item: PairReport) -> list[str]:
         out.append("")
     else:
         out += ["No effective value changed.", ""]
-    out += [f"- {escape_cell(line)}" for line in _secret_lines(item.values)]
+    secrets = _secret_lines(item.values)
+    if secrets:
+        out += [f"- {escape_cell(line)}" for line in secrets] + [""]
     if item.values.overridden:
-        out += ["", "Changed but overridden here (no effect):", ""]
+        out += ["Changed but overridden here (no effect):", ""]
         out += [
             f"- {_code(entry.path)} at {_code(entry.file)}: {_code(_value(entry.old))} → "
             f"{_code(_value(entry.new))}, overridden by {_code(entry.by)}"
             for entry in item.values.overridden
         ]
-    out.append("")
+        out.append("")
     if item.note:
         out += [f"_Manifests: {escape_cell(item.note)}_", ""]
     if item.manifests is not None:

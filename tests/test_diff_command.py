@@ -258,8 +258,9 @@ def test_manifest_diff_and_what_restarts(
     status, out, _ = hubbot(chart_repo, capsys, "diff", "--base", "HEAD~1", "--format", "markdown")
     assert status == 0
     summary = out.split("<details>")[0]
-    assert "**What restarts**\n\n- tess-private/prod: hub pod restarts\n" in summary
-    assert "- tess-private/staging: hub pod restarts\n" in summary
+    assert (
+        "**What restarts**\n\n- hub pod restarts: tess-private/prod, tess-private/staging\n\n"
+    ) in summary
     prod = out.split("<summary>tess-private/prod")[1].split("</details>")[0]
     assert "Manifests, resources: 2 changed (ConfigMap/hub, Secret/hub), 0 added, 0 removed" in prod
     assert "\n```diff\n--- old/ConfigMap/hub\n+++ new/ConfigMap/hub\n" in prod
