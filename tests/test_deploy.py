@@ -465,3 +465,19 @@ def test_sigterm_during_the_health_check_retries_ends_the_run_at_once(
     assert "interrupted (SIGTERM) while waiting to retry" in out
     (deployment,) = recorded.deployments.values()
     assert [s["state"] for s in recorded.statuses[deployment["id"]]] == ["in_progress", "failure"]
+
+
+def test_an_unknown_environment_fails_its_pair_with_one_line_and_deploys_nothing(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "qa") == 1
+
+    out, err = capsys.readouterr()
+    assert err == ""
+    target, result, _, detail = out.splitlines()[-1].split(None, 3)
+    assert (target, result) == ("tess-public/qa", "FAILED")
+    assert detail == (
+        "unknown environment 'qa' for hub tess-public: deployments/tess-public/hubploy.yaml "
+        "defines staging, prod"
+    )
+    assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
