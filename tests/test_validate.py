@@ -34,6 +34,20 @@ def test_the_repository_is_valid(hub_repo: Path, capsys: pytest.CaptureFixture[s
     assert "4 of 4 hub environments valid" in out
     for pair in ("tess-public/staging", "tess-public/prod", "tess-private/staging"):
         assert f"ok      {pair}" in out
+    assert "ok      hub/ chart lock" in out
+
+
+def test_a_chart_lock_out_of_sync_with_chart_yaml(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, "hub/Chart.yaml", "version: 4.2.0", "version: 4.3.0")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert "4 of 4 hub environments valid" in out
+    assert (
+        "  hub/Chart.lock:1: Chart.lock is out of sync with hub/Chart.yaml: "
+        "run `helm dependency update hub` and commit Chart.lock"
+    ) in out
 
 
 def test_wrong_type_in_prod_names_file_and_line(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from bot import actions
+from bot import actions, helm
 from bot.errors import HubbotError
 from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
 from bot.source import WorkTree
 from bot.validation import check
-from bot.values import build
+from bot.values import CHART_DIR, build
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
                 problems = [exc]
             report(f"{hub}/{env}", problems, args.format)
             failed += bool(problems)
+    chart_problems = chart_lock_problems(source)
+    report(f"{CHART_DIR}/ chart lock", chart_problems, args.format)
     print(f"{pairs - failed} of {pairs} hub environments valid")
+    failed += bool(chart_problems)
     if has_infra(source):
         try:
             mismatches = cross_check(source, hubs, [args.env] if args.env else None)
@@ -53,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
         report("infra/ cross-check", mismatches, args.format)
         failed += bool(mismatches)
     return 1 if failed else 0
+
+
+def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
+    """Chart.lock must pin what Chart.yaml asks for, or deploys would fail later."""
+    try:
+        helm.locked_dependencies(source.root / CHART_DIR)
+    except HubbotError as exc:
+        return [exc]
+    return []
 
 
 def report(name: str, problems: list[HubbotError], output_format: str) -> None:
