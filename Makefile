@@ -25,7 +25,7 @@ check: $(STAMP)
 	$(BIN)/hubbot diff --base $(BASE) --format text
 
 lint: $(STAMP)
-	$(BIN)/ruff check bot tests scripts
+	$(BIN)/ruff check bot bench tests scripts
 	$(BIN)/mypy
 
 test: lint
