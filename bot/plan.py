@@ -79,7 +79,7 @@ class ImagePlan:
     tag: str
     directory: str
     hubs: tuple[str, ...]
-    changed: bool  # the tag differs from the one at base for some hub using it
+    changed: bool  # new content: no hub used this name and tag at base
     exists: bool | None = None  # in the registry; None: not checked or cannot tell
 
     @property
@@ -391,29 +391,30 @@ def _chart_reasons(chart: list[str]) -> list[Reason]:
 def _images(
     base: Source, head: Source, hubs: set[str], check: ImageCheck | None
 ) -> tuple[ImagePlan, ...]:
-    base_hubs = set(discover_hubs(base))
+    head_hubs = set(hubs)
+    # An image is new when no hub used that name and tag at base.
+    at_base = {
+        ref
+        for hub in discover_hubs(base)
+        for ref in _tags(
+            base,
+            _outline_at_base(base, head, hub, _outline(head, hub) if hub in head_hubs else None),
+        )
+    }
     users: dict[tuple[str, str], list[str]] = {}
     directories: dict[tuple[str, str], str] = {}
-    changed: set[tuple[str, str]] = set()
     for hub in sorted(hubs):
         outline = _outline(head, hub)
-        before = (
-            dict(_tags(base, _outline_at_base(base, head, hub, outline)))
-            if hub in base_hubs
-            else {}
-        )
-        for (name, tag), (_, path) in zip(_tags(head, outline), outline.images, strict=True):
-            users.setdefault((name, tag), []).append(hub)
-            directories.setdefault((name, tag), path)
-            if before.get(name) != tag:
-                changed.add((name, tag))
+        for ref, (_, path) in zip(_tags(head, outline), outline.images, strict=True):
+            users.setdefault(ref, []).append(hub)
+            directories.setdefault(ref, path)
     return tuple(
         ImagePlan(
             name,
             tag,
             directories[(name, tag)],
             tuple(users[(name, tag)]),
-            (name, tag) in changed,
+            (name, tag) not in at_base,
             _check(head, users[(name, tag)][0], name, check) if check else None,
         )
         for name, tag in sorted(users)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -387,4 +388,24 @@ def test_an_edited_image_file_changes_the_tag_for_every_pair(hub_repo: Path) -> 
         )
         for hub, base in (("tess-private", PRIVATE), ("tess-public", PUBLIC))
         for env in ("prod", "staging")
+    ]
+
+
+def test_a_new_hub_lists_its_pairs_as_added_and_in_the_matrix(hub_repo: Path) -> None:
+    shutil.copytree(hub_repo / PUBLIC, hub_repo / "deployments/tess-new")
+    commit_all(hub_repo, "a third hub")
+    result = plan(open_source(hub_repo, "HEAD~1"), open_source(hub_repo, "HEAD"))
+    assert pairs(result.to_json()) == [
+        (
+            "tess-new",
+            env,
+            [("added", f"tess-new/{env} is new at HEAD", ["deployments/tess-new/hubploy.yaml"])],
+        )
+        for env in ("prod", "staging")
+    ]
+    assert result.matrix() == {
+        "include": [{"hub": "tess-new", "env": "prod"}, {"hub": "tess-new", "env": "staging"}]
+    }
+    assert [(i.hubs, i.changed) for i in result.images] == [
+        (("tess-new", "tess-private", "tess-public"), False)
     ]
