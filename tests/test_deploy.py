@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 from pytest_httpserver import HTTPServer
+from ruamel.yaml import YAML
 
 from bot.main import main
 from bot.source import WorkTree
@@ -24,12 +25,15 @@ from bot.values import build
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
     HUBS,
+    LAB_KUBECONFIG,
+    LAB_TOKEN,
     HelmStandIn,
     ensure_eks_cluster,
     files_holding,
     locked_dependency_present,
     plaintext_secrets,
     point_urls,
+    use_kubeconfig_provider,
 )
 from tests.fixtures.repos import git
 from tests.fixtures.secrets import AgeKey, write_secrets
@@ -481,3 +485,23 @@ def test_an_unknown_environment_fails_its_pair_with_one_line_and_deploys_nothing
         "defines staging, prod"
     )
     assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
+
+
+def test_a_sops_encrypted_kubeconfig_reaches_helm_only_as_a_private_file(
+    deployable: Deployable, age_env: AgeKey, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    use_kubeconfig_provider(deployable.repo, "tess-public", age_env.recipient)
+
+    assert deploy(deployable, "tess-public", "staging") == 0
+
+    out, err = capsys.readouterr()
+    (upgrade,) = deployable.standin.calls("upgrade")
+    assert upgrade.kubeconfig_mode == 0o600
+    assert YAML(typ="safe").load(upgrade.kubeconfig or "") == YAML(typ="safe").load(
+        LAB_KUBECONFIG
+    )
+    assert not Path(upgrade.env["KUBECONFIG"]).exists()
+    assert LAB_TOKEN not in out + err
+    assert not any(LAB_TOKEN in arg for arg in upgrade.argv)
+    assert files_holding(tmp_path, [LAB_TOKEN], skip=deployable.standin.directory) == []
