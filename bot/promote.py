@@ -8,6 +8,7 @@ what each prod pair will receive.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,14 +87,14 @@ def freight_table(records: dict[str, StagingRecord | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def body(repo: Path, client: github.Client) -> str:
+def body(repo: Path, client: github.Client, redact: Callable[[str], str] = str) -> str:
     base = GitCommit(repo, branch_ref(repo, PROD), label=PROD)
     head = GitCommit(repo, branch_ref(repo, STAGING), label=STAGING)
     result = plan(base, head)
     prod_only = dataclasses.replace(
         result, pairs=tuple(pair for pair in result.pairs if pair.env == PROD)
     )
-    report = build_report(prod_only, prod_only.diffs)
+    report = build_report(prod_only, redact=redact, render_manifests=True)
     hubs = discover_hubs(head)
     records = {hub: next(iter(successful_staging(client, hub)), None) for hub in hubs}
     document = (
@@ -108,9 +109,11 @@ def body(repo: Path, client: github.Client) -> str:
     )
 
 
-def promote(repo: Path, client: github.Client) -> Promotion:
+def promote(
+    repo: Path, client: github.Client, redact: Callable[[str], str] = str
+) -> Promotion:
     """Open the promotion PR, or update the open one in place."""
-    text = body(repo, client)
+    text = body(repo, client, redact)
     existing = github.find_pull(client, head=STAGING, base=PROD)
     if existing is not None:
         pull = github.update_pull(client, existing["number"], title=TITLE, body=text)

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def pipeline(ctx: Context, event: Event) -> int:
-    if event.name in ("pull_request", "pull_request_target"):
+    if event.name == "pull_request":
         pull = event.payload.get("pull_request")
         if not isinstance(pull, dict):
             raise HubbotError("the pull_request event has no `pull_request` object")
@@ -188,7 +188,8 @@ def only_env(result: Plan, env: str) -> Plan:
 
 def diff_markdown(ctx: Context, result: Plan) -> str:
     with ctx.report.step("diff"):
-        text = report_markdown(build_report(result, result.diffs))
+        report = build_report(result, redact=ctx.redactor.redact, render_manifests=True)
+        text = report_markdown(report)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
         print(text, end="" if text.endswith("\n") else "\n")
@@ -316,7 +317,7 @@ def push_to_staging(ctx: Context, event: Event) -> int:
         ctx.report.skip("promote", "a staging deploy failed")
         return 1
     with ctx.report.step("promote"):
-        promotion = promote.promote(ctx.repo, client)
+        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact)
         url = promotion.pull.get("html_url", "")
         action = "opened" if promotion.created else "updated"
         print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
         client = github.client_from_env(assert_clean=args.redactor.assert_clean)
     except HubbotError as exc:
         raise HubbotError(f"hubbot promote updates a pull request on GitHub: {exc}") from None
-    result = promote.promote(args.repo, client)
+    result = promote.promote(args.repo, client, args.redactor.redact)
     action = "opened" if result.created else "updated"
     print(f"{action} the promotion PR #{result.pull['number']}: {result.pull['html_url']}")
     return 0
