@@ -3,14 +3,24 @@
 Helm reads values with YAML 1.1 rules, where a plain `on`, `yes` or `no` is a
 boolean; YAML 1.2 tools read them as strings. Rather than guess, such plain
 scalars are rejected with their line, so every reader agrees on the value.
+
+The meaning of a file is defined by ruamel.yaml's round-trip loader (YAML 1.2).
+Its pure-Python parser is most of the time `hubbot validate` spends, so an
+ordinary file is read by libyaml's composer instead, with every plain scalar
+resolved and constructed by ruamel's own rules. Anything out of the ordinary
+(an error, a duplicate or non-string key, a tag, an anchor, a directive, a
+merge key, a rejected boolean) is read again by ruamel, which gives the answer
+or the message.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
@@ -45,14 +55,29 @@ class YamlDoc:
 
 
 def _parser() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    yaml.preserve_quotes = True  # tells a quoted "on" (a string) from a plain one
-    return yaml
+    parser = YAML(typ="rt")
+    parser.allow_duplicate_keys = False
+    parser.preserve_quotes = True  # tells a quoted "on" (a string) from a plain one
+    return parser
 
 
 def load_yaml(file: str, text: str) -> YamlDoc:
     """Parse `text` (named `file` in messages) into a YamlDoc, or raise HubbotError."""
+    doc = _load_with_libyaml(file, text)
+    return doc if doc is not None else _load_with_ruamel(file, text)
+
+
+def _load_with_libyaml(file: str, text: str) -> YamlDoc | None:
+    """The document, or None where ruamel must read the file."""
+    if _ODD_SYNTAX.search(text) is not None:
+        return None
+    try:
+        return _Fast(file).load(text)
+    except (_NotOrdinary, yaml.YAMLError):
+        return None
+
+
+def _load_with_ruamel(file: str, text: str) -> YamlDoc:
     try:
         raw = _parser().load(text)
     except DuplicateKeyError as exc:
@@ -68,6 +93,136 @@ def load_yaml(file: str, text: str) -> YamlDoc:
     lines: dict[Path_, int] = {}
     data = _plain(raw, (), lines, file)
     return YamlDoc(file=file, data=data, lines=lines)
+
+
+# A tag or anchor (after a space, flow indicator or line start), a directive, or
+# what the two scanners treat differently: a tab, a byte order mark, a lone
+# carriage return, YAML 1.1's extra line breaks, a `#` right after a block
+# scalar's indicator. A false match only costs speed.
+_ODD_SYNTAX = re.compile(
+    r"(?:^|[\s\[{,:])[!&]|^%|[\t\x85\u2028\u2029\ufeff]|\r(?!\n)|[|>][-+0-9]*#",
+    re.MULTILINE,
+)
+
+_PLAIN = "hubbot:plain"
+_QUOTED = "hubbot:quoted"
+_COLLECTION = "hubbot:collection"
+_OTHER = "hubbot:other"
+_CONSTRUCTED = frozenset(
+    {f"tag:yaml.org,2002:{name}" for name in ("bool", "int", "float", "null", "timestamp")}
+)
+
+
+class _NotOrdinary(Exception):
+    """The file needs ruamel to be read exactly (or to word its error)."""
+
+
+class _Composer(yaml.CSafeLoader):
+    """libyaml's composer, marking each node as plain, quoted or otherwise tagged."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            return _PLAIN if implicit[0] else _QUOTED if implicit[1] else _OTHER
+        return _COLLECTION if implicit else _OTHER
+
+
+class _Fast:
+    """Builds a YamlDoc from libyaml's node tree, as _load_with_ruamel would."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[Path_, int] = {}
+        self.ruamel: YAML | None = None
+        self.resolvers: dict[Any, list[tuple[str, Any]]] = {}
+        self.open: set[int] = set()
+
+    def load(self, text: str) -> YamlDoc:
+        loader = _Composer(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+        if root is not None and not isinstance(root, yaml.CollectionNode):
+            raise _NotOrdinary  # the scanners differ on a top-level block scalar's `#` lines
+        data = None if root is None else self.value(root, ())
+        return YamlDoc(file=self.file, data=data, lines=self.lines)
+
+    def value(self, node: yaml.Node, path: Path_) -> Any:
+        tag = node.tag
+        if tag == _QUOTED:
+            return node.value
+        if tag == _PLAIN:
+            return self.plain(node.value)
+        if tag != _COLLECTION or id(node) in self.open:
+            raise _NotOrdinary
+        self.open.add(id(node))
+        lines = self.lines
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.key(key_node)
+                if key in out:
+                    raise _NotOrdinary
+                key_path = (*path, key)
+                lines[key_path] = key_node.start_mark.line + 1
+                out[key] = self.child(value_node, key_path)
+            result: Any = out
+        else:
+            items = []
+            for index, item in enumerate(node.value):
+                item_path = (*path, index)
+                lines[item_path] = item.start_mark.line + 1
+                items.append(self.child(item, item_path))
+            result = items
+        self.open.discard(id(node))
+        return result
+
+    def child(self, node: yaml.Node, path: Path_) -> Any:
+        value = self.value(node, path)
+        if node.tag == _PLAIN and type(value) is str and value in YAML11_BOOLEANS:
+            raise _NotOrdinary
+        return value
+
+    def key(self, node: yaml.Node) -> str:
+        if node.tag == _QUOTED:
+            return str(node.value)
+        if node.tag == _PLAIN:
+            key = self.plain(node.value)
+            if type(key) is str:
+                return key
+        raise _NotOrdinary
+
+    def plain(self, value: str) -> Any:
+        """A plain scalar as ruamel resolves and constructs it."""
+        if value and value[0] not in _NON_STRING_STARTS:
+            return value
+        rt = self.ruamel
+        if rt is None:
+            rt = self.ruamel = YAML(typ="rt")
+            self.resolvers = rt.resolver.versioned_resolver
+        resolvers = self.resolvers.get(value[:1], [])
+        tag = next((tag for tag, regexp in resolvers if regexp.match(value)), None)
+        if tag is None:
+            return value
+        if tag not in _CONSTRUCTED:
+            raise _NotOrdinary  # the merge key `<<` and the value key `=`
+        from ruamel.yaml.nodes import ScalarNode
+
+        constructor = rt.constructor
+        try:
+            built = constructor.yaml_constructors[tag](constructor, ScalarNode(tag, value))
+        except Exception:  # ruamel fails on some (`+_`): let it fail in its own order
+            raise _NotOrdinary from None
+        return _plain(built, (), self.lines, self.file)
+
+
+def _non_string_starts() -> frozenset[str]:
+    """The first characters of every plain scalar ruamel may read as other than a string."""
+    resolvers = YAML(typ="rt").resolver.versioned_resolver
+    return frozenset(first for first in resolvers if first)
+
+
+_NON_STRING_STARTS = _non_string_starts()
 
 
 def _mark_location(file: str, exc: MarkedYAMLError) -> Location:

@@ -1,0 +1,261 @@
+"""bot/yamlfile.py: libyaml's fast path reads every file exactly as ruamel does."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.errors import HubbotError
+from bot.yamlfile import YamlDoc, _load_with_libyaml, _load_with_ruamel, load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def outcome(load: Any, text: str) -> tuple[str, Any, dict[Any, int]] | str:
+    """The document's data (repr: NaN is not equal to itself) and lines, or the error."""
+    try:
+        doc: YamlDoc = load("f.yaml", text)
+    except HubbotError as error:
+        return str(error)
+    except Exception as error:  # ruamel's own crashes (`+_`) are kept as they were
+        return f"{type(error).__name__}: {error}"
+    return repr(doc.data), _types(doc.data), doc.lines
+
+
+def fast(text: str) -> YamlDoc | None:
+    """The fast path's document, or None where it hands the file to ruamel."""
+    try:
+        return _load_with_libyaml("f.yaml", text)
+    except Exception:  # ruamel's crashes, which outcome() compares
+        return None
+
+
+def assert_fast_agrees(text: str) -> bool:
+    """Where the fast path reads `text`, ruamel reads the same data and lines."""
+    expected = outcome(_load_with_ruamel, text)
+    assert outcome(load_yaml, text) == expected
+    got = fast(text)
+    if got is None:
+        return False
+    assert (repr(got.data), _types(got.data), got.lines) == expected
+    return True
+
+
+def _types(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _types(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_types(value) for value in data]
+    return type(data).__name__
+
+
+def repository_yaml_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "*.yaml", "*.yml"], cwd=ROOT, capture_output=True, text=True
+    )
+    # Helm templates are Go templates, not YAML.
+    return [name for name in listed.stdout.split() if "/templates/" not in name]
+
+
+def test_every_yaml_file_of_the_repository_reads_the_same() -> None:
+    files = repository_yaml_files()
+    assert files
+    read_fast = [name for name in files if assert_fast_agrees((ROOT / name).read_text())]
+    # Every real file is ordinary; a fast path that always gave up would pass the above.
+    assert read_fast == files
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a:\n  b: 1\n  b: 2\n", 'f.yaml:3: duplicate key "b" (first set on line 2)'),
+        (
+            "a: [1, 2\nb: 3\n",
+            "f.yaml:2: malformed YAML: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence on line 1)",
+        ),
+        (
+            "a:\n  - on\n",
+            "f.yaml:2: plain `on` is a boolean to helm (YAML 1.1) but a string to "
+            'YAML 1.2: write true/false, or quote it ("on") if you mean the string',
+        ),
+        ("a:\n  1: x\n", "f.yaml:2: key 1 must be a string (quote it)"),
+    ],
+)
+def test_files_the_fast_path_hands_over_keep_their_message(text: str, message: str) -> None:
+    assert fast(text) is None
+    assert outcome(load_yaml, text) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "data"),
+    [
+        ("a: 'on'\nb: \"no\"\nc: off-peak\n", {"a": "on", "b": "no", "c": "off-peak"}),
+        # YAML 1.2 numbers as ruamel reads them (a leading 0 is not octal).
+        (
+            "a: 0x1F\nb: 0o17\nc: 017\nd: 1_000\ne: .inf\nf: 1e3\ng: -2.50\n",
+            {"a": 31, "b": 15, "c": 17, "d": 1000, "e": float("inf"), "f": 1000.0, "g": -2.5},
+        ),
+        (
+            "a: ~\nb:\nc: null\nd: True\ne: '1'\n",
+            {"a": None, "b": None, "c": None, "d": True, "e": "1"},
+        ),
+        (
+            "a: 2002-12-14\nb: 2001-12-14 21:59:43.10\n",
+            {"a": "2002-12-14", "b": "2001-12-14T21:59:43.100000"},
+        ),
+        ("- |\n  x\n- >\n  y\n  z\n", ["x\n", "y z\n"]),
+    ],
+)
+def test_scalars_read_as_ruamel_reads_them(text: str, data: Any) -> None:
+    doc = fast(text)
+    assert doc is not None
+    assert doc.data == data
+    assert assert_fast_agrees(text)
+
+
+def test_lines_of_keys_and_items() -> None:
+    doc = fast("a:\n  b:\n  - x\n  -\n    c: 1\n\n  d: [1,\n    2]\n")
+    assert doc is not None
+    assert doc.lines == {
+        ("a",): 1,
+        ("a", "b"): 2,
+        ("a", "b", 0): 3,
+        ("a", "b", 1): 5,
+        ("a", "b", 1, "c"): 5,
+        ("a", "d"): 7,
+        ("a", "d", 0): 7,
+        ("a", "d", 1): 8,
+    }
+    assert assert_fast_agrees("a:\n  b:\n  - x\n  -\n    c: 1\n\n  d: [1,\n    2]\n")
+
+
+# Scalars that YAML 1.1 and 1.2, or libyaml and ruamel, may read differently.
+TOKENS = [
+    "a",
+    "on",
+    "off",
+    "yes",
+    "No",
+    "y",
+    "true",
+    "False",
+    "TRUE",
+    "null",
+    "~",
+    "Null",
+    "0",
+    "-1",
+    "+2",
+    "017",
+    "0o17",
+    "0x1F",
+    "0b101",
+    "1_000",
+    "+_",
+    "1.5",
+    "1e3",
+    "1.0e-3",
+    ".5",
+    "-.inf",
+    ".NaN",
+    "1:30",
+    "190:20:30",
+    "2002-12-14",
+    "2001-12-14 21:59:43.10 -5",
+    "2001-12-14t21:59:43.10-05:00",
+    "<<",
+    "=",
+    "x y",
+    "a:b",
+    "a #b",
+    "-",
+    "?",
+    "%x",
+    "@x",
+    "`x",
+    "é",
+    "a\\b",
+    "1,2",
+    "[",
+    "{}",
+    "",
+    " ",
+]
+PLAIN = st.sampled_from(TOKENS)
+KEYS = st.sampled_from(["a", "b", "on", "1", "null", "x y", "<<", "~", "true", "a-b", "a.b"])
+
+
+def quoted(value: str, style: int) -> str:
+    if style == 0:
+        return value
+    if style == 1:
+        return "'" + value.replace("'", "''") + "'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+TREES = st.recursive(
+    st.tuples(PLAIN, st.integers(0, 2)),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(st.tuples(st.tuples(KEYS, st.integers(0, 2)), inner), max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def emit(tree: Any, indent: int, flow: bool) -> list[str]:
+    """Block YAML lines for `tree` (flow style for collections when `flow`)."""
+    pad = " " * indent
+    if isinstance(tree, tuple):
+        return [pad + quoted(*tree)]
+    if flow:
+        return [pad + flow_text(tree)]
+    if not tree:
+        return [pad + ("[]" if isinstance(tree, list) else "{}")]
+    lines = []
+    for entry in tree:
+        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], tuple):
+            key, value = entry
+            head = pad + quoted(*key) + ":"
+        else:
+            value, head = entry, pad + "-"
+        if isinstance(value, tuple):
+            lines.append(head + " " + quoted(*value))
+        else:
+            lines.append(head)
+            lines.extend(emit(value, indent + 2, flow))
+    return lines
+
+
+def flow_text(tree: Any) -> str:
+    if isinstance(tree, tuple):
+        return quoted(*tree)
+    parts = []
+    is_map = bool(tree) and isinstance(tree[0], tuple) and isinstance(tree[0][0], tuple)
+    for entry in tree:
+        if is_map:
+            parts.append(f"{quoted(*entry[0])}: {flow_text(entry[1])}")
+        else:
+            parts.append(flow_text(entry))
+    return ("{" if is_map else "[") + ", ".join(parts) + ("}" if is_map else "]")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=TREES, flow=st.booleans(), comment=st.booleans())
+def test_generated_documents_read_the_same(tree: Any, flow: bool, comment: bool) -> None:
+    lines = emit(tree, 0, flow)
+    if comment:
+        lines.insert(len(lines) // 2, "# a comment")
+    assert_fast_agrees("\n".join(lines) + "\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=list("ab1: -[]{},#'\"\n\t|>&!*?%@`~.\\é"), max_size=40))
+def test_arbitrary_text_reads_the_same(text: str) -> None:
+    assert_fast_agrees(text)
