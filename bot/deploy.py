@@ -23,9 +23,9 @@ from typing import Protocol
 
 from bot import health, helm
 from bot.clusters import kubeconfig_file, provider_for
-from bot.commands.render import masked
 from bot.errors import HubbotError
 from bot.freight import Freight
+from bot.merge import masked
 from bot.redact import Redactor
 from bot.source import Source
 from bot.validation import check

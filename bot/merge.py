@@ -14,6 +14,9 @@ from typing import Any
 
 from bot.yamlfile import Path_
 
+# What reviewers and logs see in place of a value a secrets layer set.
+MASK = "<secret>"
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -124,3 +127,19 @@ def set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[st
         node = node.setdefault(key, {})
     node[path[-1]] = value
     return data
+
+
+def masked(merged: Merged) -> Any:
+    """The merged document with every value a secrets layer set replaced by MASK."""
+    return _mask(merged.document, (), merged)
+
+
+def _mask(node: Any, path: Path_, merged: Merged) -> Any:
+    origin = merged.winner(path) if path else None
+    if origin is not None and origin.secret and not isinstance(node, dict | list):
+        return MASK
+    if isinstance(node, dict):
+        return {key: _mask(value, (*path, key), merged) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_mask(value, (*path, index), merged) for index, value in enumerate(node)]
+    return node

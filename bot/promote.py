@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import diffreport, git, github, markdown
-from bot.commands.diff import build_report
+from bot.diffs import build_report
 from bot.errors import HubbotError
 from bot.freight import PROD, STAGING, StagingRecord, successful_staging
 from bot.hubploy import discover_hubs

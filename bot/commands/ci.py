@@ -30,8 +30,8 @@ import requests
 
 from bot import actions, builder, deploy, freight, git, github, markdown, memfs, promote, sops
 from bot.commands import validate
-from bot.commands.diff import build_report
 from bot.diffreport import markdown as report_markdown
+from bot.diffs import build_report
 from bot.errors import HubbotError
 from bot.hubploy import discover_hubs
 from bot.plan import Plan, plan

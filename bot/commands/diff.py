@@ -5,17 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
-from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 
-from bot import actions, diffreport, git, helm, manifests, sops
-from bot.diffreport import DiffReport, PairReport
-from bot.plan import Pair, Plan, plan
-from bot.source import GitCommit, Source, open_source
-from bot.values import CHART_DIR, Decryptor, HubValues, build
-from bot.valuesdiff import ValuesDiff, diff_values, unchanged
+from bot import actions, diffreport, sops
+from bot.diffs import build_report
+from bot.plan import plan
+from bot.source import open_source
 
 FORMATS = ("markdown", "text", "json")
 ARTIFACT = "hubbot-diff.md"
@@ -68,95 +63,3 @@ def run(args: argparse.Namespace) -> int:
             output.write_text(full, encoding="utf-8")
         actions.append_summary(full, assert_clean=args.redactor.assert_clean)
     return 0
-
-
-def build_report(
-    result: Plan,
-    diffs: dict[tuple[str, str], ValuesDiff] | None = None,
-    *,
-    decrypt: Decryptor | None = None,
-    redact: Callable[[str], str] = str,
-    render_manifests: bool = False,
-) -> DiffReport:
-    """Per affected pair of `result` (from bot.plan.plan): its values and manifest diff.
-
-    The values diffs are `diffs` (default: the plan's, secrets read without keys),
-    or with `decrypt` re-made from decrypted secrets: then pass the redactor's
-    `redact` (the default leaves text as it is). With `render_manifests`, both
-    refs' charts are rendered with helm; when the chart's dependency cannot be
-    fetched, each pair says so in one line and keeps its values diff.
-    """
-    assert result.sources is not None, "a Plan made by bot.plan.plan records its sources"
-    base, head = result.sources
-    given = result.diffs if diffs is None else diffs
-    values = {
-        (pair.hub, pair.env): (
-            diff_values(*_sides(base, head, pair, decrypt))
-            if decrypt
-            else given.get((pair.hub, pair.env)) or unchanged(pair.hub, pair.env)
-        )
-        for pair in result.pairs
-    }
-    if not render_manifests or not result.pairs:
-        pairs = [PairReport(p, values[(p.hub, p.env)], None) for p in result.pairs]
-        return _report(result, pairs, None)
-    with tempfile.TemporaryDirectory(prefix="hubbot-diff-") as scratch, ExitStack() as charts:
-        try:
-            # Dependencies are fetched once per ref, not once per pair.
-            head_chart = charts.enter_context(
-                helm.ready_chart(_chart_dir(head, Path(scratch, "head")))
-            )
-            base_chart = head_chart
-            if base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR):
-                base_dir = _chart_dir(base, Path(scratch, "base"))
-                base_chart = charts.enter_context(helm.ready_chart(base_dir))
-        except helm.ChartUnavailable as exc:
-            note = f"not rendered: {exc.message}"
-            pairs = [PairReport(p, values[(p.hub, p.env)], None, note) for p in result.pairs]
-            return _report(result, pairs, note)
-        pairs = []
-        for pair in result.pairs:
-            old, new = _sides(base, head, pair, decrypt)
-            some = new or old
-            assert some is not None
-            rendered = manifests.manifest_diff(
-                head_chart if new else base_chart,
-                old.document if old else None,
-                new.document if new else None,
-                some.environment.release,
-                some.environment.namespace,
-                redact,
-                kube_version=manifests.kube_version(some.deployment),
-                old_chart_dir=base_chart,
-            )
-            pairs.append(PairReport(pair, values[(pair.hub, pair.env)], rendered))
-    return _report(result, pairs, None)
-
-
-def _sides(
-    base: Source, head: Source, pair: Pair, decrypt: Decryptor | None
-) -> tuple[HubValues | None, HubValues | None]:
-    """The pair's values at base and at head; None where the pair does not exist."""
-    old = None if pair.added else build(base, pair.hub, pair.env, decrypt)
-    new = None if pair.removed else build(head, pair.hub, pair.env, decrypt)
-    return old, new
-
-
-def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> DiffReport:
-    warnings = []
-    if unavailable:
-        warnings.append(f"manifests {unavailable}; the values diff is complete")
-    if any(item.values.secret_files_changed for item in pairs):
-        warnings.append(
-            "secrets were read without keys: a changed secrets file is shown as a whole"
-        )
-    if any(image.exists is None and image.changed for image in result.images):
-        warnings.append("the registry was not asked: whether changed images exist is unknown")
-    return DiffReport(result, tuple(pairs), tuple(warnings))
-
-
-def _chart_dir(source: Source, scratch: Path) -> Path:
-    """The chart as `source` has it, on disk for helm."""
-    if isinstance(source, GitCommit):
-        return git.export(source.root, source.commit, CHART_DIR, scratch)
-    return source.root / CHART_DIR

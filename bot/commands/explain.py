@@ -7,12 +7,10 @@ import json
 from typing import Any
 
 from bot.errors import UsageError
-from bot.merge import MAP, Origin
+from bot.merge import MAP, MASK, Origin
 from bot.source import WorkTree
 from bot.values import build
 from bot.yamlfile import Path_
-
-MASK = "<secret>"
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from bot import manifests, sops
-from bot.merge import Merged
+from bot.merge import masked
 from bot.source import WorkTree
 from bot.values import CHART_DIR, build
-from bot.yamlfile import Path_, dump_yaml
-
-MASK = "<secret>"
+from bot.yamlfile import dump_yaml
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,19 +49,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"# {values.hub}/{values.env}: the values helm receives (secrets {state})")
     print(dump_yaml(masked(values.merged)), end="")
     return 0
-
-
-def masked(merged: Merged) -> Any:
-    """The merged document with every value a secrets layer set replaced by MASK."""
-    return _mask(merged.document, (), merged)
-
-
-def _mask(node: Any, path: Path_, merged: Merged) -> Any:
-    origin = merged.winner(path) if path else None
-    if origin is not None and origin.secret and not isinstance(node, dict | list):
-        return MASK
-    if isinstance(node, dict):
-        return {key: _mask(value, (*path, key), merged) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_mask(value, (*path, index), merged) for index, value in enumerate(node)]
-    return node
