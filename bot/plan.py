@@ -19,7 +19,15 @@ import yaml
 from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
 from bot.imagetag import tag_for_tree
 from bot.source import Source, memoized
-from bot.values import CHART_DIR, CHART_VALUES, HubValues, ImageRef, build, image_refs
+from bot.values import (
+    CHART_DIR,
+    CHART_VALUES,
+    HubValues,
+    ImageRef,
+    build,
+    image_refs,
+    layer_files,
+)
 from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 
 # Asks a registry whether an image tag exists: True/False, or None when it cannot tell.
@@ -240,19 +248,9 @@ def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | N
     return _outline(base, hub)
 
 
-def _layer_files(hub: str, env: str) -> list[str]:
-    base = f"{DEPLOYMENTS}/{hub}"
-    return [
-        CHART_VALUES,
-        f"{base}/config/common.yaml",
-        f"{base}/config/{env}.yaml",
-        f"{base}/secrets/{env}.yaml",
-    ]
-
-
 def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: str) -> bool:
     """Every input of the pair's render is byte-identical: no need to render it."""
-    files = [old.file, *_layer_files(old.hub, env)]
+    files = [old.file, *layer_files(old.hub, env)]
     if any(base.read(file) != head.read(file) for file in files):
         return False
     return [(path, base.tree_hash(path)) for _, path in old.images] == [
@@ -272,7 +270,7 @@ def _compare(
         files = sorted({row.layer.rsplit(":", 1)[0] for row in value_rows})
         count = len(value_rows)
         reasons.append(Reason(VALUES, f"{count} key{'s' * (count != 1)} changed", tuple(files)))
-    secrets_file = _layer_files(hub, env)[-1]
+    secrets_file = layer_files(hub, env)[-1]
     secret_rows = [row for row in diff.rows if row.secret]
     if base.read(secrets_file) != head.read(secrets_file) or secret_rows:
         detail = (
@@ -342,7 +340,7 @@ def _no_effect(
         file = item.file.rsplit(":", 1)[0]
         overridden.setdefault(file, []).append(item.path)
         by.setdefault(file, set()).add(item.by.rsplit(":", 1)[0])
-    for file in [*_layer_files(hub, env)[:-1], new.deployment.file]:
+    for file in [*layer_files(hub, env)[:-1], new.deployment.file]:
         if base.read(file) == head.read(file) or file in with_effect:
             continue
         if file in overridden:

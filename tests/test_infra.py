@@ -14,9 +14,8 @@ import pytest
 
 from bot import infra
 from bot.errors import Location
-from bot.main import main
 from bot.source import WorkTree
-from tests.fixtures.repos import write
+from tests.fixtures.repos import replace_in, validate, write
 from tests.fixtures.tools import require_binary
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -92,17 +91,6 @@ creation_rules:
 """
 
 
-def validate(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    status = main(["--repo", str(repo), "validate", *args])
-    captured = capsys.readouterr()
-    return status, captured.out + captured.err
-
-
-def replace_in(repo: Path, relative: str, old: str, new: str) -> None:
-    path = repo / relative
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {relative}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def line_of(repo: Path, relative: str, needle: str, after: int = 1) -> int:

@@ -6,21 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.main import main
-from tests.fixtures.repos import write
-
-
-def validate(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    status = main(["--repo", str(repo), "validate", *args])
-    captured = capsys.readouterr()
-    return status, captured.out + captured.err
-
-
-def replace_in(repo: Path, relative: str, old: str, new: str) -> None:
-    path = repo / relative
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {relative}"
-    path.write_text(text.replace(old, new, 1))
+from tests.fixtures.repos import replace_in, validate, write
 
 
 def line_of(repo: Path, relative: str, needle: str) -> int:
