@@ -213,7 +213,13 @@ def _push(
 ) -> None:
     """Score one merge of `head` onto `base` (raises HubbotError if either is unreadable)."""
     registry = registries["hubbot"]
-    planned = plan(base, head, check=lambda _d, ref: registry.has_tag(ref.name, ref.tag))
+    # As `hubbot ci` plans a push: with the keys, when the replay has them.
+    planned = plan(
+        base,
+        head,
+        check=lambda _d, ref: registry.has_tag(ref.name, ref.tag),
+        decrypt=truth.decrypt,
+    )
     pairs = pairs_at(head)
     images = images_at(result.repo, head)
     before = set(pairs_at(base))

@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 
+from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
 from bot.imagetag import tag_for_tree
 from bot.source import Source, memoized
 from bot.values import (
     CHART_DIR,
     CHART_VALUES,
+    Decryptor,
     HubValues,
     ImageRef,
     build,
@@ -157,15 +159,22 @@ class Plan:
         }
 
 
-def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
+def plan(
+    base: Source,
+    head: Source,
+    check: ImageCheck | None = None,
+    decrypt: Decryptor | None = None,
+) -> Plan:
     """Compare `base` and `head` (bot.source Sources) and say what to build and deploy.
 
     Stable interface, used by `hubbot plan`, `hubbot diff`, `hubbot ci` and the
     benchmarks:
-        plan(base_source, head_source, check=None) -> Plan
+        plan(base_source, head_source, check=None, decrypt=None) -> Plan
     `check(deployment, image_ref)` asks a registry whether an image tag exists;
     without it `ImagePlan.exists` is None ("unknown"). Secrets are read without
-    keys. Raises HubbotError when either ref's config cannot be read.
+    keys; with `decrypt` (bot.sops), a secrets file whose ciphertext changed is
+    decrypted at both refs, so a re-encryption with the same values deploys
+    nothing. Raises HubbotError when either ref's config cannot be read.
     """
     chart = _chart_changes(base, head)
     pairs: list[Pair] = []
@@ -193,7 +202,7 @@ def plan(base: Source, head: Source, check: ImageCheck | None = None) -> Plan:
                     diffs[(hub, env)] = unchanged(hub, env)
                     pairs.append(Pair(hub, env, tuple(_chart_reasons(chart))))
                 continue
-            pair, quiet, diff = _compare(base, head, hub, env, chart)
+            pair, quiet, diff = _compare(base, head, hub, env, chart, decrypt)
             no_effect.extend(quiet)
             if pair is not None:
                 pairs.append(pair)
@@ -259,7 +268,7 @@ def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: 
 
 
 def _compare(
-    base: Source, head: Source, hub: str, env: str, chart: list[str]
+    base: Source, head: Source, hub: str, env: str, chart: list[str], decrypt: Decryptor | None
 ) -> tuple[Pair | None, list[NoEffect], ValuesDiff]:
     old = build(base, hub, env)
     new = build(head, hub, env)
@@ -272,7 +281,14 @@ def _compare(
         reasons.append(Reason(VALUES, f"{count} key{'s' * (count != 1)} changed", tuple(files)))
     secrets_file = layer_files(hub, env)[-1]
     secret_rows = [row for row in diff.rows if row.secret]
-    if base.read(secrets_file) != head.read(secrets_file) or secret_rows:
+    file_changed = base.read(secrets_file) != head.read(secrets_file)
+    reencrypted = (
+        file_changed
+        and not secret_rows
+        and decrypt is not None
+        and _same_secrets(base, head, secrets_file, decrypt)
+    )
+    if (file_changed and not reencrypted) or secret_rows:
         detail = (
             f"{len(secret_rows)} secret key(s) added, removed or retyped"
             if secret_rows
@@ -283,9 +299,22 @@ def _compare(
     if settings:
         reasons.append(Reason(SETTINGS, f"{', '.join(settings)} changed", (new.deployment.file,)))
     quiet = _no_effect(base, head, old, new, diff, settings)
+    if reencrypted:
+        quiet.append(NoEffect(hub, env, secrets_file, "re-encrypted with the same values"))
     reasons.sort(key=lambda reason: KINDS.index(reason.kind))
     pair = Pair(hub, env, tuple(reasons)) if reasons else None
     return pair, quiet, diff
+
+
+def _same_secrets(base: Source, head: Source, file: str, decrypt: Decryptor) -> bool:
+    """Whether both refs' secrets decrypt to the same values; compared in memory only.
+
+    A file that cannot be decrypted counts as changed: deploying is the safe side.
+    """
+    try:
+        return decrypt(file, base.read(file) or "") == decrypt(file, head.read(file) or "")
+    except HubbotError:
+        return False
 
 
 def _image_reasons(old: HubValues, new: HubValues) -> list[Reason]:

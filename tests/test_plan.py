@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from bot import sops
 from bot.main import main
 from bot.plan import plan
+from bot.redact import Redactor
 from bot.source import GitCommit, open_source
 from tests.fixtures.containers import LocalRegistry
 from tests.fixtures.repos import commit_all, git, write
@@ -262,6 +264,48 @@ def test_a_reencrypted_secrets_file_affects_its_pair(hub_repo: Path, age_env: Ag
                 )
             ],
         )
+    ]
+    assert "canary" not in json.dumps(result)
+
+
+def keyed_plan_of(repo: Path) -> dict[str, Any]:
+    decrypt = sops.decryptor(Redactor(), cwd=repo)
+    return plan(open_source(repo, "HEAD~1"), open_source(repo, "HEAD"), decrypt=decrypt).to_json()
+
+
+def test_with_keys_a_reencryption_with_the_same_values_deploys_nothing(
+    hub_repo: Path, age_env: AgeKey
+) -> None:
+    plaintext = "jupyterhub:\n  proxy:\n    secretToken: canary-0123456789\n"
+    write_secrets(hub_repo, "tess-public", "staging", plaintext, age=[age_env.recipient])
+    commit_all(hub_repo, "staging secrets for the test key")
+    write_secrets(hub_repo, "tess-public", "staging", plaintext, age=[age_env.recipient])
+    commit_all(hub_repo, "re-encrypt")
+    result = keyed_plan_of(hub_repo)
+    assert pairs(result) == []
+    assert [(n["hub"], n["env"], n["file"], n["reason"]) for n in result["no_effect"]] == [
+        (
+            "tess-public",
+            "staging",
+            f"{PUBLIC}/secrets/staging.yaml",
+            "re-encrypted with the same values",
+        )
+    ]
+    assert "canary" not in json.dumps(result)
+
+
+def test_with_keys_a_changed_secret_value_affects_its_pair(
+    hub_repo: Path, age_env: AgeKey
+) -> None:
+    before = "jupyterhub:\n  proxy:\n    secretToken: canary-0123456789\n"
+    write_secrets(hub_repo, "tess-public", "staging", before, age=[age_env.recipient])
+    commit_all(hub_repo, "staging secrets for the test key")
+    after = before.replace("canary-0123456789", "canary-9876543210")
+    write_secrets(hub_repo, "tess-public", "staging", after, age=[age_env.recipient])
+    commit_all(hub_repo, "rotate the proxy token")
+    result = keyed_plan_of(hub_repo)
+    assert [(hub, env, [kind for kind, _, _ in why]) for hub, env, why in pairs(result)] == [
+        ("tess-public", "staging", ["secrets"])
     ]
     assert "canary" not in json.dumps(result)
 

@@ -173,10 +173,13 @@ def validate_step(ctx: Context) -> None:
             raise HubbotError("validation failed: fix the problems listed above")
 
 
-def plan_step(ctx: Context, base_ref: str, head: Source) -> Plan:
+def plan_step(ctx: Context, base_ref: str, head: Source, *, keyed: bool = False) -> Plan:
+    """The plan from `base_ref` to `head`; `keyed` (pushes, which hold the keys) lets a
+    re-encrypted secrets file with unchanged values deploy nothing."""
     with ctx.report.step("plan"):
         base = GitCommit(ctx.repo, base_ref)
-        result = plan(base, head)
+        decrypt = sops.decryptor(ctx.redactor, cwd=ctx.repo) if keyed else None
+        result = plan(base, head, decrypt=decrypt)
         pairs = ", ".join(f"{p.hub}/{p.env}" for p in result.deployable()) or "none"
         print(f"affected pairs: {pairs}")
     return result
@@ -307,7 +310,7 @@ def deploy_step(
 
 def push_to_staging(ctx: Context, event: Event) -> int:
     validate_step(ctx)
-    result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"))
+    result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
     with ctx.report.step("build and push"):
         hubs = discover_hubs(WorkTree(ctx.repo))
@@ -327,7 +330,9 @@ def push_to_staging(ctx: Context, event: Event) -> int:
 
 def push_to_prod(ctx: Context, event: Event) -> int:
     validate_step(ctx)
-    result = plan_step(ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"))
+    result = plan_step(
+        ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"), keyed=True
+    )
     client = ctx.client()
     targets = [p for p in result.deployable() if p.env == PROD]
     with ctx.report.step("verify freight"):
