@@ -18,9 +18,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hcl2.api import loads as hcl_loads
-from lark.exceptions import LarkError
-
 from bot import sops_config
 from bot.errors import HubbotError, Location
 from bot.hubploy import Deployment, discover_hubs, load_deployment
@@ -151,6 +148,10 @@ def _read_facts(source: Source) -> InfraFacts:
 
 
 def _parse(file: str, text: str) -> dict[str, Any]:
+    # Imported here: python-hcl2 takes longer to import than most commands run.
+    from hcl2.api import loads as hcl_loads
+    from lark.exceptions import LarkError
+
     try:
         parsed: dict[str, Any] = hcl_loads(text)
     except LarkError as exc:
@@ -176,6 +177,8 @@ def _attribute(value: Any, wrapped: bool) -> Any:
 
 def _wraps_attributes() -> bool:
     """Whether the installed hcl2 is the list-wrapping kind (see `_attribute`)."""
+    from hcl2.api import loads as hcl_loads
+
     return isinstance(hcl_loads('probe = "x"\n').get("probe"), list)
 
 

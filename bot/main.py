@@ -5,26 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 
 from bot import git
-from bot.commands import (
-    build,
-    ci,
-    deploy,
-    diff,
-    explain,
-    plan,
-    promote,
-    render,
-    secrets,
-    validate,
-)
 from bot.error_handler import Exit, error_handler
 from bot.errors import UsageError
 from bot.redact import Redactor, installed
 
-VERBS = (validate, render, explain, build, plan, diff, deploy, secrets, promote, ci)
+# The modules in bot/commands/, one per verb. Only the chosen verb's module is
+# imported (all of them for the top-level --help): their dependencies (docker,
+# repo2docker, boto3, ...) take longer to import than validate takes to run.
+VERBS = (
+    "validate",
+    "render",
+    "explain",
+    "build",
+    "plan",
+    "diff",
+    "deploy",
+    "secrets",
+    "promote",
+    "ci",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +35,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def parser() -> argparse.ArgumentParser:
+class _NoVerb(Exception):
+    """The command line names no verb, or is wrong before it."""
+
+
+class _VerbFinder(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _NoVerb
+
+
+def parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser; given `verb`, the other verbs are known by name only."""
     top = _Parser(prog="hubbot", description=__doc__)
     top.add_argument(
         "--repo",
@@ -42,9 +55,28 @@ def parser() -> argparse.ArgumentParser:
     )
     verbs = top.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    for verb in VERBS:
-        verb.register(verbs)
+    for name in VERBS:
+        if verb is None or name == verb:
+            import_module(f"bot.commands.{name}").register(verbs)
+        else:
+            verbs.add_parser(name)
     return top
+
+
+def chosen_verb(argv: Sequence[str]) -> str | None:
+    """The verb `argv` runs, found as parser() finds it; None for top-level help or errors."""
+    finder = _VerbFinder(add_help=False)
+    finder.add_argument("-h", "--help", action="store_true")
+    finder.add_argument("--repo")
+    finder.add_argument("command", nargs=argparse.REMAINDER)
+    try:
+        found, _ = finder.parse_known_args(argv)
+    except _NoVerb:
+        return None
+    if found.help or not found.command or found.command[0] not in VERBS:
+        return None
+    verb: str = found.command[0]
+    return verb
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     redactor = Redactor()
     try:
         with installed(redactor), error_handler(redactor.redact):
-            args = parser().parse_args(argv)
+            argv = sys.argv[1:] if argv is None else argv
+            args = parser(chosen_verb(argv)).parse_args(argv)
             args.redactor = redactor
             args.repo = git.toplevel(args.repo or Path.cwd())
             status: int = args.func(args)

@@ -1,0 +1,99 @@
+"""bot/main.py: only the chosen verb's module is imported, and it parses the same."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.errors import UsageError
+from bot.main import VERBS, chosen_verb, parser
+
+# Imported by build, deploy, ci or infra/ checks; validate, plan and diff need none of them.
+HEAVY = ("docker", "repo2docker", "boto3", "botocore", "hcl2")
+
+LOADED = """
+import sys
+from bot.main import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as stop:
+    status = stop.code
+heavy = {heavy!r}
+print(status, sorted(name for name in sys.modules if name.split(".")[0] in heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate"],
+        ["--repo", "/x", "plan", "--base", "main"],
+        ["--repo=/x", "diff", "--base", "prod", "--format", "text"],
+        ["--rep", "diff", "plan", "--base", "prod"],  # an abbreviated --repo takes "diff"
+        ["secrets", "check"],
+        ["explain", "hub", "staging", "a.b"],
+    ],
+)
+def test_the_chosen_verb_parses_as_with_every_verb_imported(argv: list[str]) -> None:
+    verb = chosen_verb(argv)
+    assert verb == parser().parse_args(argv).verb
+    assert parser(verb).parse_args(argv) == parser().parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["--help"], ["-h", "validate"], ["nosuch"], ["--repo"], ["--bogus"]]
+)
+def test_top_level_help_and_errors_import_every_verb(argv: list[str]) -> None:
+    assert chosen_verb(argv) is None
+
+
+def test_an_unknown_verb_is_a_usage_error_naming_the_choices() -> None:
+    with pytest.raises(UsageError) as raised:
+        parser(chosen_verb(["nosuch"])).parse_args(["nosuch"])
+    assert str(raised.value) == (
+        "argument COMMAND: invalid choice: 'nosuch' (choose from "
+        + ", ".join(f"'{verb}'" for verb in VERBS)
+        + ") (see `hubbot --help`)"
+    )
+
+
+def test_help_lists_every_verb_with_its_help() -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    helps = {
+        action.dest: action.help
+        for top in [parser()]
+        for sub in top._subparsers._group_actions  # type: ignore[union-attr]
+        for action in sub._choices_actions  # type: ignore[attr-defined]
+    }
+    assert sorted(helps) == sorted(VERBS)
+    for verb, text in helps.items():
+        assert text
+        assert f"    {verb} " in listed
+        assert text.split()[0] in listed
+
+
+def loaded_heavy(*argv: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED.format(heavy=set(HEAVY)), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("verb", ["validate", "plan", "diff"])
+def test_help_of_a_light_verb_imports_no_heavy_module(verb: str) -> None:
+    assert loaded_heavy(verb, "--help") == "0 []"
+
+
+@pytest.mark.parametrize(
+    "argv", [["plan", "--base", "prod"], ["diff", "--base", "prod", "--format", "text"]]
+)
+def test_plan_and_diff_import_no_heavy_module(hub_repo: Path, argv: list[str]) -> None:
+    assert loaded_heavy("--repo", str(hub_repo), *argv) == "0 []"
