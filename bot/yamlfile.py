@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from bot.errors import HubbotError, Location
 
@@ -90,6 +91,12 @@ def _load_with_ruamel(file: str, text: str) -> YamlDoc:
         raise HubbotError(f"malformed YAML: {problem}", _mark_location(file, exc)) from None
     except YAMLError as exc:
         raise HubbotError(f"malformed YAML: {exc}", Location(file)) from None
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        # ruamel fails this way on a few odd plain scalars (such as `+_`): still one message.
+        raise HubbotError(
+            f"malformed YAML: a value cannot be read ({type(exc).__name__}): quote odd values",
+            Location(file),
+        ) from None
     lines: dict[Path_, int] = {}
     data = _plain(raw, (), lines, file)
     return YamlDoc(file=file, data=data, lines=lines)
@@ -242,7 +249,9 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
         for key, value in node.items():
-            line = node.lc.key(key)[0] + 1
+            # A key brought in by a merge key (`<<: *anchor`) has no position of its own.
+            position = (node.lc.data or {}).get(key)
+            line = (position[0] if position else node.lc.line) + 1
             if not isinstance(key, str):
                 raise HubbotError(f"key {key!r} must be a string (quote it)", Location(file, line))
             lines[(*path, key)] = line
@@ -259,6 +268,15 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
         return items
     if isinstance(node, bool) or node is None:
         return node
+    if isinstance(node, ScalarBoolean):  # an anchored boolean
+        return bool(node)
+    if isinstance(node, TaggedScalar):
+        if str(node.tag) == "tag:yaml.org,2002:str":
+            return str(node.value)
+        raise HubbotError(
+            f"the YAML tag {node.tag} is not supported here: write the plain value",
+            Location(file, lines.get(path)),
+        )
     if isinstance(node, int):
         return int(node)
     if isinstance(node, float):

@@ -259,3 +259,32 @@ def test_generated_documents_read_the_same(tree: Any, flow: bool, comment: bool)
 @given(text=st.text(alphabet=list("ab1: -[]{},#'\"\n\t|>&!*?%@`~.\\é"), max_size=40))
 def test_arbitrary_text_reads_the_same(text: str) -> None:
     assert_fast_agrees(text)
+
+
+def test_merge_keys_read_with_the_line_of_the_merge() -> None:
+    doc = load_yaml("x.yaml", "a: &base {b: 1}\nc:\n  <<: *base\n  d: 2\n")
+    assert doc.data == {"a": {"b": 1}, "c": {"b": 1, "d": 2}}
+    assert doc.lines[("c", "b")] == 3
+    assert doc.lines[("c", "d")] == 4
+
+
+def test_tagged_and_anchored_scalars_are_plain_values() -> None:
+    doc = load_yaml("x.yaml", "a: !!str 5\nb: &yes true\nc: *yes\n")
+    assert doc.data == {"a": "5", "b": True, "c": True}
+    assert type(doc.data["b"]) is bool
+
+
+def test_an_unsupported_tag_names_the_file_and_line() -> None:
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", "a: 1\nb: !custom 5\n")
+    assert str(caught.value) == (
+        "x.yaml:2: the YAML tag !custom is not supported here: write the plain value"
+    )
+
+
+def test_a_value_ruamel_cannot_construct_is_one_clean_error() -> None:
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", "a: +_\n")
+    assert str(caught.value) == (
+        "x.yaml: malformed YAML: a value cannot be read (IndexError): quote odd values"
+    )
