@@ -26,6 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scalarint import ScalarInt
 
 from bot.errors import HubbotError, Location
 
@@ -186,8 +187,10 @@ class _Fast:
 
     def child(self, node: yaml.Node, path: Path_) -> Any:
         value = self.value(node, path)
-        if node.tag == _PLAIN and type(value) is str and value in YAML11_BOOLEANS:
-            raise _NotOrdinary
+        if node.tag == _PLAIN and (
+            (type(value) is str and value in YAML11_BOOLEANS) or _LEADING_ZERO.match(node.value)
+        ):
+            raise _NotOrdinary  # ruamel's reading gives the message
         return value
 
     def key(self, node: yaml.Node) -> str:
@@ -288,6 +291,11 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
     return node
 
 
+# A plain integer with a leading zero: octal (or, with an 8 or 9, a string) to helm's
+# YAML 1.1, a decimal to YAML 1.2.
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9]+$")
+
+
 def _check_plain_scalar(value: Any, where: Location) -> None:
     if type(value) is str and value in YAML11_BOOLEANS:
         raise HubbotError(
@@ -295,6 +303,17 @@ def _check_plain_scalar(value: Any, where: Location) -> None:
             f'write true/false, or quote it ("{value}") if you mean the string',
             where,
         )
+    width = getattr(value, "_width", None) if type(value) is ScalarInt else None
+    if width is not None:
+        digits = str(abs(int(value)))
+        if width > len(digits):
+            written = "-" * (value < 0) + digits.rjust(width, "0")
+            raise HubbotError(
+                f"plain `{written}` has a leading zero: helm (YAML 1.1) reads it as octal or "
+                f"a string, YAML 1.2 as {int(value)}: drop the zero, or quote it if you mean "
+                "the string",
+                where,
+            )
 
 
 def dump_yaml(data: Any) -> str:

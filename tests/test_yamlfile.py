@@ -96,10 +96,10 @@ def test_files_the_fast_path_hands_over_keep_their_message(text: str, message: s
     ("text", "data"),
     [
         ("a: 'on'\nb: \"no\"\nc: off-peak\n", {"a": "on", "b": "no", "c": "off-peak"}),
-        # YAML 1.2 numbers as ruamel reads them (a leading 0 is not octal).
+        # YAML 1.2 numbers as ruamel reads them (a leading 0 is refused: see below).
         (
-            "a: 0x1F\nb: 0o17\nc: 017\nd: 1_000\ne: .inf\nf: 1e3\ng: -2.50\n",
-            {"a": 31, "b": 15, "c": 17, "d": 1000, "e": float("inf"), "f": 1000.0, "g": -2.5},
+            "a: 0x1F\nb: 0o17\nd: 1_000\ne: .inf\nf: 1e3\ng: -2.50\n",
+            {"a": 31, "b": 15, "d": 1000, "e": float("inf"), "f": 1000.0, "g": -2.5},
         ),
         (
             "a: ~\nb:\nc: null\nd: True\ne: '1'\n",
@@ -288,3 +288,27 @@ def test_a_value_ruamel_cannot_construct_is_one_clean_error() -> None:
     assert str(caught.value) == (
         "x.yaml: malformed YAML: a value cannot be read (IndexError): quote odd values"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "written", "decimal", "line"),
+    [
+        ("a: 017\n", "017", 17, 1),
+        ("x: 1\nb:\n  - -017\n", "-017", -17, 3),
+        ("a: {b: 09}\n", "09", 9, 1),
+    ],
+)
+def test_a_plain_integer_with_a_leading_zero_is_ambiguous(
+    text: str, written: str, decimal: int, line: int
+) -> None:
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", text)
+    assert str(caught.value) == (
+        f"x.yaml:{line}: plain `{written}` has a leading zero: helm (YAML 1.1) reads it as "
+        f"octal or a string, YAML 1.2 as {decimal}: drop the zero, or quote it if you mean "
+        "the string"
+    )
+
+
+def test_zero_and_quoted_leading_zeros_are_fine() -> None:
+    assert load_yaml("x.yaml", 'a: 0\nb: "017"\nc: 10\n').data == {"a": 0, "b": "017", "c": 10}
