@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.main import main
-from tests.fixtures.aws import free_port
 from tests.fixtures.containers import USER_IMAGE_DIR, LocalRegistry, point_hubs_at
+from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git
 
 ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image"

@@ -23,8 +23,8 @@ from bot.builder import (
 from bot.errors import HubbotError
 from bot.registries.oci import OciRegistry
 from bot.source import GitCommit, WorkTree
-from tests.fixtures.aws import free_port
 from tests.fixtures.containers import USER_IMAGE_DIR, LocalRegistry, point_hubs_at
+from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git, write
 
 HUBS = ["tess-private", "tess-public"]

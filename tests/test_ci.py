@@ -18,7 +18,6 @@ from bot.commands.ci import oidc_credentials
 from bot.errors import HubbotError
 from bot.main import main
 from bot.source import WorkTree
-from tests.fixtures.aws import free_port
 from tests.fixtures.containers import (
     USER_IMAGE_DIR,
     LocalRegistry,
@@ -34,6 +33,7 @@ from tests.fixtures.helm_standin import (
     plaintext_secrets,
     point_urls,
 )
+from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git
 from tests.fixtures.secrets import AgeKey, write_secrets
 

@@ -23,8 +23,8 @@ from bot.errors import HubbotError, Location
 from bot.hubploy import load_deployment
 from bot.redact import Redactor
 from bot.source import WorkTree
-from tests.fixtures.aws import free_port
 from tests.fixtures.helm_standin import LAB_KUBECONFIG, LAB_TOKEN, use_kubeconfig_provider
+from tests.fixtures.processes import free_port
 from tests.fixtures.secrets import AgeKey
 
 WHERE = Location("deployments/tess-public/hubploy.yaml", 11)

@@ -7,7 +7,7 @@ from pytest_httpserver import HTTPServer
 
 from bot.errors import HubbotError
 from bot.health import Patience, check
-from tests.fixtures.aws import free_port
+from tests.fixtures.processes import free_port
 
 
 class FakeClock:

@@ -17,8 +17,8 @@ from bot.registries import registry_for
 from bot.registries.ecr import EcrRegistry
 from bot.registries.oci import OciRegistry, parse_challenge
 from bot.source import WorkTree
-from tests.fixtures.aws import free_port
 from tests.fixtures.containers import LocalRegistry
+from tests.fixtures.processes import free_port
 
 ACCOUNT = "123456789012"
 ECR_HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"

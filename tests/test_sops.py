@@ -15,7 +15,7 @@ import pytest
 from bot.main import main
 from bot.redact import Redactor
 from bot.sops import decryptor
-from tests.fixtures.aws import free_port
+from tests.fixtures.processes import free_port
 from tests.fixtures.secrets import AgeKey, secrets_path, write_secrets
 
 HUB, ENV = "tess-private", "staging"
