@@ -418,14 +418,12 @@ def _chart_reasons(chart: list[str]) -> list[Reason]:
 def _images(
     base: Source, head: Source, hubs: set[str], check: ImageCheck | None
 ) -> tuple[ImagePlan, ...]:
-    head_hubs = set(hubs)
     # An image is new when no hub used that name and tag at base.
     at_base = {
         ref
         for hub in discover_hubs(base)
         for ref in _tags(
-            base,
-            _outline_at_base(base, head, hub, _outline(head, hub) if hub in head_hubs else None),
+            base, _outline_at_base(base, head, hub, _outline(head, hub) if hub in hubs else None)
         )
     }
     users: dict[tuple[str, str], list[str]] = {}
