@@ -32,6 +32,10 @@ DEFAULT_KUBE_VERSION = "1.31"
 
 INSTALL_HINT = "run `make setup` (installs helm into .venv/bin) or set HELM to the helm binary"
 
+# A directory of chart packages (`<name>-<version>.tgz`, as a chart repository serves
+# them) used instead of fetching locked dependencies: offline and air-gapped use.
+PACKAGES_ENV = "HUBBOT_CHART_PACKAGES"
+
 
 class ChartUnavailable(HubbotError):
     """A locked chart dependency cannot be fetched (offline, or its repository is down)."""
@@ -222,6 +226,16 @@ def dependencies_available(chart_dir: Path) -> bool:
     return not missing_dependencies(chart_dir)
 
 
+def package_file(chart_dir: Path, dep: Dependency) -> Path | None:
+    """The `<name>-<version>.tgz` of `dep` in the chart's charts/ or HUBBOT_CHART_PACKAGES."""
+    name = f"{dep.name}-{dep.version}.tgz"
+    configured = os.environ.get(PACKAGES_ENV)
+    for directory in (chart_dir / "charts", Path(configured) if configured else None):
+        if directory is not None and (directory / name).is_file():
+            return directory / name
+    return None
+
+
 def _present(chart_dir: Path, dep: Dependency) -> bool:
     charts = chart_dir / "charts"
     if (charts / f"{dep.name}-{dep.version}.tgz").is_file():
@@ -234,18 +248,31 @@ def _present(chart_dir: Path, dep: Dependency) -> bool:
 def ready_chart(chart_dir: Path) -> Iterator[Path]:
     """A directory holding the chart with its locked dependencies, ready to render.
 
-    The chart itself when charts/ already has them; otherwise a temporary copy in
-    which `helm dependency build` fetched them (the working tree is never changed).
+    The chart itself when charts/ already has them; otherwise a temporary copy whose
+    charts/ gets them from HUBBOT_CHART_PACKAGES, else from `helm dependency build`
+    (the working tree is never changed).
     """
     missing = missing_dependencies(chart_dir)
     if not missing:
         yield chart_dir
         return
     names = ", ".join(f"{dep.name} {dep.version} from {dep.repository}" for dep in missing)
-    unavailable = ChartUnavailable(f"chart dependency {names} cannot be fetched (offline?)")
+    unavailable = ChartUnavailable(
+        f"chart dependency {names} cannot be fetched (offline? set {PACKAGES_ENV} to a "
+        "directory of chart packages)"
+    )
     with tempfile.TemporaryDirectory(prefix="hubbot-chart-") as tmp:
         copy = Path(tmp) / chart_dir.name
         shutil.copytree(chart_dir, copy, symlinks=True)
+        local = {dep: package_file(chart_dir, dep) for dep in missing}
+        for package in local.values():
+            if package is not None:
+                (copy / "charts").mkdir(exist_ok=True)
+                shutil.copyfile(package, copy / "charts" / package.name)
+        missing = [dep for dep, package in local.items() if package is None]
+        if not missing:
+            yield copy
+            return
         # `helm dependency build` only fetches from added repositories: add them to a
         # repositories file of our own, leaving the user's helm settings alone.
         env = {"HELM_REPOSITORY_CONFIG": str(Path(tmp) / "repositories.yaml")}
