@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
-from importlib import import_module
+from importlib import import_module, metadata
 from pathlib import Path
 
 from bot import git
@@ -32,7 +33,24 @@ VERBS = (
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        raise UsageError(f"{message}{_did_you_mean(message)} (see `{self.prog} --help`)")
+
+
+def _did_you_mean(message: str) -> str:
+    """For argparse's "invalid choice: 'X' (choose from ...)", the closest choice."""
+    if "invalid choice: '" not in message or "(choose from " not in message:
+        return ""
+    wrong = message.split("invalid choice: '", 1)[1].split("'", 1)[0]
+    choices = [c.strip(" '") for c in message.split("(choose from ", 1)[1].rstrip(")").split(",")]
+    close = difflib.get_close_matches(wrong, choices, n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def version() -> str:
+    try:
+        return metadata.version("tess-hubs-bot")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 class _NoVerb(Exception):
@@ -47,6 +65,7 @@ class _VerbFinder(argparse.ArgumentParser):
 def parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The command line parser; given `verb`, the other verbs are known by name only."""
     top = _Parser(prog="hubbot", description=__doc__)
+    top.add_argument("--version", action="version", version=f"hubbot {version()}")
     top.add_argument(
         "--repo",
         type=Path,
@@ -66,7 +85,7 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
 def chosen_verb(argv: Sequence[str]) -> str | None:
     """The verb `argv` runs, found as parser() finds it; None for top-level help or errors."""
     finder = _VerbFinder(add_help=False)
-    finder.add_argument("-h", "--help", action="store_true")
+    finder.add_argument("-h", "--help", "--version", action="store_true")
     finder.add_argument("--repo")
     finder.add_argument("command", nargs=argparse.REMAINDER)
     try:

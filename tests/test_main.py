@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,27 @@ def test_help_of_a_light_verb_imports_no_heavy_module(verb: str) -> None:
 )
 def test_plan_and_diff_import_no_heavy_module(hub_repo: Path, argv: list[str]) -> None:
     assert loaded_heavy("--repo", str(hub_repo), *argv) == "0 []"
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [(["valdate"], "`validate`"), (["secrets", "chek"], "`check`"), (["dif"], "`diff`")],
+)
+def test_a_misspelt_verb_or_action_suggests_the_closest(argv: list[str], suggestion: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parser(chosen_verb(argv)).parse_args(argv)
+    assert f"did you mean {suggestion}?" in str(raised.value)
+
+
+def test_a_verb_nothing_resembles_gets_no_suggestion() -> None:
+    with pytest.raises(UsageError) as raised:
+        parser(chosen_verb(["zzzz"])).parse_args(["zzzz"])
+    assert "did you mean" not in str(raised.value)
+
+
+def test_version_prints_the_installed_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.main", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"hubbot {metadata.version('tess-hubs-bot')}"
