@@ -82,6 +82,20 @@ def test_make_check_diff_shows_the_uncommitted_working_tree_offline(
     assert f"  {KEY}  0    1    {PUBLIC}/config/staging.yaml:7" in out.splitlines()
 
 
+def test_make_check_without_a_staging_branch_says_what_it_diffs_against(
+    hub_repo: Path,
+) -> None:
+    subprocess.run(["git", "checkout", "-q", "--detach"], cwd=hub_repo, check=True)
+    subprocess.run(["git", "branch", "-qD", "staging"], cwd=hub_repo, check=True)
+    done = subprocess.run(
+        [str(PROJECT / "scripts/base-ref")], cwd=hub_repo, capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == "HEAD"
+    assert "no staging branch" in done.stderr
+    assert "make check BASE=<ref>" in done.stderr
+
+
 def test_no_change_reports_nothing_affected(
     hub_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
