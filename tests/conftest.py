@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.repos",
     "tests.fixtures.github",
     "tests.fixtures.helm_standin",
+    "tests.fixtures.jupyterhub",
 ]
