@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import health, helm
 from bot.clusters import kubeconfig_file, provider_for
@@ -111,8 +111,8 @@ def deploy_one(run: Run, target: Target) -> Outcome:
         freight = run.freight(values) if run.freight is not None else None
         if run.recorder is not None:
             finish = run.recorder.started(values, freight)
-        version = _deploy(run, target, values)
-        detail = f"JupyterHub {version} at {values.environment.url}"
+        version, login = _deploy(run, target, values)
+        detail = f"JupyterHub {version} at {values.environment.url}; {login}"
         ok = True
     except HubbotError as exc:
         detail, ok = str(exc), False
@@ -124,7 +124,20 @@ def deploy_one(run: Run, target: Target) -> Outcome:
     return Outcome(target, ok, time.monotonic() - start, detail, tuple(notes))
 
 
-def _deploy(run: Run, target: Target, values: HubValues) -> str:
+def login_of(values: HubValues) -> health.Login:
+    """The login the pair's hub offers, from its merged `hub.config`."""
+    return health.login_for(_hub_config(values.document), secrets_known=values.decrypted)
+
+
+def _hub_config(document: dict[str, Any]) -> dict[str, Any]:
+    config: Any = document
+    for key in ("jupyterhub", "hub", "config"):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def _deploy(run: Run, target: Target, values: HubValues) -> tuple[str, str]:
+    """The running hub's version and what logging in did."""
     _check_stopped(run)
     run.say(f"{target}: cluster credentials")
     config = provider_for(run.source, values.deployment, run.decrypt).kubeconfig()
@@ -153,8 +166,12 @@ def _deploy(run: Run, target: Target, values: HubValues) -> str:
             if run.processes.stopped:
                 raise HubbotError("interrupted (SIGTERM) while helm was upgrading")
             raise HubbotError(f"helm upgrade failed: {helm.error_line(result.stderr)}")
-    run.say(f"{target}: health check {health.api_url(values.environment.url)}")
-    return health.check(values.environment.url, run.patience)
+    url = values.environment.url
+    run.say(f"{target}: health check {health.api_url(url)}")
+    version = health.check(url, run.patience)
+    login = login_of(values)
+    run.say(f"{target}: login check: {health.describe(url, login)}")
+    return version, health.check_login(url, login, run.patience)
 
 
 def _check_stopped(run: Run) -> None:
@@ -227,6 +244,7 @@ def dry_run(source: Source, target: Target, chart: str, helm_major: int) -> str:
         f"# deploy: {command}",
         "#   with the values below on standard input (secrets decrypted, shown masked here)",
         f"# health check: GET {health.api_url(values.environment.url)}",
+        f"# login check: {health.describe(values.environment.url, login_of(values))}",
         "---",
     ]
     return "\n".join(lines) + "\n" + dump_yaml(masked(values.merged))

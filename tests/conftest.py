@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.secrets",
     "tests.fixtures.repos",
     "tests.fixtures.github",
+    "tests.fixtures.jupyterhub",
     "tests.fixtures.helm_standin",
 ]

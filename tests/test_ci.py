@@ -33,6 +33,7 @@ from tests.fixtures.helm_standin import (
     plaintext_secrets,
     point_urls,
 )
+from tests.fixtures.jupyterhub import Hub
 from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git
 from tests.fixtures.secrets import AgeKey, write_secrets
@@ -230,7 +231,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     docker_host: str,
     no_logins: Path,
     oci_registry: LocalRegistry,
-    jupyterhub_api: HTTPServer,
+    deployed_hubs: dict[str, Hub],
     helm_standin: HelmStandIn,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -241,7 +242,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
         for env in ("staging", "prod"):
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, secrets.token_hex(32)),
                           age=[age_env.recipient])
-    point_urls(hub_repo, jupyterhub_api.url_for("/").rstrip("/"))
+    point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
     locked_dependency_present(hub_repo)
     commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     git(hub_repo, "branch", "-f", "prod", "staging")

@@ -1,4 +1,4 @@
-"""`hubbot deploy`: real git, sops, moto and JupyterHub API stand-in; helm is the stand-in."""
+"""`hubbot deploy`: real git, sops, moto and JupyterHub; helm is the stand-in (no cluster)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.fixtures.helm_standin import (
     HUBS,
     LAB_KUBECONFIG,
     LAB_TOKEN,
+    PRIVATE_CLIENT_ID,
     HelmStandIn,
     ensure_eks_cluster,
     files_holding,
@@ -35,6 +37,7 @@ from tests.fixtures.helm_standin import (
     point_urls,
     use_kubeconfig_provider,
 )
+from tests.fixtures.jupyterhub import Hub, HubRuntime, StartHub
 from tests.fixtures.repos import git
 from tests.fixtures.secrets import AgeKey, write_secrets
 
@@ -45,7 +48,9 @@ IMAGE_REPOSITORY = "tess-user-image"
 class Deployable:
     repo: Path
     secrets: dict[str, str]  # hub -> its proxy secretToken (plaintext)
-    hub_url: str
+    hub_url: str  # tess-public's staging URL
+    hubs: dict[str, Hub]  # what each hub's URLs reach: a real JupyterHub
+    hub_version: str
     standin: HelmStandIn
     digest: str  # of the user image in moto's ECR
 
@@ -85,7 +90,8 @@ def deployable(
     hub_repo: Path,
     age_env: AgeKey,
     aws_env: str,
-    jupyterhub_api: HTTPServer,
+    deployed_hubs: dict[str, Hub],
+    jupyterhub_runtime: HubRuntime,
     helm_standin: HelmStandIn,
 ) -> Deployable:
     tokens = {hub: secrets.token_hex(32) for hub in HUBS}
@@ -93,11 +99,11 @@ def deployable(
         for env in ("staging", "prod"):
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, tokens[hub]),
                           age=[age_env.recipient])
-    url = jupyterhub_api.url_for("/").rstrip("/")
-    point_urls(hub_repo, url)
+    point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
     locked_dependency_present(hub_repo)
     ensure_eks_cluster()
-    return Deployable(hub_repo, tokens, url, helm_standin, push_image(hub_repo))
+    return Deployable(hub_repo, tokens, deployed_hubs["tess-public"].url, deployed_hubs,
+                      jupyterhub_runtime.version, helm_standin, push_image(hub_repo))
 
 
 UPGRADE_FLAGS = [
@@ -140,7 +146,10 @@ def test_deploy_runs_helm_with_exact_flags_values_on_stdin_and_a_private_kubecon
     assert files_holding(tmp_path, deployable.all_secrets(), skip=standin.directory) == []
     assert token not in out + err
     assert "tess-public/staging  ok" in out
-    assert f"JupyterHub 5.2.1 at {deployable.hub_url}" in out
+    assert (
+        f"JupyterHub {deployable.hub_version} at {deployable.hub_url}; "
+        "login: a temporary user is admitted"
+    ) in out
 
 
 def test_a_release_stuck_pending_is_not_upgraded_and_the_fix_is_named(
@@ -294,6 +303,10 @@ def test_dry_run_prints_the_helm_command_without_any_credentials(hub_repo: Path)
     assert "    secretToken: <secret>\n" in out
     assert "    cookieSecret: <secret>\n" in out
     assert "# health check: GET https://staging.tess.omgwtf.in/hub/api/\n" in out
+    assert (
+        "# login check: GET https://staging.tess.omgwtf.in/hub/tmplogin must log in a "
+        "temporary user (no server started)\n"
+    ) in out
     assert "ENC[" not in out
 
 
@@ -451,16 +464,28 @@ def test_prod_refuses_common_config_that_staging_never_ran(
     ) in out
 
 
+@pytest.fixture
+def unready_hub() -> Iterator[HTTPServer]:
+    """A hub whose load balancer answers 502 for ever (it stands for the cluster, not the hub)."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    server.expect_request("/hub/api/").respond_with_data("bad gateway", 502)
+    try:
+        yield server
+    finally:
+        server.clear()
+        server.stop()
+
+
 def test_sigterm_during_the_health_check_retries_ends_the_run_at_once(
-    deployable: Deployable, recorded: FakeGitHub, jupyterhub_api: HTTPServer
+    deployable: Deployable, recorded: FakeGitHub, unready_hub: HTTPServer
 ) -> None:
-    jupyterhub_api.clear_all_handlers()
-    jupyterhub_api.expect_request("/hub/api/").respond_with_data("bad gateway", 502)
+    point_urls(deployable.repo, {"tess-public": unready_hub.url_for("/").rstrip("/")})
     proc = hubbot(deployable.repo, "deploy", "tess-public", "staging", env=dict(os.environ))
     deadline = time.monotonic() + 60
-    while not jupyterhub_api.log and time.monotonic() < deadline:
+    while not unready_hub.log and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert jupyterhub_api.log, "the health check never started"
+    assert unready_hub.log, "the health check never started"
 
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
@@ -505,3 +530,62 @@ def test_a_sops_encrypted_kubeconfig_reaches_helm_only_as_a_private_file(
     assert LAB_TOKEN not in out + err
     assert not any(LAB_TOKEN in arg for arg in upgrade.argv)
     assert files_holding(tmp_path, [LAB_TOKEN], skip=deployable.standin.directory) == []
+
+
+# --- login after the deploy ---------------------------------------------------------------
+
+
+def test_a_hub_that_answers_but_admits_nobody_fails_its_deploy_and_the_table_says_why(
+    deployable: Deployable, recorded: FakeGitHub, start_jupyterhub: StartHub,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # tess-public as committed: authenticator_class tmp, and no allow rule.
+    nobody = start_jupyterhub({"JupyterHub": {"authenticator_class": "tmp"}})
+    point_urls(deployable.repo, {"tess-public": nobody.url})
+
+    assert deploy(deployable, "tess-public", "staging") == 1
+
+    out, _ = capsys.readouterr()
+    assert len(deployable.standin.calls("upgrade")) == 1
+    target, result, _, detail = out.splitlines()[-1].split(None, 3)
+    assert (target, result) == ("tess-public/staging", "FAILED")
+    assert detail == (
+        f"health check failed: {nobody.url}/hub/api/ answers, but login: /hub/tmplogin gave "
+        "HTTP 500 (Internal Server Error) instead of a user: nobody can log in"
+    )
+    (deployment,) = recorded.deployments.values()
+    assert [s["state"] for s in recorded.statuses[deployment["id"]]] == ["in_progress", "failure"]
+
+
+def test_the_private_hub_passes_when_it_sends_users_to_github_with_its_client_and_callback(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-private", "staging") == 0
+
+    out, _ = capsys.readouterr()
+    url = deployable.hubs["tess-private"].url
+    row = next(line for line in out.splitlines() if line.startswith("tess-private/staging "))
+    assert row.endswith(
+        f"JupyterHub {deployable.hub_version} at {url}; login: /hub/oauth_login sends users to "
+        "https://github.com/login/oauth/authorize with the configured client id and the "
+        f"callback {url}/hub/oauth_callback"
+    )
+
+
+def test_the_private_hub_fails_when_its_client_id_is_not_the_one_in_its_secrets(
+    deployable: Deployable, age_env: AgeKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_secrets(deployable.repo, "tess-private", "staging",
+                  plaintext_secrets("tess-private", secrets.token_hex(32)).replace(
+                      PRIVATE_CLIENT_ID, "tess-client-rotated"),
+                  age=[age_env.recipient])
+
+    assert deploy(deployable, "tess-private", "staging") == 1
+
+    out, _ = capsys.readouterr()
+    url = deployable.hubs["tess-private"].url
+    assert out.splitlines()[-1].endswith(
+        f"health check failed: {url}/hub/api/ answers, but login: /hub/oauth_login sends users "
+        "to https://github.com/login/oauth/authorize with a client_id that is not the "
+        "configured one"
+    )
