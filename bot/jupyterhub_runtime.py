@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def environment(chart_version: str, requirements: Path, cache: Path | None = Non
     if (target / COMPLETE).is_file():
         return python
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root, target.name)
     building = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=root))
     try:
         _install(building, requirements, chart_version)
@@ -96,6 +98,17 @@ def environment(chart_version: str, requirements: Path, cache: Path | None = Non
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return python
+
+
+def _remove_abandoned(root: Path, name: str) -> None:
+    """What a killed install left: never used, removed once no install could still be on it."""
+    for stale in root.glob(f".building-{name}-*"):
+        try:
+            abandoned = time.time() - stale.stat().st_mtime > INSTALL_TIMEOUT * 2
+        except OSError:
+            continue
+        if abandoned:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _install(venv: Path, requirements: Path, chart_version: str) -> None:

@@ -212,6 +212,15 @@ def _where(values: HubValues, path: Path_) -> Location:
     return Location(found[1].file, found[1].line)
 
 
+def _setting(values: HubValues, trait: str, *singleuser: str) -> Location:
+    """Where a KubeSpawner setting comes from: hub.config.KubeSpawner if a layer sets it
+    there (it wins), else the singleuser key the chart maps to it."""
+    direct = values.merged.winner((*HUB_CONFIG, "KubeSpawner", trait))
+    if direct is not None:
+        return Location(direct.file, direct.line)
+    return _where(values, (*SINGLEUSER, *singleuser))
+
+
 def _judge_settings(
     values: HubValues, settings: list[dict[str, Any]], hub_version: str, report: StartupReport
 ) -> None:
@@ -285,14 +294,13 @@ def _judge_login(values: HubValues, login: dict[str, Any], report: StartupReport
             )
             return "nobody can log in"
         return "a temporary user is admitted"
+    verdict = _judge_oauth(values, login, name, report) if login.get("kind") == "oauth" else name
     if not login.get("any_allow_config"):
         report.errors.append(
             HubbotError(f"{nobody} (allow_all, allowed_users, allowed_organizations, ...)", where)
         )
         return "nobody can log in"
-    if login.get("kind") == "oauth":
-        return _judge_oauth(values, login, name, report)
-    return name
+    return verdict
 
 
 def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: StartupReport) -> str:
@@ -387,31 +395,31 @@ def _pod_problems(values: HubValues, user: str, pod: dict[str, Any]) -> Iterator
         what = "as root (uid 0)" if uid == 0 else "as whatever user the image names (no uid)"
         yield HubbotError(
             f"user pods would run {what}: set singleuser.uid to a non-root uid",
-            _where(values, (*SINGLEUSER, "uid")),
+            _setting(values, "uid", "uid"),
         )
     if security.get("allowPrivilegeEscalation") is not False:
         yield HubbotError(
             "user pods would allow privilege escalation: set singleuser.allowPrivilegeEscalation "
             "to false",
-            _where(values, (*SINGLEUSER, "allowPrivilegeEscalation")),
+            _setting(values, "allow_privilege_escalation", "allowPrivilegeEscalation"),
         )
     expected = [image for image in values.images if _is_user_image(values, image.directory)]
     if expected and container.get("image") != expected[0].reference:
         yield HubbotError(
             f"user pods would run image {container.get('image')}, not {expected[0].reference} "
             f"that hubbot computes from {expected[0].directory}",
-            _where(values, (*SINGLEUSER, "image")),
+            _setting(values, "image", "image"),
         )
     resources = container.get("resources") or {}
     requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-    for resource, key in (("cpu", "cpu"), ("memory", "memory")):
+    for resource, trait in (("cpu", "cpu_limit"), ("memory", "mem_limit")):
         if resource not in requests or resource not in limits:
             continue
         if quantity(limits[resource]) < quantity(requests[resource]):
             yield HubbotError(
                 f"user pods' {resource} limit {limits[resource]} is below its guarantee "
                 f"{requests[resource]}: Kubernetes refuses such pods",
-                _where(values, (*SINGLEUSER, key, "limit")),
+                _setting(values, trait, resource, "limit"),
             )
     yield from _storage_problems(values, user, spec, container)
     account = _expected_account(values)
@@ -419,7 +427,7 @@ def _pod_problems(values: HubValues, user: str, pod: dict[str, Any]) -> Iterator
         yield HubbotError(
             f"user pods would run as service account {spec.get('serviceAccountName')}, not "
             f"{account} (userServiceAccount.name, the one with the IAM role)",
-            _where(values, (*SINGLEUSER, "serviceAccountName")),
+            _setting(values, "service_account", "serviceAccountName"),
         )
 
 
@@ -457,15 +465,18 @@ def _storage_problems(
         "storage"
     ) or {}
     mounts = list(_claim_mounts(spec, container))
-    if storage.get("type") == "none":
+    home = effective(values.document).get("homeStorage") or {}
+    if storage.get("type") == "none" or home.get("enabled") is False:
+        why = "singleuser.storage.type is none"
+        if home.get("enabled") is False:
+            why = "homeStorage.enabled is false"
         for claim, _ in mounts:
             yield HubbotError(
-                f"user pods would mount the volume claim {claim}, though singleuser.storage.type "
-                "is none",
-                _where(values, (*SINGLEUSER, "storage")),
+                f"user pods would mount the volume claim {claim}, though {why}",
+                _setting(values, "volumes", "storage", "type"),
             )
         return
-    where = _where(values, (*SINGLEUSER, "storage", "static", "subPath"))
+    where = _setting(values, "volume_mounts", "storage", "static", "subPath")
     for claim, sub_path in mounts:
         if user in claim:
             continue  # the user's own claim
@@ -490,7 +501,7 @@ def _shared_home_problems(values: HubValues, pods: dict[str, Any]) -> Iterator[H
                 yield HubbotError(
                     f"users {other} and {user} would both mount {sub_path or 'all'} of the "
                     f"shared volume claim {claim}",
-                    _where(values, (*SINGLEUSER, "storage", "static", "subPath")),
+                    _setting(values, "volume_mounts", "storage", "static", "subPath"),
                 )
 
 
