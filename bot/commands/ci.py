@@ -168,7 +168,10 @@ def pipeline(ctx: Context, event: Event) -> int:
 def validate_step(ctx: Context) -> None:
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-        args = argparse.Namespace(repo=ctx.repo, hubs=[], env=None, format=output)
+        # The start-up check joins CI once the repository passes it (issue 12).
+        args = argparse.Namespace(
+            repo=ctx.repo, hubs=[], env=None, format=output, no_startup=True
+        )
         if validate.run(args) != 0:
             raise HubbotError("validation failed: fix the problems listed above")
 

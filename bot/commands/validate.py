@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot import actions, helm
+from bot import actions, helm, startup
 from bot.errors import HubbotError
 from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
@@ -18,6 +18,11 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("hubs", nargs="*", metavar="HUB", help="default: every hub")
     parser.add_argument("--env", help="one environment (default: every environment of the hub)")
     parser.add_argument("--format", choices=("text", "github"), default="text")
+    parser.add_argument(
+        "--no-startup",
+        action="store_true",
+        help="skip the start-up check (the real JupyterHub loading each pair's config)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -36,13 +41,22 @@ def run(args: argparse.Namespace) -> int:
             continue
         for env in envs:
             pairs += 1
+            warnings: list[HubbotError] = []
+            verdict = None
             try:
-                problems = check(source, build(source, hub, env))
+                values = build(source, hub, env)
+                problems = check(source, values)
+                if not problems and not args.no_startup:
+                    result = startup.check(source, values)
+                    problems, warnings, verdict = result.errors, result.warnings, result.verdict
             except SchemaErrors as exc:
                 problems = exc.problems
             except HubbotError as exc:
                 problems = [exc]
             report(f"{hub}/{env}", problems, args.format)
+            report_warnings(f"{hub}/{env}", warnings, args.format)
+            if verdict is not None:
+                print(f"        start-up: {verdict}")
             failed += bool(problems)
     chart_problems = chart_lock_problems(source)
     report(f"{CHART_DIR}/ chart lock", chart_problems, args.format)
@@ -79,11 +93,19 @@ def report(name: str, problems: list[HubbotError], output_format: str) -> None:
             print(f"  {problem}")
 
 
-def annotation(problem: HubbotError, name: str) -> str:
-    """A GitHub Actions error annotation (workflow command) for one problem."""
+def report_warnings(name: str, warnings: list[HubbotError], output_format: str) -> None:
+    for warning in warnings:
+        if output_format == "github":
+            print(annotation(warning, name, "warning"))
+        else:
+            print(f"  warning: {warning}")
+
+
+def annotation(problem: HubbotError, name: str, level: actions.Level = "error") -> str:
+    """A GitHub Actions annotation (workflow command) for one problem."""
     location = problem.location
     return actions.annotation(
-        "error",
+        level,
         problem.message,
         file=location.file if location else None,
         line=location.line if location else None,
