@@ -230,6 +230,12 @@ def _judge_settings(
         name = f"{section}.{trait}"
         where = _where(values, (*HUB_CONFIG, section, trait))
         package = entry.get("package", hub_version)
+        if values.merged.winner((*HUB_CONFIG, section, trait)) is None:
+            # No layer sets it: the jupyterhub chart's own values.yaml does.
+            name += (
+                f" (a default of the jupyterhub chart: `{trait}: null` under "
+                f"hub.config.{section} drops it)"
+            )
         if status == "unknown":
             similar = entry.get("similar") or []
             hint = f" (did you mean {', '.join(similar)}?)" if similar else ""
