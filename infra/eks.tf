@@ -224,11 +224,15 @@ data "aws_eks_addon_version" "this" {
   kubernetes_version = aws_eks_cluster.this.version
 }
 
+# The network policy agent makes the NetworkPolicies each hub release renders
+# take effect; without it the API server accepts them and nothing enforces them.
+# (The add-on's documented key; its value is the string "true".)
 resource "aws_eks_addon" "vpc_cni" {
   cluster_name                = aws_eks_cluster.this.name
   addon_name                  = "vpc-cni"
   addon_version               = data.aws_eks_addon_version.this["vpc-cni"].version
   resolve_conflicts_on_create = "OVERWRITE"
+  configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
 }
 
 resource "aws_eks_addon" "kube_proxy" {

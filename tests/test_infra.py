@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -542,6 +543,15 @@ def addon(name: str) -> dict[str, Any]:
     return found[0]
 
 
+def jsonencoded(expression: str) -> Any:
+    """The value of a `jsonencode({...})` attribute, whichever python-hcl2 parsed it."""
+    inner = expression.removeprefix("${jsonencode(").removesuffix(")}")
+    try:  # checkov's fork prints the object as a Python literal
+        return ast.literal_eval(inner)
+    except (SyntaxError, ValueError):  # python-hcl2 5+ keeps it as HCL
+        return infra._unquoted_tree(hcl_loads(f"value = {inner}\n")["value"])
+
+
 def test_user_nodes_are_labelled_and_tainted_for_user_pods_only() -> None:
     user = block("resource", "aws_eks_node_group", "user")
     assert user["labels"] == [{"hub.jupyter.org/node-purpose": "user"}]
@@ -637,6 +647,13 @@ def test_the_one_default_storage_class_is_encrypted_gp3_on_the_ebs_csi_driver() 
     assert output("storage_class_name")["value"] == [
         "${kubernetes_storage_class_v1.gp3.metadata[0].name}"
     ]
+
+
+def test_the_vpc_cni_enforces_network_policies() -> None:
+    cni = addon("vpc-cni")
+    assert "configuration_values" in cni, "the vpc-cni add-on keeps its defaults: no policy agent"
+    # The add-on's documented key; its value is the string "true", not a boolean.
+    assert jsonencoded(cni["configuration_values"][0])["enableNetworkPolicy"] == "true"
 
 
 def test_versions_are_pinned() -> None:
