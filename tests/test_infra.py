@@ -552,6 +552,16 @@ def jsonencoded(expression: str) -> Any:
         return infra._unquoted_tree(hcl_loads(f"value = {inner}\n")["value"])
 
 
+def test_subnets_go_to_a_closed_list_of_zones() -> None:
+    # Not "the first N zones AWS reports today": a zone added or impaired
+    # would move the subnets, and the cluster with them (checkov CKV_AWS_394).
+    zones = block("data", "aws_availability_zones", "available")
+    assert [(f["name"], f["values"]) for f in zones.get("filter", [])] == [
+        (["zone-name"], ["${var.availability_zones}"])
+    ]
+    assert local_value("azs") == ["${data.aws_availability_zones.available.names}"]
+
+
 def test_user_nodes_are_labelled_and_tainted_for_user_pods_only() -> None:
     user = block("resource", "aws_eks_node_group", "user")
     assert user["labels"] == [{"hub.jupyter.org/node-purpose": "user"}]
