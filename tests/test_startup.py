@@ -47,19 +47,23 @@ def line_of(repo: Path, relative: str, text: str) -> int:
     return next(number for number, line in enumerate(lines, 1) if text in line)
 
 
-def allow_temporary_users(repo: Path) -> None:
+def as_first_committed(repo: Path) -> None:
+    """tess-public and hub/values.yaml as they were before the start-up check existed."""
     replace_in(
         repo,
         PUBLIC,
-        "      TmpAuthenticator:\n        force_new_server: true\n",
-        "      Authenticator:\n        allow_all: true\n",
+        "      Authenticator:\n",
+        "      TmpAuthenticator:\n        force_new_server: true\n      Authenticator:\n",
     )
+    replace_in(repo, PUBLIC, "        allow_all: true\n", "        admin_users: []\n")
+    replace_in(repo, "hub/values.yaml", "admin_access: null", "admin_access: false")
 
 
 @pytest.mark.slow
 def test_tmp_without_allow_all_admits_nobody_and_unknown_settings_fail(
     hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    as_first_committed(hub_repo)
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
     assert status == 1, out
     tmp_line = line_of(hub_repo, PUBLIC, "authenticator_class: tmp")
@@ -75,14 +79,27 @@ def test_tmp_without_allow_all_admits_nobody_and_unknown_settings_fail(
 
 
 @pytest.mark.slow
-def test_tmp_with_allow_all_admits_a_temporary_user(
+def test_the_charts_own_deprecated_default_is_named_as_such(
     hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    allow_temporary_users(hub_repo)
+    replace_in(hub_repo, "hub/values.yaml", "        admin_access: null\n", "")
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
+    assert status == 0, out
+    assert (
+        "`JupyterHub.admin_access (a default of the jupyterhub chart: `admin_access: null` "
+        "under hub.config.JupyterHub drops it)` is deprecated"
+    ) in out
+
+
+@pytest.mark.slow
+def test_the_committed_public_hub_admits_a_temporary_user(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
     assert status == 0, out
     assert "ok      tess-public/staging" in out
     assert "start-up: starts; login: a temporary user is admitted" in out
+    assert "warning" not in out
 
 
 @pytest.mark.slow
@@ -144,7 +161,6 @@ def test_user_pod_as_root_or_with_a_shared_sub_path_fails(
 def test_public_user_pod_mounts_no_volume_claim(
     hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    allow_temporary_users(hub_repo)
     # The house policy refuses singleuser.storage here; hub.config reaches KubeSpawner directly.
     volumes = (
         "      KubeSpawner:\n"
