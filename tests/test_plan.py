@@ -163,8 +163,8 @@ def test_chart_version_bump_affects_all_four_pairs(hub_repo: Path) -> None:
 def test_image_file_change_rebuilds_the_shared_image_for_both_hubs(hub_repo: Path) -> None:
     directory = f"{PRIVATE}/images/default"
     old_tag = tag_of(hub_repo, "HEAD", directory)
-    (hub_repo / directory / "postBuild").unlink()
-    commit_all(hub_repo, "no postBuild")
+    write(hub_repo, f"{directory}/apt.txt", "git\n")
+    commit_all(hub_repo, "apt.txt")
     new_tag = tag_of(hub_repo, "HEAD", directory)
     assert old_tag != new_tag
     result = plan_of(hub_repo)
