@@ -121,6 +121,9 @@ def locked_package(chart_dir: Path, name: str) -> ChartPackage:
         with helm.ready_chart(chart_dir) as ready:
             fetched = ready / "charts" / f"{dep.name}-{dep.version}.tgz"
             if not fetched.is_file():
+                unpacked = read_directory(ready / "charts" / dep.name, dep)
+                if unpacked is not None:
+                    return unpacked
                 raise ChartUnavailable(f"chart dependency {dep.name} {dep.version} not fetched")
             kept = Path(tmp) / fetched.name
             kept.write_bytes(fetched.read_bytes())

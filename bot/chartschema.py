@@ -76,7 +76,7 @@ def _contract_or_error(source: Source) -> ChartContract | HubbotError | None:
         dependency = _locked_dependency(source)
         if dependency is None:
             return None
-        return _read_contract(_package(source, dependency))
+        return read_contract(_package(source, dependency))
     except helm.ChartUnavailable as exc:
         return HubbotError(
             f"cannot check the values against the {DEPENDENCY} chart's own schema: {exc}",
@@ -112,7 +112,7 @@ def _package(source: Source, dependency: helm.Dependency) -> ChartPackage:
         return chartpackage.locked_package(chart_dir, dependency.name)
 
 
-def _read_contract(package: ChartPackage) -> ChartContract:
+def read_contract(package: ChartPackage) -> ChartContract:
     defaults_text = package.text("values.yaml")
     # The chart's own defaults, read as helm reads them (YAML 1.1), by libyaml.
     try:

@@ -19,7 +19,7 @@ _VERSION = re.compile(
     rf"(?:\.(?P<patch>{_NUMBER}|[xX*]))?"
     r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$"
 )
-_COMPARISON = re.compile(r"(!=|>=|=>|<=|=<|~>|=|>|<|~|\^)?\s*([^\s,|]+)")
+_COMPARISON = re.compile(r"(!=|>=|=>|<=|=<|~>|=|>|<|~|\^)?\s*([^\s,|<>=!~^][^\s,|]*)")
 _HYPHEN = re.compile(r"^\s*([^\s,|]+)\s+-\s+([^\s,|]+)\s*$")
 
 
