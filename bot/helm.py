@@ -198,13 +198,25 @@ def locked_dependencies(chart_dir: Path) -> list[Dependency]:
     requirements together with the locked list.
     """
     chart_label, chart = _chart_file(chart_dir, "Chart.yaml")
+    lock_label, lock = _chart_file(chart_dir, "Chart.lock")
+    return checked_lock(chart_dir.name, (chart_label, chart), (lock_label, lock))
+
+
+def checked_lock(
+    chart_name: str, chart_file: tuple[str, Any], lock_file: tuple[str, Any]
+) -> list[Dependency]:
+    """locked_dependencies from parsed (label, data) Chart.yaml and Chart.lock (data None: absent).
+
+    For callers that read the chart's files from a git commit rather than from disk.
+    """
+    chart_label, chart = chart_file
+    lock_label, lock = lock_file
     if not isinstance(chart, dict):
         raise HubbotError("not a helm chart: Chart.yaml is missing", Location(chart_label))
     requirements = chart.get("dependencies") or []
     if not requirements:
         return []
-    lock_label, lock = _chart_file(chart_dir, "Chart.lock")
-    update = f"run `helm dependency update {chart_dir.name}` and commit Chart.lock"
+    update = f"run `helm dependency update {chart_name}` and commit Chart.lock"
     if not isinstance(lock, dict):
         raise HubbotError(f"Chart.lock is missing: {update}", Location(lock_label))
     locked = lock.get("dependencies") or []

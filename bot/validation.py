@@ -1,4 +1,4 @@
-"""Checking one hub and environment: schema, house policy, image tags.
+"""Checking one hub and environment: the chart's own schema, house schema and policy, tags.
 
 Every problem is pinned to the file and line of the layer that set the
 offending value, or of the nearest enclosing key when a value is missing.
@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.chartschema import (
+    chart_values,
+    contract,
+    kube_version_problem,
+    limit_problems,
+    schema_violations,
+)
 from bot.errors import HubbotError, Location
 from bot.imagetag import reads_as_non_string
 from bot.merge import effective
-from bot.schemas import Violation, load_validator, violations
+from bot.schemas import Violation, load_checker
 from bot.sops_format import SecretLeaf
 from bot.source import Source
-from bot.values import HubValues, layer_files
+from bot.values import CHART_VALUES, HubValues, layer_files
 from bot.yamlfile import Path_
 
 SAMPLE_FOR_SOPS_TYPE: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
@@ -26,14 +33,20 @@ def check(source: Source, values: HubValues) -> list[HubbotError]:
     """Every problem with `values` (built without decryption)."""
     if values.decrypted:
         raise ValueError("validation must run on shape-only values, never on decrypted ones")
-    document, secret_paths = _checkable(effective(values.document))
+    # Nulls stay until the chart's defaults are coalesced: there they delete a default.
+    with_nulls, secret_paths = _checkable(values.document)
+    document = effective(with_nulls)
     schemas = [("values", "values schema"), ("policy", "house policy")]
     if values.env == "prod":
         schemas.append(("policy-prod", "prod policy"))
     found: list[Violation] = []
     for name, title in schemas:
-        found += violations(document, load_validator(source, name), title)
+        found += load_checker(source, name).violations(document, title)
     problems = []
+    try:
+        problems += _chart_problems(source, values, with_nulls, secret_paths, found)
+    except HubbotError as exc:
+        problems.append(exc)
     for v in found:
         if v.path in secret_paths:
             # Without keys only a secret's type is known: its value constraints cannot be checked.
@@ -45,8 +58,38 @@ def check(source: Source, values: HubValues) -> list[HubbotError]:
             )
             problems.append(HubbotError(message, _locate(values, v.path)))
         else:
-            problems.append(HubbotError(v.message, _locate(values, v.path)))
+            problems.append(HubbotError(v.message, _locate(values, v.path, v.missing)))
     problems += _tag_problems(values)
+    # The house and the chart schema may say the same of one secret: say it once.
+    unique = {(str(p.location), p.message): p for p in problems}
+    return list(unique.values())
+
+
+def _chart_problems(
+    source: Source,
+    values: HubValues,
+    document: dict[str, Any],
+    secret_paths: dict[Path_, str],
+    found: list[Violation],
+) -> list[HubbotError]:
+    """The jupyterhub chart's own schema and kubeVersion, and limits Kubernetes enforces.
+
+    Adds the schema's violations to `found`; returns the other problems.
+    """
+    chart = contract(source)
+    if chart is None:
+        return []
+    problems = []
+    kube = kube_version_problem(chart, values.deployment)
+    if kube is not None:
+        problems.append(kube)
+    parent = next(layer.data for layer in values.layers if layer.file == CHART_VALUES)
+    chart_document = chart_values(chart, parent, document)
+    if chart_document is not None:
+        # Where the house schema already explains a value, the chart's word is noise.
+        explained = {v.path for v in found}
+        found += [v for v in schema_violations(chart, chart_document) if v.path not in explained]
+        problems += limit_problems(chart, chart_document, values, set(secret_paths))
     return problems
 
 
@@ -71,7 +114,12 @@ def _checkable(node: Any, path: Path_ = ()) -> tuple[Any, dict[Path_, str]]:
     return node, secrets
 
 
-def _locate(values: HubValues, path: Path_) -> Location:
+def _locate(values: HubValues, path: Path_, missing: str | None = None) -> Location:
+    if missing is not None:
+        # A required key a layer deleted with null: point at that null.
+        deleted = values.merged.winner((*path, missing))
+        if deleted is not None:
+            return Location(deleted.file, deleted.line)
     found = values.merged.nearest(path)
     if found is None:
         # No layer sets anything on the way: point at the environment's own file.

@@ -225,13 +225,14 @@ def test_missing_chart_dependencies_are_built_from_the_lock_in_a_copy(
 
     assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 0
 
-    (build,) = deployable.standin.calls("dependency")
-    copy = Path(build.argv[2])
-    assert build.argv[:2] == ["dependency", "build"]
+    (upgrade,) = deployable.standin.calls("upgrade")
+    copy = Path(upgrade.argv[3])
+    # validate fetches the chart's package for its schema too, in a copy of its own.
+    builds = deployable.standin.calls("dependency")
+    assert all(build.argv[:2] == ["dependency", "build"] for build in builds)
+    assert str(copy) in [build.argv[2] for build in builds]
     assert copy.name == "hub"
     assert not copy.is_relative_to(deployable.repo)
-    (upgrade,) = deployable.standin.calls("upgrade")
-    assert upgrade.argv[3] == str(copy)
     assert not copy.exists()
 
 
