@@ -1,4 +1,7 @@
-"""Checking one hub and environment: schema, house policy, image tags.
+"""Checking one hub and environment: schema, house policy, isolation, image tags.
+
+The schemas are the tree's own and, for a pull request, also its base's. A
+pair's release, namespace and URL must be its own.
 
 Every problem is pinned to the file and line of the layer that set the
 offending value, or of the nearest enclosing key when a value is missing.
@@ -9,10 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from bot.errors import HubbotError, Location
+from bot.hubploy import clashes, kubeconfig_path
 from bot.imagetag import reads_as_non_string
 from bot.merge import effective
-from bot.schemas import Violation, load_validator, violations
+from bot.schemas import SCHEMA_DIR, Violation, load_validator, violations
 from bot.sops_format import SecretLeaf
 from bot.source import Source
 from bot.values import HubValues, layer_files
@@ -20,34 +26,99 @@ from bot.yamlfile import Path_
 
 SAMPLE_FOR_SOPS_TYPE: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
 MOVING_TAGS = frozenset({"latest", "main", "master", "stable", "edge"})
+# Constraints on a value itself, which a secret's ciphertext hides without keys.
+VALUE_KEYWORDS = frozenset(
+    {"pattern", "format", "minLength", "maxLength", "enum", "const", "not", "minimum",
+     "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+)
 
 
-def check(source: Source, values: HubValues) -> list[HubbotError]:
-    """Every problem with `values` (built without decryption)."""
+def check(source: Source, values: HubValues, trusted: Source | None = None) -> list[HubbotError]:
+    """Every problem with `values` (built without decryption).
+
+    With `trusted` (a pull request's base), the values and hubploy.yaml must also
+    pass the schemas there: a change cannot loosen the policy it is judged by.
+    """
     if values.decrypted:
         raise ValueError("validation must run on shape-only values, never on decrypted ones")
     document, secret_paths = _checkable(effective(values.document))
     schemas = [("values", "values schema"), ("policy", "house policy")]
     if values.env == "prod":
         schemas.append(("policy-prod", "prod policy"))
-    found: list[Violation] = []
-    for name, title in schemas:
-        found += violations(document, load_validator(source, name), title)
     problems = []
-    for v in found:
-        if v.path in secret_paths:
-            # Without keys only a secret's type is known: its value constraints cannot be checked.
-            if v.keyword != "type":
-                continue
-            message = (
-                f"`{'.'.join(str(p) for p in v.path)}` is encrypted as sops type "
-                f"{secret_paths[v.path]}, which the schema does not allow here"
-            )
-            problems.append(HubbotError(message, _locate(values, v.path)))
-        else:
-            problems.append(HubbotError(v.message, _locate(values, v.path)))
+    seen: set[tuple[Path_, str]] = set()
+    for origin in [source] if trusted is None else [source, trusted]:
+        for name, title in schemas:
+            validator = _validator(origin, name, required=origin is source)
+            for v in violations(document, validator, title) if validator else []:
+                if (v.path, v.message) in seen or _unknowable(v, secret_paths):
+                    continue
+                seen.add((v.path, v.message))
+                problem = _problem(values, v, secret_paths)
+                if origin is not source:
+                    problem = _by_trusted(problem, origin, name)
+                problems.append(problem)
+    if trusted is not None:
+        problems += _trusted_hubploy_problems(values, trusted)
+    problems += clashes(source).get((values.hub, values.env), [])
+    problems += _input_problems(source, values)
     problems += _tag_problems(values)
     return problems
+
+
+def _validator(source: Source, name: str, *, required: bool) -> Draft202012Validator | None:
+    """The schema's validator; None for a schema the trusted side does not have yet."""
+    if not required and source.read(f"{SCHEMA_DIR}/{name}.schema.yaml") is None:
+        return None
+    return load_validator(source, name)
+
+
+def _unknowable(v: Violation, secret_paths: dict[Path_, str]) -> bool:
+    """Without keys a secret's value is unknown: only its value constraints go unchecked.
+
+    Its type (from sops) and its key are known, so an unknown key is still an error.
+    """
+    return v.path in secret_paths and v.keyword in VALUE_KEYWORDS
+
+
+def _problem(values: HubValues, v: Violation, secret_paths: dict[Path_, str]) -> HubbotError:
+    if v.path in secret_paths and v.keyword == "type":
+        message = (
+            f"`{'.'.join(str(p) for p in v.path)}` is encrypted as sops type "
+            f"{secret_paths[v.path]}, which the schema does not allow here"
+        )
+        return HubbotError(message, _locate(values, v.path))
+    return HubbotError(v.message, _locate(values, v.path))
+
+
+def _by_trusted(problem: HubbotError, trusted: Source, name: str) -> HubbotError:
+    return HubbotError(
+        f"{problem.message}; so says {SCHEMA_DIR}/{name}.schema.yaml at {trusted.label}, the "
+        "base this change is also checked against",
+        problem.location,
+    )
+
+
+def _trusted_hubploy_problems(values: HubValues, trusted: Source) -> list[HubbotError]:
+    validator = _validator(trusted, "hubploy", required=False)
+    doc = values.deployment.doc
+    found = violations(doc.data, validator, "hubploy.yaml") if validator else []
+    return [
+        _by_trusted(HubbotError(v.message, Location(doc.file, doc.line_of(v.path) or 1)),
+                    trusted, "hubploy")
+        for v in found
+    ]
+
+
+def _input_problems(source: Source, values: HubValues) -> list[HubbotError]:
+    """Inputs read only at deploy time, checked now: the kubeconfig must not be a link."""
+    file = kubeconfig_path(values.deployment)
+    try:
+        if file is not None:
+            source.read(file)
+    except HubbotError as exc:
+        return [exc]
+    return []
 
 
 def _checkable(node: Any, path: Path_ = ()) -> tuple[Any, dict[Path_, str]]:

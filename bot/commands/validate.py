@@ -6,9 +6,9 @@ import argparse
 
 from bot import actions, helm
 from bot.errors import HubbotError
-from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
+from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
-from bot.source import WorkTree
+from bot.source import GitCommit, WorkTree
 from bot.validation import check
 from bot.values import CHART_DIR, build
 
@@ -18,26 +18,39 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("hubs", nargs="*", metavar="HUB", help="default: every hub")
     parser.add_argument("--env", help="one environment (default: every environment of the hub)")
     parser.add_argument("--format", choices=("text", "github"), default="text")
+    parser.add_argument(
+        "--base",
+        metavar="REF",
+        help="also check against the schemas at REF (a pull request's base), which the "
+        "change under review cannot loosen",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     source = WorkTree(args.repo)
+    trusted = GitCommit(args.repo, args.base, label=args.base) if args.base else None
     hubs = args.hubs or discover_hubs(source)
+    if not hubs:
+        raise HubbotError(
+            f"nothing to validate: no hub in {DEPLOYMENTS}/ (each is a directory with a "
+            "hubploy.yaml)"
+        )
     failed = 0
     pairs = 0
     for hub in hubs:
         try:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
-        except SchemaErrors as exc:
-            report(f"{hub}", exc.problems, args.format)
+        except HubbotError as exc:
+            # This hub's pairs fail; the other hubs are still validated.
+            report(f"{hub}", exc.problems if isinstance(exc, SchemaErrors) else [exc], args.format)
             failed += 1
             pairs += 1
             continue
         for env in envs:
             pairs += 1
             try:
-                problems = check(source, build(source, hub, env))
+                problems = check(source, build(source, hub, env), trusted)
             except SchemaErrors as exc:
                 problems = exc.problems
             except HubbotError as exc:
@@ -61,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
     """Chart.lock must pin what Chart.yaml asks for, or deploys would fail later."""
     try:
+        source.tree_hash(CHART_DIR)  # refuses a symbolic link among the chart's files
         helm.locked_dependencies(source.root / CHART_DIR)
     except HubbotError as exc:
         return [exc]
