@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from bot import actions, helm
 from bot.errors import HubbotError
@@ -29,7 +31,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     source = WorkTree(args.repo)
-    trusted = GitCommit(args.repo, args.base, label=args.base) if args.base else None
+    trusted = trusted_base(args.repo, args.base) if args.base else None
     hubs = args.hubs or discover_hubs(source)
     if not hubs:
         raise HubbotError(
@@ -69,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         report("infra/ cross-check", mismatches, args.format)
         failed += bool(mismatches)
     return 1 if failed else 0
+
+
+def trusted_base(repo: Path, ref: str) -> GitCommit:
+    """The commit whose schemas also judge the work tree, labelled by the ref given
+    (a full commit id, as CI passes, shortened)."""
+    return GitCommit(repo, ref, label="" if re.fullmatch("[0-9a-f]{40}", ref) else ref)
 
 
 def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
