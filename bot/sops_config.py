@@ -152,7 +152,7 @@ def check_against_rules(rules: list[CreationRule], file: str, text: str) -> None
                 f"its sops metadata sets `{key}: {value}`, leaving matching values plaintext, "
                 f"which the creation rule at {CONFIG_FILE}:{rule.line} does not: any value it "
                 "covers may have leaked; rotate those, then re-encrypt the file by its rule "
-                "with `hubbot secrets encrypt --force`",
+                "with `hubbot secrets encrypt HUB ENV --input PLAINTEXT --force`",
                 Location(file),
             )
 

@@ -121,7 +121,7 @@ def test_check_refuses_plaintext_settings_the_rule_lacks(
         f"  {FILES[1]}: its sops metadata sets `unencrypted_regex: Token$`, leaving matching "
         "values plaintext, which the creation rule at .sops.yaml:2 does not: any value it covers "
         "may have leaked; rotate those, then re-encrypt the file by its rule with `hubbot "
-        "secrets encrypt --force`",
+        "secrets encrypt HUB ENV --input PLAINTEXT --force`",
     ]
     # A rule that allows it allows it (and no other plaintext setting, such as sops' default).
     rules = (keyed_repo / ".sops.yaml").read_text()
