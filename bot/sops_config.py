@@ -1,10 +1,11 @@
 """Which keys a secrets file is, and should be, encrypted for.
 
-Two sources, compared by `hubbot secrets check`: the creation rules in
-.sops.yaml (what a file at a path should be encrypted for) and the `sops`
-metadata in the file itself (what it is encrypted for). Only the key kinds
-this project uses are modelled: AWS KMS (with role and encryption context)
-and age; any other kind is reported, not ignored.
+Two sources, compared by `hubbot secrets check` and `hubbot ci`: the creation
+rules in .sops.yaml (what a file at a path should be encrypted for, and which
+keys may stay plaintext) and the `sops` metadata in the file itself (what it
+is encrypted for, and what it left plaintext). Only the key kinds this project
+uses are modelled: AWS KMS (with role and encryption context) and age; any
+other kind is reported, not ignored.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import HubbotError, Location
+from bot.hubploy import DEPLOYMENTS
+from bot.sops_format import read_shape
+from bot.source import Source
 from bot.yamlfile import load_yaml
 
 CONFIG_FILE = ".sops.yaml"
 UNSUPPORTED_KINDS = ("pgp", "gcp_kms", "azure_kv", "hc_vault", "hc_vault_transit_uri", "hckms")
+UPDATEKEYS = "run `hubbot secrets updatekeys`"
+# Settings that leave values plaintext; sops writes its default one when a rule names none.
+PLAINTEXT_SETTINGS = ("unencrypted_suffix", "unencrypted_regex", "unencrypted_comment_regex")
+SOPS_DEFAULT_PLAINTEXT = {"unencrypted_suffix": "_unencrypted"}
 
 
 @dataclass(frozen=True, order=True)
@@ -54,6 +62,7 @@ class CreationRule:
     path_regex: str | None
     recipients: Recipients
     line: int | None
+    plaintext: tuple[tuple[str, str], ...] = tuple(SOPS_DEFAULT_PLAINTEXT.items())
 
     def matches(self, path: str) -> bool:
         return self.path_regex is None or re.search(self.path_regex, path) is not None
@@ -76,13 +85,99 @@ def parse_config(text: str, file: str = CONFIG_FILE) -> list[CreationRule]:
                 re.compile(regex)
             except (re.error, TypeError) as exc:
                 raise HubbotError(f"`path_regex` is not a valid regex: {exc}", where) from None
-        parsed.append(CreationRule(regex, _rule_recipients(rule, where), where.line))
+        plaintext = {key: str(rule[key]) for key in PLAINTEXT_SETTINGS if rule.get(key)}
+        parsed.append(
+            CreationRule(
+                regex,
+                _rule_recipients(rule, where),
+                where.line,
+                tuple(sorted((plaintext or SOPS_DEFAULT_PLAINTEXT).items())),
+            )
+        )
     return parsed
 
 
 def rule_for(rules: list[CreationRule], path: str) -> CreationRule | None:
     """The first rule matching `path` (relative to the repo root), as sops chooses."""
     return next((rule for rule in rules if rule.matches(path)), None)
+
+
+def load_rules(source: Source) -> list[CreationRule]:
+    text = source.read(CONFIG_FILE)
+    if text is None:
+        raise HubbotError(
+            "missing: it names the keys each secrets file is encrypted for", Location(CONFIG_FILE)
+        )
+    return parse_config(text)
+
+
+def secrets_files(source: Source, hubs: list[str] | None = None) -> list[str]:
+    """Every file under deployments/<hub>/secrets/, as repo paths."""
+    names = hubs if hubs else source.children(DEPLOYMENTS)
+    return [
+        f"{DEPLOYMENTS}/{hub}/secrets/{name}"
+        for hub in names
+        for name in source.children(f"{DEPLOYMENTS}/{hub}/secrets")
+    ]
+
+
+def matching_rule(rules: list[CreationRule], file: str) -> CreationRule:
+    rule = rule_for(rules, file)
+    if rule is None:
+        raise HubbotError(
+            f"no creation rule in {CONFIG_FILE} matches this path: add one for its environment",
+            Location(file),
+        )
+    return rule
+
+
+def check_against_rules(rules: list[CreationRule], file: str, text: str) -> None:
+    """Raise unless the file is sops-encrypted exactly as its creation rule says.
+
+    Needs no keys: the recipients and the plaintext settings are in the metadata.
+    So a file encrypted for an extra key, a prod file copied over a staging one,
+    or plaintext let through by a setting of the file's own is caught anywhere.
+    """
+    read_shape(file, text)
+    rule = matching_rule(rules, file)
+    metadata = _metadata(file, text)
+    actual = file_recipients(file, metadata)
+    if actual != rule.recipients:
+        raise HubbotError(mismatch(actual, rule), Location(file))
+    allowed = dict(rule.plaintext)
+    for key in PLAINTEXT_SETTINGS:
+        value = metadata.get(key)
+        if value and str(value) != allowed.get(key):
+            raise HubbotError(
+                f"its sops metadata sets `{key}: {value}`, leaving matching values plaintext, "
+                f"which the creation rule at {CONFIG_FILE}:{rule.line} does not: any value it "
+                "covers may have leaked; rotate those, then re-encrypt the file by its rule "
+                "with `hubbot secrets encrypt HUB ENV --input PLAINTEXT --force`",
+                Location(file),
+            )
+
+
+def recipients_of(file: str, text: str) -> Recipients:
+    return file_recipients(file, _metadata(file, text))
+
+
+def _metadata(file: str, text: str) -> dict[str, Any]:
+    data = load_yaml(file, text).data
+    meta = data.get("sops") if isinstance(data, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def mismatch(actual: Recipients, rule: CreationRule) -> str:
+    wanted, have = set(rule.recipients.describe()), set(actual.describe())
+    parts = []
+    if wanted - have:
+        parts.append("missing " + ", ".join(sorted(wanted - have)))
+    if have - wanted:
+        parts.append("not in the rule: " + ", ".join(sorted(have - wanted)))
+    return (
+        f"encrypted for other keys than the creation rule at {CONFIG_FILE}:{rule.line} names "
+        f"({'; '.join(parts)}): {UPDATEKEYS}"
+    )
 
 
 def file_recipients(file: str, metadata: dict[str, Any]) -> Recipients:

@@ -513,6 +513,25 @@ def test_an_unknown_environment_fails_its_pair_with_one_line_and_deploys_nothing
     assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
 
 
+def test_a_release_another_hub_uses_is_never_upgraded(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = deployable.repo / "deployments/tess-public/hubploy.yaml"
+    old, new = "release: tess-public-staging", "release: tess-private-staging"
+    hubploy.write_text(hubploy.read_text().replace(old, new))
+
+    assert deploy(deployable, "tess-public", "staging") == 1
+
+    out, _ = capsys.readouterr()
+    target, result, _, detail = out.splitlines()[-1].split(None, 3)
+    assert (target, result) == ("tess-public/staging", "FAILED")
+    assert detail.startswith(
+        "not deployed: 1 validation problem(s), the first: deployments/tess-public/hubploy.yaml:"
+    )
+    assert "release tess-private-staging is also used by tess-private/staging at " in detail
+    assert deployable.standin.calls("upgrade") == []
+
+
 def test_a_sops_encrypted_kubeconfig_reaches_helm_only_as_a_private_file(
     deployable: Deployable, age_env: AgeKey, capsys: pytest.CaptureFixture[str],
     tmp_path: Path,

@@ -398,7 +398,7 @@ def test_hubbot_plan_asks_the_registry_when_told(
         ),
     ],
 )
-def test_a_broken_hubploy_yaml_is_one_error_naming_file_and_line(
+def test_a_broken_hubploy_yaml_fails_its_hub_and_the_others_are_planned(
     hub_repo: Path,
     capsys: pytest.CaptureFixture[str],
     hub: str,
@@ -407,11 +407,16 @@ def test_a_broken_hubploy_yaml_is_one_error_naming_file_and_line(
     message: str,
 ) -> None:
     edit(hub_repo, f"deployments/{hub}/hubploy.yaml", old, new)
+    other = "tess-private" if hub == "tess-public" else "tess-public"
+    edit(hub_repo, f"deployments/{other}/config/staging.yaml", "jupyterhub:\n",
+         "jupyterhub:\n  debug: {enabled: true}\n")
     status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD"])
     captured = capsys.readouterr()
     assert status == 1
-    assert captured.out == ""
-    assert captured.err == f"hubbot: error: {message}\n"
+    result = json.loads(captured.out)
+    assert result["failed"] == [{"hub": hub, "error": message}]
+    assert [(p["hub"], p["env"]) for p in result["pairs"]] == [(other, "staging")]
+    assert captured.err == f"hubbot: error: {hub} not planned: {message}\n"
 
 
 def test_an_edited_image_file_changes_the_tag_for_every_pair(hub_repo: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from bot.main import main
 from bot.sops import decrypt_text
 from tests.fixtures.repos import write
-from tests.fixtures.secrets import AgeKey, age_rules, secrets_path, write_secrets
+from tests.fixtures.secrets import AgeKey, age_rules, encrypt_yaml, secrets_path, write_secrets
 
 HUBS = ("tess-private", "tess-public")
 ENVS = ("prod", "staging")
@@ -105,6 +105,32 @@ def test_check_needs_a_creation_rule(
     assert (
         f"  {FILES[1]}: no creation rule in .sops.yaml matches this path: add one for its " in out
     )
+
+
+def test_check_refuses_plaintext_settings_the_rule_lacks(
+    keyed_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plaintext = f"jupyterhub:\n  proxy:\n    secretToken: {TOKEN}\n"
+    text = encrypt_yaml(plaintext, FILES[1], cwd=keyed_repo,
+                        extra=["--unencrypted-regex", "Token$"])
+    (keyed_repo / FILES[1]).write_text(text)
+    status, out, _ = run(keyed_repo, capsys, "check")
+    assert status == 1
+    assert out.splitlines()[1:3] == [
+        f"FAILED  {FILES[1]}",
+        f"  {FILES[1]}: its sops metadata sets `unencrypted_regex: Token$`, leaving matching "
+        "values plaintext, which the creation rule at .sops.yaml:2 does not: any value it covers "
+        "may have leaked; rotate those, then re-encrypt the file by its rule with `hubbot "
+        "secrets encrypt HUB ENV --input PLAINTEXT --force`",
+    ]
+    # A rule that allows it allows it (and no other plaintext setting, such as sops' default).
+    rules = (keyed_repo / ".sops.yaml").read_text()
+    write(keyed_repo, ".sops.yaml", rules.replace(
+        "staging\\.yaml$\n", "staging\\.yaml$\n    unencrypted_regex: Token$\n"
+    ))
+    _, out, _ = run(keyed_repo, capsys, "check")
+    assert f"ok      {FILES[1]}" in out.splitlines()
+    assert f"  {FILES[3]}: its sops metadata sets `unencrypted_suffix: _unencrypted`" in out
 
 
 def test_a_key_change_is_found_by_check_and_fixed_by_updatekeys(

@@ -3,11 +3,15 @@
 Reads the GitHub event (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_REF, or
 the flags) and runs, step by step, printing a heading and a duration for each:
 
-- pull_request to staging: validate, plan, build without push, diff, comment;
-- pull_request to prod: the head check, then the prod diff and comment;
-- push to staging: validate, plan, build and push, deploy the affected staging
-  pairs (recorded as GitHub deployments), promote;
-- push to prod: validate, plan, verify the freight, deploy the affected prod pairs.
+- pull_request to staging: validate (against the base's schemas too), check
+  secrets against .sops.yaml, plan, build without push, diff, comment (which
+  flags a policy change);
+- pull_request to prod: the head check, the secrets check, then the prod diff
+  and comment;
+- push to staging: validate, check secrets, plan, build and push, deploy the
+  affected staging pairs (recorded as GitHub deployments), promote;
+- push to prod: validate, check secrets, plan, verify the freight, deploy the
+  affected prod pairs.
 
 A pull request from a fork has no secrets, no AWS and a read-only token: it is
 validated and diffed in shape-only mode and the report goes to the job summary.
@@ -28,7 +32,20 @@ from typing import Any
 
 import requests
 
-from bot import actions, builder, deploy, freight, git, github, markdown, memfs, promote, sops
+from bot import (
+    actions,
+    builder,
+    deploy,
+    freight,
+    git,
+    github,
+    markdown,
+    memfs,
+    policy,
+    promote,
+    sops,
+    sops_config,
+)
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
@@ -165,15 +182,35 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context) -> None:
+def validate_step(ctx: Context, base: str | None = None) -> None:
+    """Validate the checkout; with `base` (a pull request's), against its schemas too."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-        # The start-up check joins CI once the repository passes it (issue 12).
+        # The start-up check runs in its own step, for the affected pairs only.
         args = argparse.Namespace(
-            repo=ctx.repo, hubs=[], env=None, format=output, no_startup=True
+            repo=ctx.repo, hubs=[], env=None, format=output, base=base, no_startup=True
         )
         if validate.run(args) != 0:
             raise HubbotError("validation failed: fix the problems listed above")
+
+
+def secrets_step(ctx: Context) -> None:
+    """Every secrets file encrypted as its .sops.yaml creation rule says (no keys needed)."""
+    with ctx.report.step("secrets"):
+        source = WorkTree(ctx.repo)
+        rules = sops_config.load_rules(source)
+        failed = []
+        for file in sops_config.secrets_files(source):
+            try:
+                sops_config.check_against_rules(rules, file, source.read(file) or "")
+            except HubbotError as exc:
+                print(f"  {exc}")
+                failed.append(file)
+        if failed:
+            raise HubbotError(
+                f"{len(failed)} secrets file(s) differ from their creation rule in "
+                f"{sops_config.CONFIG_FILE}: fix the problems listed above"
+            )
 
 
 def plan_step(ctx: Context, base_ref: str, head: Source, *, keyed: bool = False) -> Plan:
@@ -185,6 +222,10 @@ def plan_step(ctx: Context, base_ref: str, head: Source, *, keyed: bool = False)
         result = plan(base, head, decrypt=decrypt)
         pairs = ", ".join(f"{p.hub}/{p.env}" for p in result.deployable()) or "none"
         print(f"affected pairs: {pairs}")
+        for failure in result.failed:
+            print(f"  {failure.hub}: {failure.error}")
+        if result.failed:
+            raise HubbotError("hubs left out of the plan: fix the problems listed above")
     return result
 
 
@@ -225,9 +266,11 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
-    validate_step(ctx)
+    base = pull["base"]["sha"]
+    validate_step(ctx, base=base)
+    secrets_step(ctx)
     head = GitCommit(ctx.repo, "HEAD")
-    result = plan_step(ctx, pull["base"]["sha"], head)
+    result = plan_step(ctx, base, head)
     changed = [image for image in result.images if image.changed]
     if is_fork(pull):
         ctx.report.skip("build", "a fork's pull request has no registry access")
@@ -235,8 +278,17 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
         ctx.report.skip("build", "no image changed")
     else:
         build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
-    comment_step(ctx, pull, diff_markdown(ctx, result))
+    comment_step(ctx, pull, policy_notice(ctx, base, head) + diff_markdown(ctx, result))
     return 0
+
+
+def policy_notice(ctx: Context, base_sha: str, head: Source) -> str:
+    """The comment's warning when the pull request changes policy files (empty if none)."""
+    text = policy.notice(policy.changes(GitCommit(ctx.repo, base_sha), head))
+    if text:
+        ctx.report.sections.append(text)
+        print(text, end="")
+    return text
 
 
 def build_without_push(ctx: Context, hubs: list[str]) -> None:
@@ -257,9 +309,11 @@ def build_without_push(ctx: Context, hubs: list[str]) -> None:
 def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
     with ctx.report.step("head check"):
         promote.check_pull_into_prod(pull)
+    secrets_step(ctx)
+    base = pull["base"]["sha"]
     head = GitCommit(ctx.repo, "HEAD")
-    result = only_env(plan_step(ctx, pull["base"]["sha"], head), PROD)
-    comment_step(ctx, pull, diff_markdown(ctx, result))
+    result = only_env(plan_step(ctx, base, head), PROD)
+    comment_step(ctx, pull, policy_notice(ctx, base, head) + diff_markdown(ctx, result))
     return 0
 
 
@@ -313,6 +367,7 @@ def deploy_step(
 
 def push_to_staging(ctx: Context, event: Event) -> int:
     validate_step(ctx)
+    secrets_step(ctx)
     result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
     with ctx.report.step("build and push"):
@@ -333,6 +388,7 @@ def push_to_staging(ctx: Context, event: Event) -> int:
 
 def push_to_prod(ctx: Context, event: Event) -> int:
     validate_step(ctx)
+    secrets_step(ctx)
     result = plan_step(
         ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"), keyed=True
     )

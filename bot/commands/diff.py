@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from bot import actions, diffreport, sops
@@ -62,4 +63,6 @@ def run(args: argparse.Namespace) -> int:
         if output is not None:
             output.write_text(full, encoding="utf-8")
         actions.append_summary(full, assert_clean=args.redactor.assert_clean)
-    return 0
+    for failure in result.failed:
+        print(f"hubbot: error: {failure.hub} not diffed: {failure.error}", file=sys.stderr)
+    return 1 if result.failed else 0

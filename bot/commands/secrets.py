@@ -22,10 +22,12 @@ from bot.redact import Redactor
 from bot.sops_config import (
     CONFIG_FILE,
     CreationRule,
-    Recipients,
-    file_recipients,
-    parse_config,
-    rule_for,
+    check_against_rules,
+    load_rules,
+    matching_rule,
+    mismatch,
+    recipients_of,
+    secrets_files,
 )
 from bot.sops_format import read_shape
 from bot.source import Source, WorkTree
@@ -33,7 +35,6 @@ from bot.values import Decryptor
 from bot.yamlfile import load_yaml
 
 EXIT_NOT_MODIFIED = 200  # sops edit: the file was left as it was
-UPDATEKEYS = "run `hubbot secrets updatekeys`"
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,41 +83,6 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def secrets_files(source: Source, hubs: list[str] | None = None) -> list[str]:
-    """Every file under deployments/<hub>/secrets/, as repo paths."""
-    names = hubs if hubs else source.children(DEPLOYMENTS)
-    return [
-        f"{DEPLOYMENTS}/{hub}/secrets/{name}"
-        for hub in names
-        for name in source.children(f"{DEPLOYMENTS}/{hub}/secrets")
-    ]
-
-
-def load_rules(source: Source) -> list[CreationRule]:
-    text = source.read(CONFIG_FILE)
-    if text is None:
-        raise HubbotError(
-            "missing: it names the keys each secrets file is encrypted for", Location(CONFIG_FILE)
-        )
-    return parse_config(text)
-
-
-def matching_rule(rules: list[CreationRule], file: str) -> CreationRule:
-    rule = rule_for(rules, file)
-    if rule is None:
-        raise HubbotError(
-            f"no creation rule in {CONFIG_FILE} matches this path: add one for its environment",
-            Location(file),
-        )
-    return rule
-
-
-def recipients_of(file: str, text: str) -> Recipients:
-    data = load_yaml(file, text).data
-    meta = data.get("sops") if isinstance(data, dict) else None
-    return file_recipients(file, meta if isinstance(meta, dict) else {})
-
-
 # check
 
 
@@ -147,29 +113,12 @@ def check(args: argparse.Namespace) -> int:
 def check_file(source: Source, rules: list[CreationRule], file: str, decrypt: Decryptor) -> bool:
     """Raise on the first problem; True if the MAC was verified by decrypting."""
     text = source.read(file) or ""
-    read_shape(file, text)
-    rule = matching_rule(rules, file)
-    actual = recipients_of(file, text)
-    if actual != rule.recipients:
-        raise HubbotError(_mismatch(actual, rule), Location(file))
+    check_against_rules(rules, file, text)
     try:
         decrypt(file, text)
     except sops.NoKeyError:
         return False
     return True
-
-
-def _mismatch(actual: Recipients, rule: CreationRule) -> str:
-    wanted, have = set(rule.recipients.describe()), set(actual.describe())
-    parts = []
-    if wanted - have:
-        parts.append("missing " + ", ".join(sorted(wanted - have)))
-    if have - wanted:
-        parts.append("not in the rule: " + ", ".join(sorted(have - wanted)))
-    return (
-        f"encrypted for other keys than the creation rule at {CONFIG_FILE}:{rule.line} names "
-        f"({'; '.join(parts)}): {UPDATEKEYS}"
-    )
 
 
 # edit, encrypt, decrypt
@@ -339,5 +288,5 @@ def _updatekeys_file(source: Source, rules: list[CreationRule], file: str, repo:
         raise sops.failure(file, text, result.returncode, result.stderr.decode(errors="replace"))
     after = recipients_of(file, source.read(file) or "")
     if after != rule.recipients:
-        raise HubbotError(_mismatch(after, rule) + " (sops left it so)", Location(file))
+        raise HubbotError(mismatch(after, rule) + " (sops left it so)", Location(file))
     return "updated "

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from bot import actions, helm, startup
 from bot.errors import HubbotError
-from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
+from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
-from bot.source import WorkTree
+from bot.source import GitCommit, WorkTree
 from bot.validation import check
 from bot.values import CHART_DIR, build
 
@@ -23,19 +25,32 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="skip the start-up check (the real JupyterHub loading each pair's config)",
     )
+    parser.add_argument(
+        "--base",
+        metavar="REF",
+        help="also check against the schemas at REF (a pull request's base), which the "
+        "change under review cannot loosen",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     source = WorkTree(args.repo)
+    trusted = trusted_base(args.repo, args.base) if args.base else None
     hubs = args.hubs or discover_hubs(source)
+    if not hubs:
+        raise HubbotError(
+            f"nothing to validate: no hub in {DEPLOYMENTS}/ (each is a directory with a "
+            "hubploy.yaml)"
+        )
     failed = 0
     pairs = 0
     for hub in hubs:
         try:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
-        except SchemaErrors as exc:
-            report(f"{hub}", exc.problems, args.format)
+        except HubbotError as exc:
+            # This hub's pairs fail; the other hubs are still validated.
+            report(f"{hub}", exc.problems if isinstance(exc, SchemaErrors) else [exc], args.format)
             failed += 1
             pairs += 1
             continue
@@ -45,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             verdict = None
             try:
                 values = build(source, hub, env)
-                problems = check(source, values)
+                problems = check(source, values, trusted)
                 if not problems and not args.no_startup:
                     result = startup.check(source, values)
                     problems, warnings, verdict = result.errors, result.warnings, result.verdict
@@ -72,9 +87,16 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def trusted_base(repo: Path, ref: str) -> GitCommit:
+    """The commit whose schemas also judge the work tree, labelled by the ref given
+    (a full commit id, as CI passes, shortened)."""
+    return GitCommit(repo, ref, label="" if re.fullmatch("[0-9a-f]{40}", ref) else ref)
+
+
 def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
     """Chart.lock must pin what Chart.yaml asks for, or deploys would fail later."""
     try:
+        source.tree_hash(CHART_DIR)  # refuses a symbolic link among the chart's files
         helm.locked_dependencies(source.root / CHART_DIR)
     except HubbotError as exc:
         return [exc]
