@@ -4,6 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASE ?= $(shell scripts/base-ref)
+# Chart packages beside the repository render the chart offline (README: "Manifest
+# diffs and the chart lock"); a HUBBOT_CHART_PACKAGES already set wins.
+REPO := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+ifneq ($(wildcard $(REPO)/../shared/charts/.),)
+export HUBBOT_CHART_PACKAGES ?= $(abspath $(REPO)/../shared/charts)
+endif
 
 .PHONY: setup check test lint bench
 
