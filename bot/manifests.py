@@ -60,7 +60,10 @@ VALUES_KEY = "values.yaml"
 RULES = {
     "z2jh-values": "the chart values the hub Secret embeds as values.yaml (diffed by key below)",
     "random": "values generated afresh on every render, such as tokens (compared by presence)",
-    "checksum": "checksum/* annotations (their effect is listed under what restarts)",
+    "checksum": (
+        "checksum/* annotations and checksum_* ConfigMap keys (their effect is listed under "
+        "what restarts)"
+    ),
 }
 # Not a noise rule: Secret data is always replaced, so no value is ever shown.
 SECRET = "<secret>"  # noqa: S105 (a placeholder, not a password)
@@ -341,7 +344,7 @@ def _normalise(
     pair = _Pair(copy.deepcopy(old), copy.deepcopy(new))
     stages: list[tuple[str, Callable[[_Pair], None]]] = [
         ("z2jh-values", lambda p: _embedded_values(key, p, redact)),
-        ("checksum", _checksums),
+        ("checksum", lambda p: _checksums(key, p)),
         ("random", lambda p: _random(p, random)),
     ]
     shown = _changed_lines(pair)
@@ -466,12 +469,20 @@ def _mask_paths(doc: Any, paths: Iterable[Path_], mask: str) -> Any:
     return doc
 
 
-def _checksums(pair: _Pair) -> None:
+def _checksums(key: Key, pair: _Pair) -> None:
     for doc in (pair.old, pair.new):
         for notes in _annotation_maps(doc):
             for name in notes:
                 if str(name).startswith("checksum/"):
                     notes[name] = CHECKSUM
+        # z2jh's hub ConfigMap carries checksum_hook-image-puller: a hash of the hook
+        # puller, whose own diff is shown. The hub Secret's values.yaml changes whenever
+        # it does, so what restarts stays the same without it.
+        data = (doc or {}).get("data") if key[0] == "ConfigMap" else None
+        if isinstance(data, dict):
+            for name in data:
+                if str(name).startswith("checksum_"):
+                    data[name] = CHECKSUM
 
 
 def _annotation_maps(node: Any) -> Iterator[dict[str, Any]]:
