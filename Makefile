@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml scripts/install-helm scripts/install-system-deps
 # What a contributor runs before opening a PR: every hub valid, every secrets
 # file encrypted for the right keys, and the rendered diff against the base branch.
 check: $(STAMP)
-	$(BIN)/hubbot validate
+	$(BIN)/hubbot validate --base $(BASE)
 	$(BIN)/hubbot secrets check
 	$(BIN)/hubbot diff --base $(BASE) --format text
 

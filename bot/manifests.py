@@ -82,6 +82,7 @@ class ManifestDiff:
     text: dict[str, str] = field(default_factory=dict)  # per resource title, sorted
     hidden_lines: dict[str, int] = field(default_factory=dict)  # per rule in RULES
     restarts: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # changes Kubernetes would refuse
 
     @property
     def diff(self) -> str:
@@ -330,7 +331,42 @@ def compare(
         shown.values_diff = pair.values_diff
         result.text[name] = redact(_diff_text(name, shown))
     result.restarts = _restarts(pairs)
+    result.refused = [
+        message for key in sorted(old.keys() & new.keys(), key=sort_key)
+        if (message := _static_resize(key, old[key], new[key])) is not None
+    ]
     return result
+
+
+RESIZE_REFUSED = "Kubernetes refuses to resize a statically provisioned volume"
+_STORAGE_PATHS = {
+    "PersistentVolume": ("capacity", "storage"),
+    "PersistentVolumeClaim": ("resources", "requests", "storage"),
+}
+
+
+def _static_resize(key: Key, old: Doc, new: Doc) -> str | None:
+    """Why a changed size of a statically provisioned volume cannot be deployed, if it is one.
+
+    With storageClassName "" no provisioner can grow (or shrink) the volume: the
+    API server refuses the claim's new size, and `helm upgrade` fails there.
+    """
+    kind, _, name = key
+    path = _STORAGE_PATHS.get(kind)
+    if path is None or (new.get("spec") or {}).get("storageClassName") != "":
+        return None
+    sizes = [_get(doc.get("spec"), path) for doc in (old, new)]
+    if sizes[0] is None or sizes[0] == sizes[1]:
+        return None
+    return f"{RESIZE_REFUSED} ({kind} {name}: {sizes[0]} -> {sizes[1]})"
+
+
+def _get(node: Any, path: tuple[str, ...]) -> Any:
+    for step in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(step)
+    return node
 
 
 def _normalise(

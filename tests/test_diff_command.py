@@ -292,3 +292,30 @@ def test_a_chart_template_change_renders_each_ref_with_its_own_chart(
         assert item["values"] == []
         assert item["manifests"]["changed"] == ["ServiceAccount/tess-user"]
         assert "+    team: tess\n" in item["manifests"]["diff"]["ServiceAccount/tess-user"]
+
+
+def test_a_resized_static_volume_is_a_warning_and_an_error(
+    chart_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(
+        chart_repo,
+        f"{PRIVATE}/config/common.yaml",
+        "efsFileSystemId: fs-0123456789abcdef0\n",
+        "efsFileSystemId: fs-0123456789abcdef0\n  capacity: 2Ti\n",
+    )
+    status, out, err = hubbot(chart_repo, capsys, "diff", "--base", "HEAD", "--format", "text")
+    assert status == 1
+    refused = [
+        f"tess-private/{env}: Kubernetes refuses to resize a statically provisioned volume "
+        f"({kind}: 1Ti -> 2Ti)"
+        for env in ("prod", "staging")
+        for kind in (f"PersistentVolume tess-private-{env}-home", "PersistentVolumeClaim home-nfs")
+    ]
+    warnings = out.split("\nwarnings:\n")[1].split("\n\n")[0].splitlines()
+    assert warnings[:4] == [f"  {line}" for line in refused]
+    assert err == f"hubbot: error: this change cannot be deployed: {'; '.join(refused)}\n"
+
+    status, out, _ = hubbot(chart_repo, capsys, "diff", "--base", "HEAD", "--format", "json")
+    assert status == 1
+    (prod,) = [item for item in json.loads(out)["diffs"] if item["env"] == "prod"]
+    assert prod["manifests"]["refused"] == [line.split(": ", 1)[1] for line in refused[:2]]

@@ -506,3 +506,27 @@ def test_decrypted_secrets_never_reach_rendered_manifests_or_diffs(
     assert "+  hub.config.ConfigurableHTTPProxy.auth_token: <secret, changed>\n" in out
     assert "proxy pod restarts" in out
     assert not [needle for needle in needles if needle in out]
+
+
+def home(capacity: str, **changes: Any) -> dict[str, Any]:
+    doc = values(**changes)
+    doc["homeStorage"] = {"enabled": True, "efsFileSystemId": "fs-1", "capacity": capacity}
+    return doc
+
+
+def test_resizing_a_statically_provisioned_volume_is_refused(chart: Path) -> None:
+    """Kubernetes refuses a new size for a volume with storageClassName "" at upgrade time."""
+    result = diff(chart, home("1Ti"), home("2Ti"))
+    assert result.changed == ["PersistentVolume/rel-home", "PersistentVolumeClaim/home-nfs"]
+    assert result.refused == [
+        "Kubernetes refuses to resize a statically provisioned volume "
+        "(PersistentVolume rel-home: 1Ti -> 2Ti)",
+        "Kubernetes refuses to resize a statically provisioned volume "
+        "(PersistentVolumeClaim home-nfs: 1Ti -> 2Ti)",
+    ]
+    assert diff(chart, home("1Ti"), home("1Ti", singleuser__image__tag="two")).refused == []
+    assert diff(chart, None, home("2Ti")).refused == []
+    # The hub database's claim has a storage class: its provisioner may grow it.
+    grown = diff(chart, home("1Ti"), home("1Ti", hub__db__pvc__storage="2Gi"))
+    assert grown.changed == ["PersistentVolumeClaim/hub-db-dir", "Secret/hub"]
+    assert grown.refused == []

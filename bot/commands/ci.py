@@ -165,10 +165,11 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context) -> None:
+def validate_step(ctx: Context, base_ref: str) -> None:
+    """Validate, refusing too what Kubernetes would refuse in the change from `base_ref`."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-        args = argparse.Namespace(repo=ctx.repo, hubs=[], env=None, format=output)
+        args = argparse.Namespace(repo=ctx.repo, hubs=[], env=None, format=output, base=base_ref)
         if validate.run(args) != 0:
             raise HubbotError("validation failed: fix the problems listed above")
 
@@ -189,14 +190,24 @@ def only_env(result: Plan, env: str) -> Plan:
     return dataclasses.replace(result, pairs=tuple(p for p in result.pairs if p.env == env))
 
 
-def diff_markdown(ctx: Context, result: Plan) -> str:
+def diff_markdown(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+    """The diff report's markdown, and the changes in it that Kubernetes would refuse."""
     with ctx.report.step("diff"):
         report = build_report(result, redact=ctx.redactor.redact, render_manifests=True)
         text = report_markdown(report)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
         print(text, end="" if text.endswith("\n") else "\n")
-    return text
+    return text, report.refused
+
+
+def comment_and_check(ctx: Context, pull: dict[str, Any], result: Plan) -> int:
+    """Comment the diff; the check fails (after commenting) on a change that cannot ship."""
+    text, refused = diff_markdown(ctx, result)
+    comment_step(ctx, pull, text)
+    if refused:
+        raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
+    return 0
 
 
 def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
@@ -222,7 +233,7 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
-    validate_step(ctx)
+    validate_step(ctx, pull["base"]["sha"])
     head = GitCommit(ctx.repo, "HEAD")
     result = plan_step(ctx, pull["base"]["sha"], head)
     changed = [image for image in result.images if image.changed]
@@ -232,8 +243,7 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
         ctx.report.skip("build", "no image changed")
     else:
         build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
-    comment_step(ctx, pull, diff_markdown(ctx, result))
-    return 0
+    return comment_and_check(ctx, pull, result)
 
 
 def build_without_push(ctx: Context, hubs: list[str]) -> None:
@@ -256,8 +266,7 @@ def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
         promote.check_pull_into_prod(pull)
     head = GitCommit(ctx.repo, "HEAD")
     result = only_env(plan_step(ctx, pull["base"]["sha"], head), PROD)
-    comment_step(ctx, pull, diff_markdown(ctx, result))
-    return 0
+    return comment_and_check(ctx, pull, result)
 
 
 # --- pushes -----------------------------------------------------------------------------
@@ -309,8 +318,9 @@ def deploy_step(
 
 
 def push_to_staging(ctx: Context, event: Event) -> int:
-    validate_step(ctx)
-    result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"), keyed=True)
+    base = push_base(ctx, event, PROD)
+    validate_step(ctx, base)
+    result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
     with ctx.report.step("build and push"):
         hubs = discover_hubs(WorkTree(ctx.repo))
@@ -329,10 +339,9 @@ def push_to_staging(ctx: Context, event: Event) -> int:
 
 
 def push_to_prod(ctx: Context, event: Event) -> int:
-    validate_step(ctx)
-    result = plan_step(
-        ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"), keyed=True
-    )
+    base = push_base(ctx, event, STAGING)
+    validate_step(ctx, base)
+    result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
     targets = [p for p in result.deployable() if p.env == PROD]
     with ctx.report.step("verify freight"):

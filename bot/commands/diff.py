@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bot import actions, diffreport, sops
 from bot.diffs import build_report
+from bot.errors import HubbotError
 from bot.plan import plan
 from bot.source import open_source
 
@@ -62,4 +63,6 @@ def run(args: argparse.Namespace) -> int:
         if output is not None:
             output.write_text(full, encoding="utf-8")
         actions.append_summary(full, assert_clean=args.redactor.assert_clean)
+    if report.refused:
+        raise HubbotError(f"this change cannot be deployed: {'; '.join(report.refused)}")
     return 0

@@ -8,9 +8,9 @@ from bot import actions, helm
 from bot.errors import HubbotError
 from bot.hubploy import SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
-from bot.source import WorkTree
-from bot.validation import check
-from bot.values import CHART_DIR, build
+from bot.source import GitCommit, Source, WorkTree
+from bot.validation import check, resize_problems
+from bot.values import CHART_DIR, HubValues, build
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,11 +18,18 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("hubs", nargs="*", metavar="HUB", help="default: every hub")
     parser.add_argument("--env", help="one environment (default: every environment of the hub)")
     parser.add_argument("--format", choices=("text", "github"), default="text")
+    parser.add_argument(
+        "--base",
+        metavar="REF",
+        default=None,
+        help="also refuse changes Kubernetes would refuse against REF (a resized static volume)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     source = WorkTree(args.repo)
+    base = GitCommit(args.repo, args.base, label=args.base) if args.base else None
     hubs = args.hubs or discover_hubs(source)
     failed = 0
     pairs = 0
@@ -37,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         for env in envs:
             pairs += 1
             try:
-                problems = check(source, build(source, hub, env))
+                values = build(source, hub, env)
+                problems = check(source, values) + against_base(base, values)
             except SchemaErrors as exc:
                 problems = exc.problems
             except HubbotError as exc:
@@ -56,6 +64,20 @@ def run(args: argparse.Namespace) -> int:
         report("infra/ cross-check", mismatches, args.format)
         failed += bool(mismatches)
     return 1 if failed else 0
+
+
+def against_base(base: Source | None, values: HubValues) -> list[HubbotError]:
+    """What Kubernetes would refuse in the change from `base`.
+
+    A pair that is new, or broken, at the base has nothing to compare with.
+    """
+    if base is None:
+        return []
+    try:
+        before = build(base, values.hub, values.env)
+    except HubbotError:
+        return []
+    return resize_problems(before, values)
 
 
 def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
