@@ -295,6 +295,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     oci_registry: LocalRegistry,
     jupyterhub_api: HTTPServer,
     helm_standin: HelmStandIn,
+    real_chart_packages: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -305,7 +306,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, secrets.token_hex(32)),
                           age=[age_env.recipient])
     point_urls(hub_repo, jupyterhub_api.url_for("/").rstrip("/"))
-    locked_dependency_present(hub_repo)
+    locked_dependency_present(hub_repo, real_chart_packages)
     commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
@@ -321,7 +322,14 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
               pull_event(tmp_path, pull["number"], "staging", base, "longer-culling", head)) == 0
     assert "<== build (no push): ok in " in capsys.readouterr().out
     (comment,) = api.comments_on(pull["number"])
-    assert "Manifests, resources: 0 changed" in comment["body"]
+    # The real chart rendered at both refs: the new user image reaches both pullers.
+    changed = (
+        "Manifests, resources: 3 changed (DaemonSet/continuous-image-puller, "
+        "DaemonSet/hook-image-puller, Secret/hub), 0 added, 0 removed"
+    )
+    assert comment["body"].count(changed) == 4
+    assert "\n- image puller runs on every node: tess-private/prod, tess-private/staging, " \
+        "tess-public/prod, tess-public/staging\n" in comment["body"]
     assert tags(oci_registry, repository) == []
     assert helm_standin.calls("upgrade") == []
 
