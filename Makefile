@@ -4,6 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASE ?= $(shell scripts/base-ref)
+# Chart packages beside the repository render the chart offline (README: "Manifest
+# diffs and the chart lock"); a HUBBOT_CHART_PACKAGES already set wins.
+REPO := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+ifneq ($(wildcard $(REPO)/../shared/charts/.),)
+export HUBBOT_CHART_PACKAGES ?= $(abspath $(REPO)/../shared/charts)
+endif
 
 .PHONY: setup check test lint bench
 
@@ -20,7 +26,7 @@ $(STAMP): pyproject.toml scripts/install-helm scripts/install-system-deps
 # What a contributor runs before opening a PR: every hub valid, every secrets
 # file encrypted for the right keys, and the rendered diff against the base branch.
 check: $(STAMP)
-	$(BIN)/hubbot validate
+	$(BIN)/hubbot validate --base $(BASE)
 	$(BIN)/hubbot secrets check
 	$(BIN)/hubbot diff --base $(BASE) --format text
 

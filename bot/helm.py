@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -239,13 +240,48 @@ def dependencies_available(chart_dir: Path) -> bool:
 
 
 def package_file(chart_dir: Path, dep: Dependency) -> Path | None:
-    """The `<name>-<version>.tgz` of `dep` in the chart's charts/ or HUBBOT_CHART_PACKAGES."""
+    """The `<name>-<version>.tgz` of `dep` in the chart's charts/ or HUBBOT_CHART_PACKAGES.
+
+    A package found there must hold `dep` itself: helm would render whatever chart a
+    wrongly named file holds, and the diff would show it as the locked version.
+    """
     name = f"{dep.name}-{dep.version}.tgz"
     configured = os.environ.get(PACKAGES_ENV)
     for directory in (chart_dir / "charts", Path(configured) if configured else None):
         if directory is not None and (directory / name).is_file():
+            check_package(directory / name, dep)
             return directory / name
     return None
+
+
+# A chart's Chart.yaml is a few KB; a bigger one is not read.
+_MAX_CHART_YAML = 1024 * 1024
+
+
+def check_package(path: Path, dep: Dependency) -> None:
+    """Refuse a package whose own Chart.yaml is not `dep`'s name and version."""
+    where = Location(str(path))
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            text = ""
+            for member in tar:
+                # helm packages a chart as <name>/Chart.yaml, <name>/templates/...
+                top_level = member.name.count("/") == 1 and member.name.endswith("/Chart.yaml")
+                if top_level and member.isfile() and member.size <= _MAX_CHART_YAML:
+                    handle = tar.extractfile(member)
+                    text = handle.read().decode("utf-8", "replace") if handle else ""
+                    break
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise HubbotError(f"cannot read the chart package: {exc}", where) from None
+    meta = load_yaml(f"{path}:Chart.yaml", text).data if text else None
+    if not isinstance(meta, dict):
+        raise HubbotError("not a chart package: it holds no <name>/Chart.yaml", where)
+    if meta.get("name") != dep.name or str(meta.get("version")) != dep.version:
+        raise HubbotError(
+            f"this package holds {meta.get('name')} {meta.get('version')}, not the locked "
+            f"{dep.name} {dep.version}",
+            where,
+        )
 
 
 def _present(chart_dir: Path, dep: Dependency) -> bool:

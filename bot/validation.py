@@ -23,6 +23,7 @@ from bot.chartschema import (
 from bot.errors import HubbotError, Location
 from bot.hubploy import clashes, kubeconfig_path
 from bot.imagetag import reads_as_non_string
+from bot.manifests import RESIZE_REFUSED
 from bot.merge import effective
 from bot.schemas import SCHEMA_DIR, Checker, Violation, load_checker
 from bot.sops_format import SecretLeaf
@@ -165,6 +166,35 @@ def _input_problems(source: Source, values: HubValues) -> list[HubbotError]:
     except HubbotError as exc:
         return [exc]
     return []
+
+
+HOME_CAPACITY = ("homeStorage", "capacity")
+
+
+def resize_problems(base: HubValues, values: HubValues) -> list[HubbotError]:
+    """A new homeStorage.capacity for the static EFS volume (hub/templates/home-storage.yaml).
+
+    Kubernetes refuses the resize at upgrade time, after the merge; compared with
+    the base ref, the pull request fails instead. EFS grows by itself: the
+    capacity is only a label, so keeping it loses nothing.
+    """
+    old, new = effective(base.document), effective(values.document)
+    sizes = [(doc.get("homeStorage") or {}) for doc in (old, new)]
+    if not all(size.get("enabled") for size in sizes):
+        return []
+    before, after = (size.get("capacity") for size in sizes)
+    if before == after:
+        return []
+    origin = values.merged.winner(HOME_CAPACITY)
+    where = Location(origin.file, origin.line) if origin else _locate(values, HOME_CAPACITY)
+    volume = f"PersistentVolume {values.environment.release}-home"
+    return [
+        HubbotError(
+            f"{RESIZE_REFUSED} ({volume}: {before} -> {after}): keep homeStorage.capacity at "
+            f"{before} (EFS grows by itself; the capacity is only a label)",
+            where,
+        )
+    ]
 
 
 def _checkable(node: Any, path: Path_ = ()) -> tuple[Any, dict[Path_, str]]:

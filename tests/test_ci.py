@@ -119,6 +119,69 @@ def test_a_pull_request_posts_one_comment_and_pushes_nothing(
     assert len(api.comments_on(pull["number"])) == 1
 
 
+def pull_request_changing(
+    repo: Path, api: FakeGitHub, tmp_path: Path, relative: str, old: str, new: str
+) -> tuple[Path, int]:
+    """A pull request into staging whose one commit replaces `old` with `new` in a file."""
+    base_sha = git(repo, "rev-parse", "staging")
+    git(repo, "checkout", "-q", "-b", "resize")
+    path = repo / relative
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    head_sha = commit_all(repo, "resize the home volume")
+    pull = api.add_pull("resize", "staging")
+    return pull_event(tmp_path, pull["number"], "staging", base_sha, "resize", head_sha), pull[
+        "number"
+    ]
+
+
+def test_a_pull_request_resizing_the_static_home_volume_fails_validation(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-private/config/common.yaml"
+    event, number = pull_request_changing(
+        hub_repo, api, tmp_path, common, "  enabled: true\n", "  enabled: true\n  capacity: 2Ti\n"
+    )
+
+    assert ci(hub_repo, "pull_request", event) == 1
+
+    out, err = capsys.readouterr()
+    assert (
+        f"  {common}:3: Kubernetes refuses to resize a statically provisioned volume "
+        "(PersistentVolume tess-private-prod-home: 1Ti -> 2Ti)"
+    ) in out
+    assert "<== validate: failed in " in out
+    assert err == "hubbot: error: validation failed: fix the problems listed above\n"
+    assert api.comments_on(number) == []
+
+
+def test_a_pull_request_whose_manifests_resize_a_static_volume_is_commented_then_fails(
+    hub_repo: Path,
+    api: FakeGitHub,
+    tmp_path: Path,
+    helm_bin: str,
+    real_chart_packages: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A chart change validate cannot see in the values: only the rendered diff shows it.
+    template = "hub/templates/home-storage.yaml"
+    event, number = pull_request_changing(
+        hub_repo, api, tmp_path, template, "{{ .Values.homeStorage.capacity }}", "2Ti"
+    )
+
+    assert ci(hub_repo, "pull_request", event) == 1
+
+    _, err = capsys.readouterr()
+    refused = "Kubernetes refuses to resize a statically provisioned volume"
+    assert err.startswith(
+        "hubbot: error: this change cannot be deployed: tess-private/prod: "
+        f"{refused} (PersistentVolume tess-private-prod-home: 1Ti -> 2Ti); "
+    )
+    (comment,) = api.comments_on(number)
+    warning = f"- tess-private/staging: {refused} (PersistentVolumeClaim home-nfs: 1Ti -&gt; 2Ti)"
+    assert warning in comment["body"].split("<details>")[0]
+
+
 def test_a_fork_pull_request_is_diffed_in_shape_only_mode_without_a_comment(
     hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -335,6 +398,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     oci_registry: LocalRegistry,
     deployed_hubs: dict[str, Hub],
     helm_standin: HelmStandIn,
+    real_chart_packages: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -347,7 +411,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, secrets.token_hex(32)),
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
-    locked_dependency_present(hub_repo)
+    locked_dependency_present(hub_repo, real_chart_packages)
     commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
@@ -363,7 +427,14 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
               pull_event(tmp_path, pull["number"], "staging", base, "longer-culling", head)) == 0
     assert "<== build (no push): ok in " in capsys.readouterr().out
     (comment,) = api.comments_on(pull["number"])
-    assert "Manifests, resources: 0 changed" in comment["body"]
+    # The real chart rendered at both refs: the new user image reaches both pullers.
+    changed = (
+        "Manifests, resources: 3 changed (DaemonSet/continuous-image-puller, "
+        "DaemonSet/hook-image-puller, Secret/hub), 0 added, 0 removed"
+    )
+    assert comment["body"].count(changed) == 4
+    assert "\n- image puller runs on every node: tess-private/prod, tess-private/staging, " \
+        "tess-public/prod, tess-public/staging\n" in comment["body"]
     assert tags(oci_registry, repository) == []
     assert helm_standin.calls("upgrade") == []
 

@@ -520,3 +520,38 @@ def test_a_change_is_held_to_its_base_schemas(
     assert f"  {hubploy}:{line}: unknown key `owner` (expected one of: " in out
     assert f"; so says schemas/hubploy.schema.yaml {base}" in out
     assert "0 of 2 hub environments valid" in out
+
+
+def test_with_a_base_a_resized_static_volume_is_an_error(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-private/config/common.yaml"
+    replace_in(hub_repo, common, "  enabled: true\n", "  enabled: true\n  capacity: 2Ti\n")
+    line = line_of(hub_repo, common, "capacity: 2Ti")
+    status, out = validate(hub_repo, capsys)
+    assert status == 0  # without a base there is nothing to compare with
+
+    status, out = validate(hub_repo, capsys, "--base", "HEAD")
+    assert status == 1
+    assert "2 of 4 hub environments valid" in out
+    for env in ("prod", "staging"):
+        assert (
+            f"  {common}:{line}: Kubernetes refuses to resize a statically provisioned volume "
+            f"(PersistentVolume tess-private-{env}-home: 1Ti -> 2Ti): keep homeStorage.capacity "
+            "at 1Ti (EFS grows by itself; the capacity is only a label)"
+        ) in out
+
+
+def test_with_a_base_a_new_home_volume_or_hub_is_no_resize(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    public = "deployments/tess-public/config/common.yaml"
+    text = (hub_repo / public).read_text()
+    home = "homeStorage:\n  enabled: true\n  efsFileSystemId: fs-0123456789abcdef1\n"
+    write(hub_repo, public, home + "  capacity: 2Ti\n" + text)
+    status, out = validate(hub_repo, capsys, "--base", "HEAD")
+    assert status == 0, out
+
+    status, out = validate(hub_repo, capsys, "--base", "no-such-ref")
+    assert status == 1
+    assert "no-such-ref" in out

@@ -182,13 +182,14 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context, base: str | None = None) -> None:
-    """Validate the checkout; with `base` (a pull request's), against its schemas too."""
+def validate_step(ctx: Context, base_ref: str) -> None:
+    """Validate the checkout, against the schemas at `base_ref` too, refusing what
+    Kubernetes would refuse in the change from it."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
         # The start-up check runs in its own step, for the affected pairs only.
         args = argparse.Namespace(
-            repo=ctx.repo, hubs=[], env=None, format=output, base=base, no_startup=True
+            repo=ctx.repo, hubs=[], env=None, format=output, base=base_ref, no_startup=True
         )
         if validate.run(args) != 0:
             raise HubbotError("validation failed: fix the problems listed above")
@@ -233,14 +234,25 @@ def only_env(result: Plan, env: str) -> Plan:
     return dataclasses.replace(result, pairs=tuple(p for p in result.pairs if p.env == env))
 
 
-def diff_markdown(ctx: Context, result: Plan) -> str:
+def diff_markdown(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+    """The diff report's markdown, and the changes in it that Kubernetes would refuse."""
     with ctx.report.step("diff"):
         report = build_report(result, redact=ctx.redactor.redact, render_manifests=True)
         text = report_markdown(report)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
         print(text, end="" if text.endswith("\n") else "\n")
-    return text
+    return text, report.refused
+
+
+def comment_and_check(ctx: Context, pull: dict[str, Any], result: Plan, notice: str) -> int:
+    """Comment `notice` and the diff; the check fails (after commenting) on a change that
+    cannot ship."""
+    text, refused = diff_markdown(ctx, result)
+    comment_step(ctx, pull, notice + text)
+    if refused:
+        raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
+    return 0
 
 
 def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
@@ -267,7 +279,7 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
-    validate_step(ctx, base=base)
+    validate_step(ctx, base)
     secrets_step(ctx)
     head = GitCommit(ctx.repo, "HEAD")
     result = plan_step(ctx, base, head)
@@ -278,8 +290,7 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
         ctx.report.skip("build", "no image changed")
     else:
         build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
-    comment_step(ctx, pull, policy_notice(ctx, base, head) + diff_markdown(ctx, result))
-    return 0
+    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
 
 
 def policy_notice(ctx: Context, base_sha: str, head: Source) -> str:
@@ -313,8 +324,7 @@ def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
     head = GitCommit(ctx.repo, "HEAD")
     result = only_env(plan_step(ctx, base, head), PROD)
-    comment_step(ctx, pull, policy_notice(ctx, base, head) + diff_markdown(ctx, result))
-    return 0
+    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
 
 
 # --- pushes -----------------------------------------------------------------------------
@@ -366,9 +376,10 @@ def deploy_step(
 
 
 def push_to_staging(ctx: Context, event: Event) -> int:
-    validate_step(ctx)
+    base = push_base(ctx, event, PROD)
+    validate_step(ctx, base)
     secrets_step(ctx)
-    result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"), keyed=True)
+    result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
     with ctx.report.step("build and push"):
         hubs = discover_hubs(WorkTree(ctx.repo))
@@ -387,11 +398,10 @@ def push_to_staging(ctx: Context, event: Event) -> int:
 
 
 def push_to_prod(ctx: Context, event: Event) -> int:
-    validate_step(ctx)
+    base = push_base(ctx, event, STAGING)
+    validate_step(ctx, base)
     secrets_step(ctx)
-    result = plan_step(
-        ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"), keyed=True
-    )
+    result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
     targets = [p for p in result.deployable() if p.env == PROD]
     with ctx.report.step("verify freight"):

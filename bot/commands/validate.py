@@ -10,9 +10,9 @@ from bot import actions, helm, startup
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
-from bot.source import GitCommit, WorkTree
-from bot.validation import check
-from bot.values import CHART_DIR, build
+from bot.source import GitCommit, Source, WorkTree
+from bot.validation import check, resize_problems
+from bot.values import CHART_DIR, HubValues, build
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +29,8 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--base",
         metavar="REF",
         help="also check against the schemas at REF (a pull request's base), which the "
-        "change under review cannot loosen",
+        "change under review cannot loosen, and refuse what Kubernetes would refuse in the "
+        "change from REF (a resized static volume)",
     )
     parser.set_defaults(func=run)
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             verdict = None
             try:
                 values = build(source, hub, env)
-                problems = check(source, values, trusted)
+                problems = check(source, values, trusted) + against_base(trusted, values)
                 if not problems and not args.no_startup:
                     result = startup.check(source, values)
                     problems, warnings, verdict = result.errors, result.warnings, result.verdict
@@ -91,6 +92,18 @@ def trusted_base(repo: Path, ref: str) -> GitCommit:
     """The commit whose schemas also judge the work tree, labelled by the ref given
     (a full commit id, as CI passes, shortened)."""
     return GitCommit(repo, ref, label="" if re.fullmatch("[0-9a-f]{40}", ref) else ref)
+def against_base(base: Source | None, values: HubValues) -> list[HubbotError]:
+    """What Kubernetes would refuse in the change from `base`.
+
+    A pair that is new, or broken, at the base has nothing to compare with.
+    """
+    if base is None:
+        return []
+    try:
+        before = build(base, values.hub, values.env)
+    except HubbotError:
+        return []
+    return resize_problems(before, values)
 
 
 def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
