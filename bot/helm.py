@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import HubbotError, Location
+from bot.source import decode
 from bot.yamlfile import load_yaml
 
 # The Kubernetes version charts are rendered for when hubploy.yaml sets no
@@ -181,10 +182,10 @@ class Dependency:
 def _chart_file(chart_dir: Path, name: str) -> tuple[str, Any]:
     label = f"{chart_dir.name}/{name}"
     try:
-        text = (chart_dir / name).read_text(encoding="utf-8")
+        data = (chart_dir / name).read_bytes()
     except FileNotFoundError:
         return label, None
-    return label, load_yaml(label, text).data
+    return label, load_yaml(label, decode(label, data)).data
 
 
 def locked_dependencies(chart_dir: Path) -> list[Dependency]:

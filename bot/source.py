@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot import git
+from bot.errors import HubbotError, Location
 
 T = TypeVar("T")
 
@@ -47,9 +48,10 @@ class WorkTree:
 
     def read(self, path: str) -> str | None:
         try:
-            return (self.root / path).read_text(encoding="utf-8")
+            data = (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        return decode(path, data)
 
     def children(self, path: str) -> list[str]:
         directory = self.root / path
@@ -108,7 +110,7 @@ class GitCommit:
         blob = self._blobs.get(path)
         if blob is None and path in self._entries:
             blob = git.show(self.root, self.commit, path)
-        return blob.decode("utf-8") if blob is not None else None
+        return decode(path, blob) if blob is not None else None
 
     def children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
@@ -122,6 +124,18 @@ class GitCommit:
 
     def tree_hash(self, path: str) -> str | None:
         return memoized(self, ("tree", path), lambda: git.tree_id(self.root, self.commit, path))
+
+
+def decode(file: str, data: bytes) -> str:
+    """The text of a file's bytes; a byte that is not UTF-8 is an error naming its offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HubbotError(
+            f"byte offset {exc.start} (0x{data[exc.start]:02x}) is not UTF-8: the file must be "
+            "UTF-8 text (a binary file?)",
+            Location(file, data.count(b"\n", 0, exc.start) + 1),
+        ) from None
 
 
 def memoized(source: Source, key: Any, compute: Callable[[], T]) -> T:

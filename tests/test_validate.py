@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.repos import replace_in, validate, write
+from tests.test_yamlfile import alias_bomb
 
 
 def line_of(repo: Path, relative: str, needle: str) -> int:
@@ -272,3 +274,43 @@ def test_prod_policy_rejects_latest(hub_repo: Path, capsys: pytest.CaptureFixtur
     assert "ok      tess-public/staging" in out
     prod = "deployments/tess-public/config/prod.yaml"
     assert (f'{prod}:4: image tag "latest" moves: prod must run a pinned image tag') in out
+
+
+def test_an_alias_bomb_in_a_layer_fails_fast_naming_file_and_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer = "deployments/tess-public/config/staging.yaml"
+    bomb = alias_bomb(9).replace("a:", "x-lol:", 1).replace("\nl", "\nx-l")
+    line = len((hub_repo / layer).read_text().splitlines()) + 5
+    (hub_repo / layer).write_text((hub_repo / layer).read_text() + bomb)
+    started = time.monotonic()
+    status, out = validate(hub_repo, capsys)
+    assert time.monotonic() - started < 2
+    assert status == 1
+    assert f"  {layer}:{line}: aliases expand to more than 10,000 values" in out
+    assert "internal error" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            b"jupyterhub:\n  hub: caf\xe9\n",
+            "config/common.yaml:2: byte offset 22 (0xe9) is not UTF-8",
+            id="one non-UTF-8 byte",
+        ),
+        pytest.param(
+            b"jupyterhub: {}\n\x00\x01\x02\x03",
+            "config/common.yaml:2: byte offset 15: the character U+0000 is not allowed in YAML",
+            id="binary junk",
+        ),
+    ],
+)
+def test_a_layer_that_is_not_text(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    (hub_repo / "deployments/tess-public/config/common.yaml").write_bytes(content)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"  deployments/tess-public/{message}" in out
+    assert "internal error" not in out
