@@ -112,9 +112,7 @@ def matching_rule(rules: list[CreationRule], file: str) -> CreationRule:
 
 
 def recipients_of(file: str, text: str) -> Recipients:
-    data = load_yaml(file, text).data
-    meta = data.get("sops") if isinstance(data, dict) else None
-    return file_recipients(file, meta if isinstance(meta, dict) else {})
+    return file_recipients(load_yaml(file, text))
 
 
 # check
