@@ -152,7 +152,9 @@ def _deploy(run: Run, target: Target, values: HubValues) -> str:
         if result.returncode != 0:
             if run.processes.stopped:
                 raise HubbotError("interrupted (SIGTERM) while helm was upgrading")
-            raise HubbotError(f"helm upgrade failed: {helm.error_line(result.stderr)}")
+            raise HubbotError(
+                f"helm upgrade failed: {helm.error_line(result.stderr, result.returncode)}"
+            )
     run.say(f"{target}: health check {health.api_url(values.environment.url)}")
     return health.check(values.environment.url, run.patience)
 
