@@ -97,7 +97,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         for i, image in enumerate(data["images"])
     )
     for image in images:
-        if image.path.startswith("../") or image.path == "..":
+        if image.path.startswith(("../", "/")) or image.path == "..":
             raise HubbotError(f"image path {image.path!r} leaves the repository", image.location)
     environments = {
         name: Environment(

@@ -242,10 +242,7 @@ def _read_outline(source: Source, hub: str) -> _Outline:
         # Only strings are taken: anything else (an alias bomb, say) is left to the bounded,
         # validating reading below.
         images = tuple(
-            (
-                _string(image["name"]),
-                posixpath.normpath(posixpath.join(base, _string(image["path"]))),
-            )
+            (_string(image["name"]), _inside(posixpath.join(base, _string(image["path"]))))
             for image in data["images"]
         )
         return _Outline(hub, file, tuple(_string(env) for env in data["environments"]), images)
@@ -253,6 +250,13 @@ def _read_outline(source: Source, hub: str) -> _Outline:
         deployment = load_deployment(source, hub)  # raises the error, naming file and line
         images = tuple((image.name, image.path) for image in deployment.images)
         return _Outline(hub, file, tuple(deployment.environments), images)
+
+
+def _inside(path: str) -> str:
+    normal = posixpath.normpath(path)
+    if normal.startswith(("../", "/")) or normal == "..":
+        raise TypeError(path)  # load_deployment names the image path that leaves the repository
+    return normal
 
 
 def _string(value: Any) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.main import main
 from tests.fixtures.repos import replace_in, validate, write
 from tests.test_yamlfile import alias_bomb
 
@@ -314,3 +315,27 @@ def test_a_layer_that_is_not_text(
     assert status == 1
     assert f"  deployments/tess-public/{message}" in out
     assert "internal error" not in out
+
+
+def test_an_absolute_image_path_is_named(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, file, "path: ../tess-private/images/default", "path: /etc")
+    message = (
+        f"{file}:{line_of(hub_repo, file, '- name:')}: image path '/etc' leaves the repository"
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert message in out
+    status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD"])
+    assert status == 1
+    assert capsys.readouterr().err == f"hubbot: error: {message}\n"
+
+
+def test_git_not_installed_is_not_a_missing_repository(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(hub_repo / "no-programs-here"))
+    status, out = validate(hub_repo, capsys)
+    assert (status, out) == (1, "hubbot: error: git is not installed: install git and retry\n")
