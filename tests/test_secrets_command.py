@@ -448,3 +448,20 @@ def test_a_broken_creation_rule_is_named(
     # validate leaves a broken .sops.yaml to `secrets check`, but must not crash on it.
     main(["--repo", str(hub_repo), "validate"])
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_check_with_a_wrong_key_file_fails_naming_it_and_the_recipients(
+    hub_repo: Path,
+    other_age_key: AgeKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(other_age_key.path))
+    status, out, err = run(hub_repo, capsys, "check")
+    assert (status, err) == (1, "")
+    assert "no key here could open them" not in out
+    assert (
+        f"FAILED  the age key in SOPS_AGE_KEY_FILE ({other_age_key.path}) opens none of the "
+        "secrets files: set it to the key file of one of their recipients\n"
+    ) in out
+    assert f"  {PUBLIC_STAGING}: encrypted for age {PROJECT_STAGING_AGE}\n" in out
