@@ -465,3 +465,18 @@ def test_check_with_a_wrong_key_file_fails_naming_it_and_the_recipients(
         "secrets files: set it to the key file of one of their recipients\n"
     ) in out
     assert f"  {PUBLIC_STAGING}: encrypted for age {PROJECT_STAGING_AGE}\n" in out
+
+
+def test_edit_with_an_editor_that_fails(
+    keyed_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EDITOR", "false")
+    monkeypatch.delenv("SOPS_EDITOR", raising=False)
+    before = (keyed_repo / FILES[0]).read_text()
+    status, out, err = run(keyed_repo, capsys, "edit", "tess-private", "prod")
+    assert (status, out) == (1, "")
+    assert err == (
+        f"hubbot: error: {FILES[0]}: the editor (false) failed or could not be started: "
+        "nothing was saved; check EDITOR (or SOPS_EDITOR)\n"
+    )
+    assert (keyed_repo / FILES[0]).read_text() == before

@@ -33,6 +33,7 @@ from bot.values import Decryptor
 from bot.yamlfile import load_yaml
 
 EXIT_NOT_MODIFIED = 200  # sops edit: the file was left as it was
+EXIT_EDITOR_FAILED = 201  # sops edit: the editor could not be started, or failed
 UPDATEKEYS = "run `hubbot secrets updatekeys`"
 
 
@@ -210,6 +211,13 @@ def edit(args: argparse.Namespace) -> int:
     if result.returncode == EXIT_NOT_MODIFIED:
         print(f"{file}: not changed")
         return 0
+    if result.returncode == EXIT_EDITOR_FAILED:
+        editor = os.environ.get("SOPS_EDITOR") or os.environ.get("EDITOR") or "vim, nano or vi"
+        raise HubbotError(
+            f"the editor ({editor}) failed or could not be started: nothing was saved; "
+            "check EDITOR (or SOPS_EDITOR)",
+            Location(file),
+        )
     if result.returncode != 0:
         raise sops.failure(
             file, source.read(file) or "", result.returncode, result.stderr.decode(errors="replace")
