@@ -10,6 +10,10 @@ from pathlib import Path
 from bot.errors import HubbotError
 
 
+class GitMissing(HubbotError):
+    """No git program to run."""
+
+
 def run(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
     """Run `git -C repo ARGS`; raise HubbotError with git's message on failure."""
     try:
@@ -20,7 +24,7 @@ def run(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
             check=False,
         )
     except FileNotFoundError:
-        raise HubbotError("git is not installed: install git and retry") from None
+        raise GitMissing("git is not installed: install git and retry") from None
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
         raise HubbotError(f"git {args[0]} failed: {message[-1] if message else 'no output'}")
@@ -31,6 +35,8 @@ def toplevel(start: Path) -> Path:
     """The root of the git work tree containing `start`."""
     try:
         return Path(run(start, "rev-parse", "--show-toplevel").decode().strip())
+    except GitMissing:
+        raise
     except HubbotError:
         raise HubbotError(
             f"{start} is not inside a git repository: run hubbot from a clone or pass --repo PATH"
@@ -41,6 +47,8 @@ def resolve(repo: Path, ref: str) -> str:
     """The commit id of `ref`, or an error naming the ref."""
     try:
         return run(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
+    except GitMissing:
+        raise
     except HubbotError:
         raise HubbotError(f"unknown git ref {ref!r}: fetch it or name an existing branch") from None
 

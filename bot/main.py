@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import sys
 from collections.abc import Sequence
 from importlib import import_module, metadata
@@ -99,6 +100,11 @@ def chosen_verb(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A character the terminal's encoding (PYTHONIOENCODING=ascii, say) cannot show is
+    # written as an escape, never a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     # Every value sops decrypts is registered here; all output of the process,
     # error messages included, passes through it.
     redactor = Redactor()
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.redactor = redactor
             args.repo = git.toplevel(args.repo or Path.cwd())
             status: int = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, where the handler ends it quietly
             return status
     except Exit as stop:
         return stop.status

@@ -280,15 +280,30 @@ def _read_outline(source: Source, hub: str) -> _Outline:
     try:
         data = yaml.load(source.read(file) or "", Loader=_Loader)  # noqa: S506 (a safe loader)
         base = posixpath.dirname(file)
+        # Only strings are taken: anything else (an alias bomb, say) is left to the bounded,
+        # validating reading below.
         images = tuple(
-            (str(image["name"]), posixpath.normpath(posixpath.join(base, str(image["path"]))))
+            (_string(image["name"]), _inside(posixpath.join(base, _string(image["path"]))))
             for image in data["images"]
         )
-        return _Outline(hub, file, tuple(str(env) for env in data["environments"]), images)
+        return _Outline(hub, file, tuple(_string(env) for env in data["environments"]), images)
     except (yaml.YAMLError, KeyError, TypeError, AttributeError):
         deployment = load_deployment(source, hub)  # raises the error, naming file and line
         images = tuple((image.name, image.path) for image in deployment.images)
         return _Outline(hub, file, tuple(deployment.environments), images)
+
+
+def _inside(path: str) -> str:
+    normal = posixpath.normpath(path)
+    if normal.startswith(("../", "/")) or normal == "..":
+        raise TypeError(path)  # load_deployment names the image path that leaves the repository
+    return normal
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
 
 
 def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | None) -> _Outline:

@@ -204,8 +204,7 @@ def failure(file: str, text: str, status: int, stderr: str) -> HubbotError:
 def key_failures(file: str, text: str, stderr: str) -> list[KeyFailure]:
     """Why each master key of the file failed, from sops's per-key report."""
     sections = _sections(stderr)
-    metadata = _metadata(file, text)
-    recipients = file_recipients(file, metadata)
+    recipients = file_recipients(load_yaml(file, text))
     found = []
     for key in sorted(recipients.kms):
         body = next((b for head, b in sections if head.startswith(key.arn)), "")
@@ -214,12 +213,6 @@ def key_failures(file: str, text: str, stderr: str) -> list[KeyFailure]:
         body = next((b for head, b in sections if head.startswith(recipient)), "")
         found.append(KeyFailure(f"age {recipient}", *_age_reason(body)))
     return found
-
-
-def _metadata(file: str, text: str) -> dict[str, Any]:
-    data = load_yaml(file, text).data
-    meta = data.get("sops") if isinstance(data, dict) else None
-    return meta if isinstance(meta, dict) else {}
 
 
 def _sections(stderr: str) -> list[tuple[str, str]]:

@@ -53,9 +53,10 @@ class WorkTree:
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
         try:
-            return (self.root / path).read_text(encoding="utf-8")
+            data = (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        return decode(path, data)
 
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
@@ -128,7 +129,7 @@ class GitCommit:
         blob = self._blobs.get(path)
         if blob is None and path in self._entries:
             blob = git.show(self.root, self.commit, path)
-        return blob.decode("utf-8") if blob is not None else None
+        return decode(path, blob) if blob is not None else None
 
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
@@ -183,6 +184,18 @@ def link_error(link: str, target: str) -> HubbotError:
         "replace the link with the file or directory itself",
         Location(link),
     )
+
+
+def decode(file: str, data: bytes) -> str:
+    """The text of a file's bytes; a byte that is not UTF-8 is an error naming its offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HubbotError(
+            f"byte offset {exc.start} (0x{data[exc.start]:02x}) is not UTF-8: the file must be "
+            "UTF-8 text (a binary file?)",
+            Location(file, data.count(b"\n", 0, exc.start) + 1),
+        ) from None
 
 
 def memoized(source: Source, key: Any, compute: Callable[[], T]) -> T:

@@ -263,3 +263,87 @@ def test_present_dependency_is_used_in_place(hub_chart_offline_ready: Path) -> N
     assert helm.dependencies_available(hub_chart_offline_ready)
     with helm.ready_chart(hub_chart_offline_ready) as ready:
         assert ready == hub_chart_offline_ready
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        pytest.param(
+            "Chart.yaml",
+            "  - name: jupyterhub\n    version: 4.2.0\n",
+            "  jupyterhub:\n    version: 4.2.0\n",
+            "hub/Chart.yaml:6: `dependencies` must be a list of charts (- name: ..., version: "
+            "..., repository: ...), not a dict",
+            id="Chart.yaml dependencies as a map",
+        ),
+        pytest.param(
+            "Chart.lock",
+            "  version: 4.2.0\n",
+            "",
+            "hub/Chart.lock:2: this dependency has no `version`",
+            id="a Chart.lock entry without version",
+        ),
+        pytest.param(
+            "Chart.yaml",
+            "apiVersion: v2\n",
+            "- apiVersion: v2\n",
+            "hub/Chart.yaml:1: Chart.yaml must be a mapping, not a list",
+            id="Chart.yaml a list",
+        ),
+    ],
+)
+def test_a_malformed_chart_file_is_named(
+    tmp_path: Path, file: str, old: str, new: str, message: str
+) -> None:
+    chart = copy_chart(tmp_path)
+    if file == "Chart.yaml" and new.startswith("- "):
+        (chart / file).write_text(new)
+    else:
+        replace_in(chart / file, old, new)
+    with pytest.raises(HubbotError) as caught:
+        helm.locked_dependencies(chart)
+    assert str(caught.value) == message
+
+
+def test_a_helm_that_is_not_a_program(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "not-helm"
+    fake.write_bytes(b"\x7fELF not really\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("HELM", str(fake))
+    expected = (
+        f"helm at '{fake}' cannot run (Exec format error): run `make setup` (installs helm "
+        "into .venv/bin) or set HELM to the helm binary"
+    )
+    with pytest.raises(HubbotError) as caught:
+        helm.run(["version"])
+    assert str(caught.value) == expected
+    with pytest.raises(HubbotError) as caught:
+        helm.major_version(helm.Processes(), tmp_path)
+    assert str(caught.value) == expected
+
+
+def test_a_helm_that_fails_silently(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELM", "/bin/false")
+    with pytest.raises(HubbotError) as caught:
+        helm.run(["version"])
+    assert str(caught.value) == (
+        "`helm version` failed: helm printed no error message (exit status 1): check that "
+        "'/bin/false' is the helm binary (run `make setup` (installs helm into .venv/bin) or "
+        "set HELM to the helm binary)"
+    )
+
+
+def test_a_go_stack_trace_gives_its_first_line(
+    hub_chart_offline_ready: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HOME a file: helm cannot read its settings, and prints a stack trace, no `Error:`.
+    monkeypatch.setenv("HOME", "/dev/null")
+    for name in ("CONFIG", "CACHE", "DATA"):
+        monkeypatch.delenv(f"XDG_{name}_HOME", raising=False)
+        monkeypatch.delenv(f"HELM_{name}_HOME", raising=False)
+    with pytest.raises(HubbotError) as caught:
+        helm.template(hub_chart_offline_ready, "r1", "ns1", "{}")
+    assert str(caught.value) == (
+        "`helm template` failed: stat /dev/null/.config/helm/registry/config.json: "
+        "not a directory"
+    )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from bot.main import main
 from tests.fixtures.repos import commit_all, git, replace_in, validate, write
+from tests.test_yamlfile import alias_bomb
 
 
 def line_of(repo: Path, relative: str, needle: str) -> int:
@@ -555,3 +558,67 @@ def test_with_a_base_a_new_home_volume_or_hub_is_no_resize(
     status, out = validate(hub_repo, capsys, "--base", "no-such-ref")
     assert status == 1
     assert "no-such-ref" in out
+
+
+def test_an_alias_bomb_in_a_layer_fails_fast_naming_file_and_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer = "deployments/tess-public/config/staging.yaml"
+    bomb = alias_bomb(9).replace("a:", "x-lol:", 1).replace("\nl", "\nx-l")
+    line = len((hub_repo / layer).read_text().splitlines()) + 5
+    (hub_repo / layer).write_text((hub_repo / layer).read_text() + bomb)
+    started = time.monotonic()
+    status, out = validate(hub_repo, capsys)
+    assert time.monotonic() - started < 2
+    assert status == 1
+    assert f"  {layer}:{line}: aliases expand to more than 10,000 values" in out
+    assert "internal error" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            b"jupyterhub:\n  hub: caf\xe9\n",
+            "config/common.yaml:2: byte offset 22 (0xe9) is not UTF-8",
+            id="one non-UTF-8 byte",
+        ),
+        pytest.param(
+            b"jupyterhub: {}\n\x00\x01\x02\x03",
+            "config/common.yaml:2: byte offset 15: the character U+0000 is not allowed in YAML",
+            id="binary junk",
+        ),
+    ],
+)
+def test_a_layer_that_is_not_text(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    (hub_repo / "deployments/tess-public/config/common.yaml").write_bytes(content)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"  deployments/tess-public/{message}" in out
+    assert "internal error" not in out
+
+
+def test_an_absolute_image_path_is_named(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, file, "path: ../tess-private/images/default", "path: /etc")
+    message = (
+        f"{file}:{line_of(hub_repo, file, '- name:')}: image path '/etc' leaves the repository"
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert message in out
+    status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD"])
+    assert status == 1
+    assert capsys.readouterr().err == f"hubbot: error: {message}\n"
+
+
+def test_git_not_installed_is_not_a_missing_repository(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(hub_repo / "no-programs-here"))
+    status, out = validate(hub_repo, capsys)
+    assert (status, out) == (1, "hubbot: error: git is not installed: install git and retry\n")

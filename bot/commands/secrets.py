@@ -35,6 +35,7 @@ from bot.values import Decryptor
 from bot.yamlfile import load_yaml
 
 EXIT_NOT_MODIFIED = 200  # sops edit: the file was left as it was
+EXIT_EDITOR_FAILED = 201  # sops edit: the editor could not be started, or failed
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,7 +92,8 @@ def check(args: argparse.Namespace) -> int:
     rules = load_rules(source)
     decrypt = sops.decryptor(args.redactor, cwd=args.repo)
     files = secrets_files(source)
-    failed = unverified = 0
+    failed = 0
+    unverified: list[str] = []
     for file in files:
         try:
             verified = check_file(source, rules, file, decrypt)
@@ -99,12 +101,24 @@ def check(args: argparse.Namespace) -> int:
             print(f"FAILED  {file}\n  {exc}")
             failed += 1
             continue
-        unverified += not verified
+        if not verified:
+            unverified.append(file)
         print(f"ok      {file}" + ("" if verified else " (MAC not verified: no key here)"))
     print(f"{len(files) - failed} of {len(files)} secrets files ok")
+    key_file = os.environ.get("SOPS_AGE_KEY_FILE")
+    if key_file and unverified and len(unverified) == len(files) - failed:
+        # A key was given and opens nothing: a wrong key, not a machine without keys.
+        print(
+            f"FAILED  the age key in SOPS_AGE_KEY_FILE ({key_file}) opens none of the secrets "
+            "files: set it to the key file of one of their recipients"
+        )
+        for file in unverified:
+            keys = recipients_of(file, source.read(file) or "").describe()
+            print(f"  {file}: encrypted for {', '.join(keys) or 'no key'}")
+        return 1
     if unverified:
         print(
-            f"note: the MAC of {unverified} file(s) was not verified: no key here could open "
+            f"note: the MAC of {len(unverified)} file(s) was not verified: no key here could open "
             "them (set SOPS_AGE_KEY_FILE, or AWS credentials for KMS, to verify)"
         )
     return 1 if failed else 0
@@ -148,6 +162,13 @@ def edit(args: argparse.Namespace) -> int:
     if result.returncode == EXIT_NOT_MODIFIED:
         print(f"{file}: not changed")
         return 0
+    if result.returncode == EXIT_EDITOR_FAILED:
+        editor = os.environ.get("SOPS_EDITOR") or os.environ.get("EDITOR") or "vim, nano or vi"
+        raise HubbotError(
+            f"the editor ({editor}) failed or could not be started: nothing was saved; "
+            "check EDITOR (or SOPS_EDITOR)",
+            Location(file),
+        )
     if result.returncode != 0:
         raise sops.failure(
             file, source.read(file) or "", result.returncode, result.stderr.decode(errors="replace")
