@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from bot import actions, helm, startup
+from bot import actions, chartschema, helm, startup
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 problems = exc.problems
             except HubbotError as exc:
                 problems = [exc]
-            report(f"{hub}/{env}", problems, args.format)
+            report(f"{hub}/{env}", problems, args.format, checked_by(source))
             report_warnings(f"{hub}/{env}", warnings, args.format)
             if verdict is not None:
                 print(f"        start-up: {verdict}")
@@ -116,9 +116,20 @@ def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
     return []
 
 
-def report(name: str, problems: list[HubbotError], output_format: str) -> None:
+def checked_by(source: WorkTree) -> str:
+    """What a pair that passed was checked against, for the `ok` line."""
+    try:
+        chart = chartschema.contract(source)
+    except HubbotError:
+        return ""
+    return "house schema and policy" + (f", {chart.title} schema" if chart else "")
+
+
+def report(
+    name: str, problems: list[HubbotError], output_format: str, checked: str = ""
+) -> None:
     if not problems:
-        print(f"ok      {name}")
+        print(f"ok      {name}" + (f" ({checked})" if checked else ""))
         return
     print(f"FAILED  {name}: {len(problems)} problem(s)")
     for problem in problems:
