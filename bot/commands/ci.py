@@ -45,6 +45,7 @@ from bot import (
     promote,
     sops,
     sops_config,
+    startup,
 )
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
@@ -246,13 +247,53 @@ def diff_markdown(ctx: Context, result: Plan) -> tuple[str, list[str]]:
 
 
 def comment_and_check(ctx: Context, pull: dict[str, Any], result: Plan, notice: str) -> int:
-    """Comment `notice` and the diff; the check fails (after commenting) on a change that
-    cannot ship."""
+    """Comment `notice`, the start-up verdicts and the diff; the check fails (after
+    commenting) on a change that cannot ship."""
+    startup_text, failing = startup_step(ctx, result)
     text, refused = diff_markdown(ctx, result)
-    comment_step(ctx, pull, notice + text)
+    comment_step(ctx, pull, notice + startup_text + text)
+    refused += [f"{pair}: the start-up check fails" for pair in failing]
     if refused:
         raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
     return 0
+
+
+def startup_step(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+    """The start-up check (the real JupyterHub) of the pairs the change affects: markdown
+    with one verdict per pair, and the pairs that fail it."""
+    pairs = result.deployable()
+    if not pairs:
+        ctx.report.skip("start-up check", "no pair changed")
+        return "", []
+    rows = []
+    with ctx.report.step("start-up check") as failures:
+        source = WorkTree(ctx.repo)
+        for pair in pairs:
+            name = f"{pair.hub}/{pair.env}"
+            checked = startup.check(source, build(source, pair.hub, pair.env))
+            for problem in checked.errors:
+                print(f"  {name}: {problem}")
+            for warning in checked.warnings:
+                print(f"  {name}: warning: {warning}")
+            verdict = checked.verdict
+            if checked.errors:
+                failures.append(name)
+                verdict = "fails: " + "; ".join(str(problem) for problem in checked.errors)
+            print(f"{name}: {verdict}")
+            rows.append(f"| {pair.hub} | {pair.env} | {markdown.escape_cell(verdict)} |")
+    text = (
+        "#### Start-up check: the real JupyterHub with each affected pair's config\n\n"
+        "| hub | env | verdict |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
+    ctx.report.sections.append(text)
+    return text, list(failures)
+
+
+def startup_gate(ctx: Context, result: Plan, env: str) -> None:
+    """Before a deploy: the pairs about to deploy must pass the start-up check."""
+    _, failing = startup_step(ctx, only_env(result, env))
+    if failing:
+        raise HubbotError(f"not deploying: the start-up check fails for {', '.join(failing)}")
 
 
 def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
@@ -380,6 +421,7 @@ def push_to_staging(ctx: Context, event: Event) -> int:
     validate_step(ctx, base)
     secrets_step(ctx)
     result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
+    startup_gate(ctx, result, STAGING)
     client = ctx.client()
     with ctx.report.step("build and push"):
         hubs = discover_hubs(WorkTree(ctx.repo))
@@ -402,6 +444,7 @@ def push_to_prod(ctx: Context, event: Event) -> int:
     validate_step(ctx, base)
     secrets_step(ctx)
     result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
+    startup_gate(ctx, result, PROD)
     client = ctx.client()
     targets = [p for p in result.deployable() if p.env == PROD]
     with ctx.report.step("verify freight"):
