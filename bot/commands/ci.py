@@ -35,23 +35,12 @@ from typing import Any
 
 import requests
 
-from bot import (
-    actions,
-    builder,
-    deploy,
-    fanout,
-    freight,
-    git,
-    github,
-    markdown,
-    memfs,
-    promote,
-    sops,
-)
+from bot import actions, builder, deploy, freight, git, github, markdown, memfs, promote, sops
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
 from bot.errors import HubbotError
+from bot.fanout import gather, read_outcomes, targets_of, write_outcome
 from bot.hubploy import discover_hubs
 from bot.plan import Pair, Plan, plan
 from bot.redact import Redactor
@@ -461,9 +450,9 @@ def deploy_job(
         (outcome,) = deploy_step(ctx, event, branch, [target], ctx.client())
     except HubbotError as exc:
         failed = deploy.Outcome(target, False, 0.0, ctx.redactor.redact(str(exc)))
-        fanout.write_outcome(outcomes, failed, ctx.redactor.assert_clean)
+        write_outcome(outcomes, failed, ctx.redactor.assert_clean)
         raise
-    fanout.write_outcome(outcomes, outcome, ctx.redactor.assert_clean)
+    write_outcome(outcomes, outcome, ctx.redactor.assert_clean)
     return 0 if outcome.ok else 1
 
 
@@ -478,8 +467,8 @@ def gather_job(
                 f"the plan job ended with {plan_result!r}: no pair was deployed"
                 + (", and the promotion PR is left as it is" if branch == STAGING else "")
             )
-        expected = fanout.targets_of(matrix or "", "the plan job's matrix (--matrix)")
-        gathered = fanout.gather(expected, fanout.read_outcomes(outcomes))
+        expected = targets_of(matrix or "", "the plan job's matrix (--matrix)")
+        gathered = gather(expected, read_outcomes(outcomes))
         table = deploy.table(gathered) if gathered else f"no {branch} pair changed"
         print(table)
         ctx.report.sections.append(f"## Deploy {branch}\n\n{markdown.fence(table)}\n")
