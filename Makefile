@@ -11,15 +11,17 @@ ifneq ($(wildcard $(REPO)/../shared/charts/.),)
 export HUBBOT_CHART_PACKAGES ?= $(abspath $(REPO)/../shared/charts)
 endif
 
-.PHONY: setup check test lint bench
+.PHONY: setup check test lint bench lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install-helm scripts/install-system-deps
+# Everything comes from the lock (requirements/test.txt: the bot's dependencies and
+# the test tools, pinned with sha256 hashes); the project itself adds no dependency.
+$(STAMP): requirements/test.txt scripts/install-helm scripts/install-system-deps
 	scripts/install-system-deps
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/test.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python scripts/install-helm $(BIN)
 	touch $@
 
@@ -42,3 +44,13 @@ test: lint
 # More repositories to replay: make bench BENCH_ARGS="PATH ..."
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Re-pin the locks from pyproject.toml's ranges (see README, "Dependencies and the lock
+# file"). Only PyPI is asked: a machine's own pip config (mirrors, local wheels,
+# constraints) must not leak into the lock. The runtime lock is the test lock's subset.
+PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet \
+	--generate-hashes --strip-extras --allow-unsafe --all-build-deps --no-emit-index-url
+lock: $(STAMP)
+	$(PIP_COMPILE) $(LOCK_ARGS) --extra test --output-file=requirements/test.txt pyproject.toml
+	$(PIP_COMPILE) $(LOCK_ARGS) --constraint requirements/test.txt \
+		--output-file=requirements/runtime.txt pyproject.toml

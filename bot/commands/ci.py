@@ -13,6 +13,13 @@ the flags) and runs, step by step, printing a heading and a duration for each:
 - push to prod: validate, check secrets, plan, verify the freight, deploy the
   affected prod pairs.
 
+That is `--job all`, for a laptop or a small fleet. The deploy workflow fans a push
+out instead (see bot/fanout.py): `--job plan` validates, plans, builds and pushes (or
+verifies prod's freight) and emits the matrix of the pushed branch's pairs;
+`--job deploy --hub HUB --env ENV` deploys one pair and writes its outcome file;
+`--job gather` reads every outcome, prints one table, and (staging) promotes only when
+every pair succeeded.
+
 A pull request from a fork has no secrets, no AWS and a read-only token: it is
 validated and diffed in shape-only mode and the report goes to the job summary.
 """
@@ -51,8 +58,9 @@ from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
 from bot.errors import HubbotError
+from bot.fanout import gather, read_outcomes, targets_of, write_outcome
 from bot.hubploy import discover_hubs
-from bot.plan import Plan, plan
+from bot.plan import Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
 from bot.values import build
@@ -61,6 +69,8 @@ STAGING = freight.STAGING
 PROD = freight.PROD
 NO_COMMIT = "0" * 40
 OIDC_AUDIENCE = "sts.amazonaws.com"
+JOBS = ("all", "plan", "deploy", "gather")
+OUTCOMES = Path("hubbot-outcomes")
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,6 +80,23 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--event-path", type=Path, metavar="FILE", help="default: $GITHUB_EVENT_PATH"
     )
     parser.add_argument("--ref", metavar="REF", help="default: $GITHUB_REF")
+    fan_out = parser.add_argument_group("deploys fanned out over jobs (pushes only)")
+    fan_out.add_argument(
+        "--job", choices=JOBS, default="all", help="the part of a push's pipeline to run"
+    )
+    fan_out.add_argument("--hub", metavar="HUB", help="deploy: the pair's hub")
+    fan_out.add_argument("--env", metavar="ENV", help="deploy: the pair's environment")
+    fan_out.add_argument(
+        "--outcomes",
+        type=Path,
+        default=OUTCOMES,
+        metavar="DIR",
+        help=f"deploy: where to write the outcome; gather: where they are (default: {OUTCOMES})",
+    )
+    fan_out.add_argument("--matrix", metavar="JSON", help="gather: the plan job's matrix")
+    fan_out.add_argument(
+        "--plan-result", metavar="RESULT", help="gather: how the plan job ended (success, ...)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -150,11 +177,12 @@ class Context:
 
 def run(args: argparse.Namespace) -> int:
     event = read_event(args)
-    report = Report(f"hubbot ci: {event.name} {event.ref}".strip())
+    job = "" if args.job == "all" else f" ({args.job} job)"
+    report = Report(f"hubbot ci: {event.name} {event.ref}{job}".strip())
     ctx = Context(args.repo, args.redactor, report)
     try:
         with oidc_credentials():
-            return pipeline(ctx, event)
+            return pipeline(ctx, event) if args.job == "all" else fan_out_job(ctx, event, args)
     finally:
         actions.append_summary(report.markdown(), assert_clean=args.redactor.assert_clean)
 
@@ -389,13 +417,16 @@ def head_sha(ctx: Context, event: Event) -> str:
     )
 
 
+def targets_in(result: Plan, env: str) -> list[deploy.Target]:
+    return [deploy.Target(p.hub, p.env) for p in result.deployable() if p.env == env]
+
+
 def deploy_step(
-    ctx: Context, event: Event, env: str, result: Plan, client: github.Client
-) -> bool:
-    targets = [deploy.Target(p.hub, p.env) for p in result.deployable() if p.env == env]
+    ctx: Context, event: Event, env: str, targets: list[deploy.Target], client: github.Client
+) -> list[deploy.Outcome]:
     if not targets:
         ctx.report.skip(f"deploy {env}", "no pair changed")
-        return True
+        return []
     with ctx.report.step(f"deploy {env}") as failures:
         source = WorkTree(ctx.repo)
         outcomes, stopped = deploy.deploy_targets(
@@ -413,43 +444,56 @@ def deploy_step(
         failures += [str(o.target) for o in outcomes if not o.ok]
         if stopped:
             raise HubbotError("interrupted by SIGTERM: the deploys above were stopped")
-    return not failures
+    return outcomes
+
+
+def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
+    """Validate and plan the push; then build and push every image (staging) or prove
+    prod's freight is what staging ran (prod). The plan holds the branch's pairs only."""
+    base = push_base(ctx, event, PROD if branch == STAGING else STAGING)
+    validate_step(ctx, base)
+    secrets_step(ctx)
+    result = only_env(plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True), branch)
+    startup_gate(ctx, result, branch)
+    if branch == STAGING:
+        with ctx.report.step("build and push"):
+            hubs = discover_hubs(WorkTree(ctx.repo))
+            for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
+                print(f"{image.name}:{image.tag}: {image.digest}")
+    else:
+        verify_freight_step(ctx, result.deployable())
+    return result
 
 
 def push_to_staging(ctx: Context, event: Event) -> int:
-    base = push_base(ctx, event, PROD)
-    validate_step(ctx, base)
-    secrets_step(ctx)
-    result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
-    startup_gate(ctx, result, STAGING)
-    client = ctx.client()
-    with ctx.report.step("build and push"):
-        hubs = discover_hubs(WorkTree(ctx.repo))
-        for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
-            print(f"{image.name}:{image.tag}: {image.digest}")
-    if not deploy_step(ctx, event, STAGING, result, client):
+    result = plan_push(ctx, event, STAGING)
+    outcomes = deploy_step(ctx, event, STAGING, targets_in(result, STAGING), ctx.client())
+    if not all(outcome.ok for outcome in outcomes):
         ctx.report.skip("promote", "a staging deploy failed")
         return 1
+    promote_step(ctx)
+    return 0
+
+
+def promote_step(ctx: Context) -> None:
     with ctx.report.step("promote"):
-        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact)
+        promotion = promote.promote(ctx.repo, ctx.client(), ctx.redactor.redact)
         url = promotion.pull.get("html_url", "")
         action = "opened" if promotion.created else "updated"
         print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")
         ctx.report.sections.append(f"Promotion PR {action}: {url}\n")
-    return 0
 
 
 def push_to_prod(ctx: Context, event: Event) -> int:
-    base = push_base(ctx, event, STAGING)
-    validate_step(ctx, base)
-    secrets_step(ctx)
-    result = plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True)
-    startup_gate(ctx, result, PROD)
-    client = ctx.client()
-    targets = [p for p in result.deployable() if p.env == PROD]
+    result = plan_push(ctx, event, PROD)
+    outcomes = deploy_step(ctx, event, PROD, targets_in(result, PROD), ctx.client())
+    return 0 if all(outcome.ok for outcome in outcomes) else 1
+
+
+def verify_freight_step(ctx: Context, targets: list[Pair]) -> None:
     with ctx.report.step("verify freight"):
         source = WorkTree(ctx.repo)
-        check = freight.freight_check(source, client)
+        check = freight.freight_check(source, ctx.client())
         decrypt = sops.decryptor(ctx.redactor, cwd=ctx.repo)
         problems = []
         for pair in targets:
@@ -464,7 +508,88 @@ def push_to_prod(ctx: Context, event: Event) -> int:
                 "prod freight does not match what staging ran; nothing was deployed: "
                 + " | ".join(problems)
             )
-    return 0 if deploy_step(ctx, event, PROD, result, client) else 1
+
+
+# --- a push fanned out: plan job, one deploy job per pair, gather job -------------------
+
+
+def pushed_branch(event: Event) -> str:
+    branch = event.ref.removeprefix("refs/heads/")
+    if event.name != "push" or branch not in (STAGING, PROD):
+        raise HubbotError(
+            f"the plan, deploy and gather jobs run on pushes to {STAGING} or {PROD}, "
+            f"not on {event.name} {event.ref}".rstrip()
+        )
+    return branch
+
+
+def fan_out_job(ctx: Context, event: Event, args: argparse.Namespace) -> int:
+    branch = pushed_branch(event)
+    if args.job == "plan":
+        return plan_job(ctx, event, branch)
+    if args.job == "deploy":
+        if not (args.hub and args.env):
+            raise HubbotError("the deploy job needs its pair: --hub HUB --env ENV")
+        return deploy_job(ctx, event, branch, deploy.Target(args.hub, args.env), args.outcomes)
+    return gather_job(ctx, branch, args.matrix, args.plan_result, args.outcomes)
+
+
+def plan_job(ctx: Context, event: Event, branch: str) -> int:
+    """Plan once for the whole push; the matrix of the branch's pairs is the job's output."""
+    result = plan_push(ctx, event, branch)
+    pairs = targets_in(result, branch)
+    matrix = json.dumps(result.matrix(), separators=(",", ":"))
+    print(f"matrix: {matrix}")
+    actions.set_output("matrix", matrix, assert_clean=ctx.redactor.assert_clean)
+    actions.set_output("count", str(len(pairs)))
+    listed = ", ".join(str(pair) for pair in pairs) or "none"
+    ctx.report.sections.append(f"{len(pairs)} {branch} pair(s) to deploy, one job each: {listed}\n")
+    return 0
+
+
+def deploy_job(
+    ctx: Context, event: Event, branch: str, target: deploy.Target, outcomes: Path
+) -> int:
+    """Deploy one pair and write its outcome for the gather job, whatever happens."""
+    if target.env != branch:
+        raise HubbotError(
+            f"{target}: a push to {branch} deploys only {branch} pairs; {PROD} pairs deploy "
+            f"only on a push to {PROD} (the promotion merge)"
+        )
+    try:
+        (outcome,) = deploy_step(ctx, event, branch, [target], ctx.client())
+    except HubbotError as exc:
+        failed = deploy.Outcome(target, False, 0.0, ctx.redactor.redact(str(exc)))
+        write_outcome(outcomes, failed, ctx.redactor.assert_clean)
+        raise
+    write_outcome(outcomes, outcome, ctx.redactor.assert_clean)
+    return 0 if outcome.ok else 1
+
+
+def gather_job(
+    ctx: Context, branch: str, matrix: str | None, plan_result: str | None, outcomes: Path
+) -> int:
+    """Every pair's outcome in one table; the promotion only when every staging pair
+    succeeded (a pair that reported nothing has failed)."""
+    with ctx.report.step("gather") as failures:
+        if plan_result not in (None, "success"):
+            raise HubbotError(
+                f"the plan job ended with {plan_result!r}: no pair was deployed"
+                + (", and the promotion PR is left as it is" if branch == STAGING else "")
+            )
+        expected = targets_of(matrix or "", "the plan job's matrix (--matrix)")
+        gathered = gather(expected, read_outcomes(outcomes))
+        table = deploy.table(gathered) if gathered else f"no {branch} pair changed"
+        print(table)
+        ctx.report.sections.append(f"## Deploy {branch}\n\n{markdown.fence(table)}\n")
+        failures += [str(outcome.target) for outcome in gathered if not outcome.ok]
+    if failures:
+        if branch == STAGING:
+            ctx.report.skip("promote", f"staging deploys failed: {', '.join(failures)}")
+        return 1
+    if branch == STAGING:
+        promote_step(ctx)
+    return 0
 
 
 # --- AWS through GitHub's OIDC token ----------------------------------------------------
