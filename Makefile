@@ -11,7 +11,7 @@ ifneq ($(wildcard $(REPO)/../shared/charts/.),)
 export HUBBOT_CHART_PACKAGES ?= $(abspath $(REPO)/../shared/charts)
 endif
 
-.PHONY: setup check test lint bench
+.PHONY: setup check test lint bench schemas
 
 setup: $(STAMP)
 
@@ -42,3 +42,8 @@ test: lint
 # More repositories to replay: make bench BENCH_ARGS="PATH ..."
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The JSON copies of schemas/ that editors read (.vscode/settings.json); a test
+# fails when they are out of date.
+schemas: $(STAMP)
+	$(BIN)/python scripts/editor_schemas.py
