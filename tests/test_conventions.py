@@ -94,7 +94,7 @@ def test_the_editor_schemas_accept_every_file_they_are_mapped_to_and_catch_a_typ
                 mapped += 1
     assert mapped >= 9
     layer = Draft7Validator(json.loads((EDITOR / "values-layer.schema.json").read_text()))
-    typo = {"jupyterhub": {"singleuser": {"memroy": {"limit": "2G"}}}}
+    typo = {"homeStorage": {"enabeld": True}}
     assert [error.message for error in layer.iter_errors(typo)] == [
-        "Additional properties are not allowed ('memroy' was unexpected)"
+        "Additional properties are not allowed ('enabeld' was unexpected)"
     ]

@@ -20,7 +20,6 @@ from bot.hubploy import DEPLOYMENTS, discover_hubs, environment, load_deployment
 from bot.memfs import private_dir
 from bot.redact import Redactor
 from bot.sops_config import (
-    CONFIG_FILE,
     CreationRule,
     check_against_rules,
     load_rules,
