@@ -11,7 +11,11 @@ ifneq ($(wildcard $(REPO)/../shared/charts/.),)
 export HUBBOT_CHART_PACKAGES ?= $(abspath $(REPO)/../shared/charts)
 endif
 
+<<<<<<< HEAD
 .PHONY: setup check test lint bench lock
+=======
+.PHONY: setup check test lint bench schemas
+>>>>>>> newhub
 
 setup: $(STAMP)
 
@@ -45,6 +49,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+<<<<<<< HEAD
 # Re-pin the locks from pyproject.toml's ranges (see README, "Dependencies and the lock
 # file"). Only PyPI is asked: a machine's own pip config (mirrors, local wheels,
 # constraints) must not leak into the lock. The runtime lock is the test lock's subset.
@@ -54,3 +59,9 @@ lock: $(STAMP)
 	$(PIP_COMPILE) $(LOCK_ARGS) --extra test --output-file=requirements/test.txt pyproject.toml
 	$(PIP_COMPILE) $(LOCK_ARGS) --constraint requirements/test.txt \
 		--output-file=requirements/runtime.txt pyproject.toml
+=======
+# The JSON copies of schemas/ that editors read (.vscode/settings.json); a test
+# fails when they are out of date.
+schemas: $(STAMP)
+	$(BIN)/python scripts/editor_schemas.py
+>>>>>>> newhub

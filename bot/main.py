@@ -29,6 +29,8 @@ VERBS = (
     "secrets",
     "promote",
     "ci",
+    "new-hub",
+    "rollback",
 )
 
 
@@ -77,7 +79,7 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
     verbs.required = True
     for name in VERBS:
         if verb is None or name == verb:
-            import_module(f"bot.commands.{name}").register(verbs)
+            import_module(f"bot.commands.{name.replace('-', '_')}").register(verbs)
         else:
             verbs.add_parser(name)
     return top

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -469,4 +470,32 @@ def dump_yaml(data: Any) -> str:
     yaml.width = 4096
     out = io.StringIO()
     yaml.dump(data, out)
+    return out.getvalue()
+
+
+def edit_yaml(file: str, text: str, change: Callable[[Any], None]) -> str:
+    """`text` with `change` applied to its round-trip document: comments, key order,
+    quoting and flow style are kept, so a reviewer sees only what changed.
+
+    Block sequences are written as this repository writes them (`- ` indented
+    two spaces under their key); `null` stays `null`.
+    """
+    import io
+
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class _Representer(RoundTripRepresenter):
+        def represent_none(self, data: Any) -> Any:
+            return self.represent_scalar("tag:yaml.org,2002:null", "null")
+
+    _Representer.add_representer(type(None), _Representer.represent_none)
+    load_yaml(file, text)  # the same checks and messages as every other reader
+    editor = _parser()
+    editor.Representer = _Representer
+    editor.width = 4096
+    editor.indent(mapping=2, sequence=4, offset=2)
+    document = editor.load(text)
+    change(document)
+    out = io.StringIO()
+    editor.dump(document, out)
     return out.getvalue()

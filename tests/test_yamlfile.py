@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.errors import HubbotError
-from bot.yamlfile import YamlDoc, _load_with_libyaml, _load_with_ruamel, load_yaml
+from bot.yamlfile import YamlDoc, _load_with_libyaml, _load_with_ruamel, edit_yaml, load_yaml
+from tests.fixtures.repos import PROJECT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -409,3 +410,29 @@ def test_the_limits_leave_room_for_real_files() -> None:
     deepest = "- " * 99 + "x\n"
     assert assert_fast_agrees(deepest)
     assert outcome(load_yaml, "- " * 100 + "x\n") == f"f.yaml:1: {TOO_DEEP}"
+
+@pytest.mark.parametrize(
+    "relative",
+    sorted(
+        str(path.relative_to(PROJECT))
+        for pattern in ("deployments/*/hubploy.yaml", "deployments/*/config/*.yaml", "hub/*.yaml")
+        for path in PROJECT.glob(pattern)
+    ),
+)
+def test_an_edit_keeps_every_byte_it_does_not_change(relative: str) -> None:
+    text = (PROJECT / relative).read_text()
+    assert edit_yaml(relative, text, lambda doc: None) == text
+
+
+def test_an_edit_keeps_comments_quoting_and_flow_style() -> None:
+    text = '# top\na:\n  # why\n  b: "x"  # says x\n  c: {d: 1, e: [f, g]}\n  h: null\n'
+
+    def change(doc: Any) -> None:
+        doc["a"]["c"]["d"] = 2
+
+    assert edit_yaml("x.yaml", text, change) == text.replace("d: 1", "d: 2")
+
+
+def test_an_edit_of_a_bad_file_is_the_readers_message() -> None:
+    with pytest.raises(HubbotError, match=r"^x.yaml:1: plain `on` is a boolean"):
+        edit_yaml("x.yaml", "a: on\n", lambda doc: None)

@@ -20,7 +20,6 @@ from bot.hubploy import DEPLOYMENTS, discover_hubs, environment, load_deployment
 from bot.memfs import private_dir
 from bot.redact import Redactor
 from bot.sops_config import (
-    CONFIG_FILE,
     CreationRule,
     check_against_rules,
     load_rules,
@@ -246,18 +245,7 @@ def _register_plaintext(file: str, text: str, redactor: Redactor) -> None:
 
 
 def _encrypt_text(repo: Path, file: str, plaintext: str) -> str:
-    result = sops.run(
-        ["encrypt", "--filename-override", file, "--input-type", "yaml", "--output-type", "yaml"],
-        stdin=plaintext,
-        cwd=repo,
-    )
-    if result.returncode != 0:
-        raise HubbotError(
-            f"sops could not encrypt it (exit status {result.returncode}): check the creation "
-            f"rule in {CONFIG_FILE} and that its KMS keys are reachable",
-            Location(file),
-        )
-    return result.stdout.decode()
+    return sops.encrypt_text(file, plaintext, cwd=repo)
 
 
 def _write(repo: Path, file: str, ciphertext: str) -> None:
