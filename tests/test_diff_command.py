@@ -10,6 +10,7 @@ import pytest
 
 from bot import actions, helm, markdown
 from bot.main import main
+from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import PROJECT, commit_all
 from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.test_plan import PRIVATE, PUBLIC, edit
@@ -240,7 +241,8 @@ def test_a_very_large_diff_splits_into_balanced_parts_under_the_limit(
 
 
 UNAVAILABLE = (
-    "not rendered: chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
+    f"not rendered: chart dependency jupyterhub {CHART_VERSION} from "
+    "https://hub.jupyter.org/helm-chart/ "
     "cannot be fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
 )
 

@@ -20,7 +20,7 @@ from bot.manifests import ChartUnavailable, manifest_diff
 from bot.redact import Redactor
 from bot.source import GitCommit, WorkTree
 from bot.values import build
-from tests.fixtures.charts import HUB_CHART, PROJECT
+from tests.fixtures.charts import CHART_VERSION, HUB_CHART, PROJECT
 from tests.fixtures.repos import commit_all, write
 from tests.fixtures.secrets import AgeKey, age_rules, write_secrets
 
@@ -73,7 +73,7 @@ NEW_HUB = [
 
 @pytest.fixture
 def chart(hub_chart_offline_ready: Path) -> Path:
-    """The hub chart, its charts/ holding the real jupyterhub 4.2.0 package."""
+    """The hub chart, its charts/ holding the real locked jupyterhub package."""
     return hub_chart_offline_ready
 
 
@@ -200,7 +200,9 @@ def chart_at_version(chart: Path, packages: Path, version: str) -> Path:
     package = f"jupyterhub-{version}.tgz"
     shutil.copyfile(packages / package, copy / "charts" / package)
     chart_yaml = copy / "Chart.yaml"
-    chart_yaml.write_text(chart_yaml.read_text().replace("version: 4.2.0", f"version: {version}"))
+    chart_yaml.write_text(
+        chart_yaml.read_text().replace(f"version: {CHART_VERSION}", f"version: {version}")
+    )
     dependency = {"name": "jupyterhub", "version": version, "repository": REPOSITORY}
     requirements = [dict(dependency)]
     (copy / "Chart.lock").write_text(
@@ -217,8 +219,9 @@ REPOSITORY = "https://hub.jupyter.org/helm-chart/"
 def test_a_chart_bump_hides_the_version_labels_and_shows_what_really_changes(
     chart: Path, real_chart_packages: Path
 ) -> None:
+    old = chart_at_version(chart, real_chart_packages, "4.2.0")
     bumped = chart_at_version(chart, real_chart_packages, "4.4.0")
-    result = manifest_diff(bumped, values(), values(), "rel", "ns", same, old_chart_dir=chart)
+    result = manifest_diff(bumped, values(), values(), "rel", "ns", same, old_chart_dir=old)
     # Every resource carries the chart's name-version label: one - and one + line each,
     # twice (chart and helm.sh/chart).
     assert result.hidden_lines["chart-version"] == 4 * (len(NEW_HUB) - 1)  # not tess-user
@@ -351,8 +354,8 @@ def test_the_hub_chart_with_real_layers(chart: Path) -> None:
 
 
 OFFLINE = (
-    "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ cannot be "
-    "fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
+    f"chart dependency jupyterhub {CHART_VERSION} from https://hub.jupyter.org/helm-chart/ "
+    "cannot be fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
 )
 
 
