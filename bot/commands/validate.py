@@ -26,7 +26,9 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = None) -> int:
+    """Validate, printing each problem; `found` also receives each (where, problem)."""
+    collected = found if found is not None else []
     source = WorkTree(args.repo)
     hubs = args.hubs or discover_hubs(source)
     failed = 0
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
         except SchemaErrors as exc:
-            report(f"{hub}", exc.problems, args.format)
+            report(f"{hub}", exc.problems, args.format, collected)
             failed += 1
             pairs += 1
             continue
@@ -53,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
                 problems = exc.problems
             except HubbotError as exc:
                 problems = [exc]
-            report(f"{hub}/{env}", problems, args.format)
+            report(f"{hub}/{env}", problems, args.format, collected)
             report_warnings(f"{hub}/{env}", warnings, args.format)
             if verdict is not None:
                 print(f"        start-up: {verdict}")
             failed += bool(problems)
     chart_problems = chart_lock_problems(source)
-    report(f"{CHART_DIR}/ chart lock", chart_problems, args.format)
+    report(f"{CHART_DIR}/ chart lock", chart_problems, args.format, collected)
     print(f"{pairs - failed} of {pairs} hub environments valid")
     failed += bool(chart_problems)
     if has_infra(source):
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             mismatches = cross_check(source, hubs, [args.env] if args.env else None)
         except HubbotError as exc:
             mismatches = [exc]
-        report("infra/ cross-check", mismatches, args.format)
+        report("infra/ cross-check", mismatches, args.format, collected)
         failed += bool(mismatches)
     return 1 if failed else 0
 
@@ -81,7 +83,14 @@ def chart_lock_problems(source: WorkTree) -> list[HubbotError]:
     return []
 
 
-def report(name: str, problems: list[HubbotError], output_format: str) -> None:
+def report(
+    name: str,
+    problems: list[HubbotError],
+    output_format: str,
+    found: list[tuple[str, HubbotError]] | None = None,
+) -> None:
+    if found is not None:
+        found += [(name, problem) for problem in problems]
     if not problems:
         print(f"ok      {name}")
         return
