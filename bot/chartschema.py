@@ -35,7 +35,7 @@ from bot.merge import Origin
 from bot.schemas import Checker, Violation, compile_checker
 from bot.source import Source, WorkTree, memoized
 from bot.values import CHART_DIR, CHART_VALUES, HubValues
-from bot.yamlfile import Path_, load_yaml
+from bot.yamlfile import Path_
 
 DEPENDENCY = "jupyterhub"
 CHART_YAML = f"{CHART_DIR}/Chart.yaml"
@@ -89,11 +89,11 @@ def _contract_or_error(source: Source) -> ChartContract | HubbotError | None:
 def _locked_dependency(source: Source) -> helm.Dependency | None:
     """The locked jupyterhub dependency, read through `source` (a PR's base and head each
     use their own Chart.lock)."""
-    files = []
-    for label in (CHART_YAML, CHART_LOCK):
-        text = source.read(label)
-        files.append((label, None if text is None else load_yaml(label, text).data))
     try:
+        files = []
+        for label in (CHART_YAML, CHART_LOCK):
+            text = source.read(label)
+            files.append(None if text is None else helm.chart_doc(label, text))
         locked = helm.checked_lock(CHART_DIR, files[0], files[1])
     except HubbotError:
         return None

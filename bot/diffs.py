@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bot import git, helm, manifests
-from bot.diffreport import DiffReport, NewPair, PairReport
+from bot.diffreport import DiffReport, NewPair, PairReport, refused_changes
 from bot.hubploy import load_deployment
 from bot.plan import SETTINGS, Pair, Plan
 from bot.source import GitCommit, Source
@@ -102,7 +102,7 @@ _MOVES = re.compile(r"\b(release|namespace)\b")
 def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> DiffReport:
     assert result.sources is not None
     base, head = result.sources
-    warnings = []
+    warnings = refused_changes(pairs)
     if unavailable:
         warnings.append(f"manifests {unavailable}; the values diff is complete")
     if any(item.values.secret_files_changed for item in pairs):

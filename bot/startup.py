@@ -326,11 +326,15 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
     if not client_id:
         report.errors.append(
             HubbotError(
-                f"{name} has no client_id: {provider} refuses the login",
+                f"{name} has no client_id: {provider} refuses the login; register an OAuth "
+                f"app with the callback {values.environment.url.rstrip('/')}/hub/oauth_callback "
+                f"and put its client_id and client_secret under {'.'.join(map(str, config))} in "
+                f"{layer_files(values.hub, values.env)[3]} (`hubbot secrets edit {values.hub} "
+                f"{values.env}`)",
                 _where(values, (*config, "client_id")),
             )
         )
-    client = f"client id {client_id}"
+    client = f"client id {client_id}" if client_id else "no client id"
     if client_id == SECRET_SAMPLE:
         client = "client id set from secrets"
     callback = str(params.get("redirect_uri") or "")

@@ -106,7 +106,10 @@ def test_memory_limit_below_its_guarantee(
     guarantee = line_of(hub_repo, PRIVATE_COMMON, "guarantee: 2G")
     status, out = validate(hub_repo, capsys, "tess-private")
     assert status == 1
-    assert "ok      tess-private/staging" in out
+    assert (
+        "ok      tess-private/staging (house schema and policy, jupyterhub chart 4.2.0 schema)\n"
+        in out
+    )
     assert (
         f'{prod}:{line}: jupyterhub.singleuser.memory.limit "1G" is below '
         f'jupyterhub.singleuser.memory.guarantee "2G" (set at {PRIVATE_COMMON}:{guarantee}): '
