@@ -372,12 +372,20 @@ def comment_step(ctx: Context, pull: dict[str, Any], review: prcomment.Review) -
         print(f"comment: {comments[0].get('html_url', '')}")
 
 
+def head_commit(ctx: Context, sha: str) -> str:
+    """The PR head as a full commit id (an example event may name a ref such as HEAD)."""
+    try:
+        return git.resolve(ctx.repo, sha)
+    except HubbotError:
+        return sha
+
+
 @contextmanager
 def reviewing(ctx: Context, pull: dict[str, Any]) -> Iterator[prcomment.Review]:
     """A review of the PR's head that becomes its comment however the block ends."""
     review = prcomment.Review(
         repository=str(pull["base"]["repo"]["full_name"]),
-        head=str(pull["head"]["sha"]),
+        head=head_commit(ctx, str(pull["head"]["sha"])),
         server=os.environ.get("GITHUB_SERVER_URL") or prcomment.SERVER,
     )
     try:
