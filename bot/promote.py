@@ -102,7 +102,7 @@ def body(repo: Path, client: github.Client, redact: Callable[[str], str] = str) 
         f"Merging this deploys to {PROD} exactly what {STAGING} runs: the same image digests, "
         "chart and common config (checked again at deploy time; nothing is built).\n\n"
         f"## Freight\n\n{freight_table(records)}\n"
-        f"## What {PROD} will receive\n\n{diffreport.markdown(report)}"
+        f"## What {PROD} will receive\n\n{diffreport.markdown(report, promotion=True)}"
     )
     return markdown.truncate(
         document, BODY_LIMIT, "_The diff is cut here: the full report is in the job summary._"
