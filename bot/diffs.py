@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from bot import git, helm, manifests
+from bot import git, helm, manifests, policy
 from bot.diffreport import DiffReport, NewPair, PairReport, refused_changes
 from bot.hubploy import load_deployment
 from bot.plan import SETTINGS, Pair, Plan
@@ -95,7 +95,6 @@ def _sides(
 
 # Repository paths whose change a reviewer must weigh beyond the hubs' diffs.
 _INFRA = "infra"
-_POLICY = ("schemas", ".sops.yaml")
 _MOVES = re.compile(r"\b(release|namespace)\b")
 
 
@@ -131,11 +130,9 @@ def _risks(result: Plan, base: Source, head: Source) -> list[str]:
             f"{_INFRA}/ changed: an operator must `terraform apply` it before this merges "
             "(the hubs deploy on merge and may need it)"
         )
-    policy = [path for path in _POLICY if _changed(base, head, path)]
-    if policy:
-        risks.append(
-            f"policy or schema changed ({', '.join(policy)}): it decides what every hub may do"
-        )
+    changed_policy = policy.changes(base, head)
+    if changed_policy:
+        risks.append(policy.notice(changed_policy))
     for pair in result.pairs:
         if pair.added:
             continue

@@ -336,7 +336,10 @@ def test_the_summary_flags_infra_policy_and_a_renamed_release_and_groups_identic
 
     assert status == 0
     assert "- ⚠️ infra/ changed: an operator must \\`terraform apply\\` it before this merges" in out
-    assert "- ⚠️ policy or schema changed (schemas): it decides what every hub may do" in out
+    assert (
+        "- ⚠️ policy change (schemas/policy.schema.yaml): it decides what every hub may do; "
+        "the owners named in .github/CODEOWNERS must review it"
+    ) in out
     assert (
         "- ⚠️ tess-public/staging: release tess-public-staging (namespace tess-public-staging) "
         "becomes tess-public-stg (namespace tess-public-staging): the old release keeps running"

@@ -49,7 +49,6 @@ from bot import (
     imagediff,
     markdown,
     memfs,
-    policy,
     prcomment,
     promote,
     sops,
@@ -293,18 +292,13 @@ def diff_markdown(
 
 
 def comment_and_check(
-    ctx: Context,
-    result: Plan,
-    notice: str,
-    review: prcomment.Review,
-    *,
-    promotion: bool = False,
+    ctx: Context, result: Plan, review: prcomment.Review, *, promotion: bool = False
 ) -> None:
-    """Put `notice`, the start-up verdicts and the diff in the review (it becomes the
-    comment); the check fails on a change that cannot ship."""
+    """Put the start-up verdicts and the diff in the review (it becomes the comment); the
+    check fails on a change that cannot ship."""
     startup_text, failing = startup_step(ctx, result)
     text, refused = diff_markdown(ctx, result, promotion=promotion)
-    review.diff = notice + startup_text + text
+    review.diff = startup_text + text
     refused += [f"{pair}: the start-up check fails" for pair in failing]
     if refused:
         raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
@@ -423,17 +417,8 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
             ctx.report.skip("build", "no image changed")
         else:
             review_build(ctx, review, result, changed)
-        comment_and_check(ctx, result, policy_notice(ctx, base, head), review)
+        comment_and_check(ctx, result, review)
     return 1 if review.failed else 0
-
-
-def policy_notice(ctx: Context, base_sha: str, head: Source) -> str:
-    """The comment's warning when the pull request changes policy files (empty if none)."""
-    text = policy.notice(policy.changes(GitCommit(ctx.repo, base_sha), head))
-    if text:
-        ctx.report.sections.append(text)
-        print(text, end="")
-    return text
 
 
 def review_build(
@@ -514,7 +499,7 @@ def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
     with reviewing(ctx, pull) as review:
         head = GitCommit(ctx.repo, "HEAD")
         result = only_env(plan_step(ctx, base, head), PROD)
-        comment_and_check(ctx, result, policy_notice(ctx, base, head), review, promotion=True)
+        comment_and_check(ctx, result, review, promotion=True)
     return 0
 
 
