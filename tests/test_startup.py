@@ -222,3 +222,18 @@ def test_quantities_compare_as_kubernetes_reads_them() -> None:
     assert quantity("500m") < quantity(1) < quantity("1G") < quantity("1Gi") < quantity(2e9)
     with pytest.raises(HubbotError):
         quantity("lots")
+
+
+@pytest.mark.slow
+def test_a_misspelt_setting_in_a_secrets_file_is_unknown_to_its_class(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = "deployments/tess-private/secrets/prod.yaml"
+    replace_in(hub_repo, secrets, "client_secret: ENC[", "client_secert: ENC[")
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod", startup=True)
+    assert status == 1, out
+    line = line_of(hub_repo, secrets, "client_secert:")
+    assert (
+        f"{secrets}:{line}: `GitHubOAuthenticator.client_secert` is not a setting of "
+        "GitHubOAuthenticator"
+    ) in out
