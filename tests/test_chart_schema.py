@@ -88,7 +88,10 @@ def test_a_null_that_deletes_a_required_chart_default_points_at_the_null(
     write(hub_repo, staging, "jupyterhub:\n  hub:\n    baseUrl: null\n")
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
     assert status == 1
-    assert f"{staging}:3: `baseUrl` is required under jupyterhub.hub, {CHART_SCHEMA}" in out
+    assert (
+        f"{staging}:3: `jupyterhub.hub.baseUrl: null` deletes `jupyterhub.hub.baseUrl`, which "
+        "the jupyterhub chart 4.2.0 schema requires: remove the null, or set it"
+    ) in out
 
 
 def test_memory_limit_below_its_guarantee(

@@ -126,6 +126,40 @@ def test_unknown_key_where_the_schema_is_strict(
     assert f"{common}:{line}: unknown key `memroy`" in out
 
 
+def test_a_null_that_deletes_a_whole_section_is_named_once_at_its_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-public/config/common.yaml"
+    write(hub_repo, common, "jupyterhub: null\n")
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
+    assert status == 1
+    problems = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    # Not hubploy.yaml (the computed image) nor the secrets file, which set keys under it again.
+    assert problems, out
+    assert all(problem.startswith(f"{common}:1: ") for problem in problems), out
+    (deleted,) = [problem for problem in problems if "null` deletes" in problem]
+    assert deleted.startswith(f"{common}:1: `jupyterhub: null` deletes ")
+    for key in ("jupyterhub.cull", "jupyterhub.singleuser.memory", "jupyterhub.hub.networkPolicy"):
+        assert key in deleted
+    assert "remove the null" in deleted
+    assert "is unset (deleted by `jupyterhub: null`" in out  # the infra/ cross-check
+
+
+def test_a_null_that_deletes_a_required_key_says_so(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    staging = "deployments/tess-public/config/staging.yaml"
+    write(hub_repo, staging, "jupyterhub:\n  singleuser:\n    memory: null\n")
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
+    assert status == 1
+    assert (
+        f"{staging}:3: `jupyterhub.singleuser.memory: null` deletes "
+        "`jupyterhub.singleuser.memory`, which the house policy requires: remove the null, "
+        "or set it"
+    ) in out
+    assert "is required under" not in out
+
+
 def test_malformed_yaml_reports_its_line(
     hub_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
