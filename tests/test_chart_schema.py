@@ -151,9 +151,10 @@ def test_memory_sizes_count_as_jupyterhub_counts_them(
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "prod")
     assert status == 1
     assert (
-        f"{PUBLIC_COMMON}:{line}: jupyterhub.singleuser.memory.limit: a memory size as "
-        "JupyterHub reads it"
+        f'{PUBLIC_COMMON}:{line}: jupyterhub.singleuser.memory.limit: "2Gi" is not a memory '
+        "size as JupyterHub reads it"
     ) in out
+    assert "(write 2G)" in out
 
 
 def test_pod_resources_limits_below_requests(

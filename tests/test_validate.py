@@ -6,10 +6,13 @@ import shutil
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from bot.main import main
-from tests.fixtures.repos import commit_all, git, replace_in, validate, write
+from bot.schemas import violations
+from bot.yamlfile import load_yaml
+from tests.fixtures.repos import PROJECT, commit_all, git, replace_in, validate, write
 from tests.test_yamlfile import alias_bomb
 
 
@@ -160,6 +163,56 @@ def test_a_null_that_deletes_a_required_key_says_so(
     assert "is required under" not in out
 
 
+def test_a_value_of_the_wrong_form_is_explained_in_words_with_the_fix(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-private/config/common.yaml"
+    replace_in(hub_repo, common, "      guarantee: 2G", "      guarantee: 16GB")
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, hubploy, "release: tess-public-staging", "release: Tess-Public-Staging")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    line = line_of(hub_repo, common, "guarantee: 16GB")
+    assert (
+        f'{common}:{line}: jupyterhub.singleuser.memory.guarantee: "16GB" is not a memory size '
+        "as JupyterHub reads it: a number and K, M, G or T, such as 16G or 512M (G counts "
+        "1024M, so not 16Gi) (write 16G)"
+    ) in out
+    assert (
+        f'{hubploy}:14: environments.staging.release: "Tess-Public-Staging" is not a helm '
+        "release name: lower-case letters, digits and dashes, starting and ending with a "
+        "letter or digit, at most 53 characters (write tess-public-staging)"
+    ) in out
+    assert "does not match" not in out
+    assert "^[" not in out
+
+
+def _patterns(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
+    found: list[tuple[str, dict[str, object]]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str):
+            found.append((path, node))
+        for key, value in node.items():
+            found += _patterns(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _patterns(value, f"{path}/{index}")
+    return found
+
+
+def test_every_house_pattern_is_explained_in_words() -> None:
+    checked = 0
+    for file in sorted((PROJECT / "schemas").glob("*.schema.yaml")):
+        schema = load_yaml(file.name, file.read_text()).data
+        for where, node in _patterns(schema):
+            description = node.get("description")
+            assert isinstance(description, str), f"{file.name}{where} has no description"
+            found = violations(" bad value", jsonschema.Draft202012Validator(node), "t")
+            assert [v.message for v in found] == [f'(document): " bad value" is not {description}']
+            checked += 1
+    assert checked >= 15
+
+
 def test_malformed_yaml_reports_its_line(
     hub_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,6 +255,17 @@ def test_unknown_hub_and_environment(hub_repo: Path, capsys: pytest.CaptureFixtu
         "unknown environment 'qa' for hub tess-public: "
         "deployments/tess-public/hubploy.yaml defines staging, prod"
     ) in out
+
+
+def test_a_misspelt_hub_or_environment_suggests_the_closest(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = validate(hub_repo, capsys, "tess-pubic")
+    assert status == 1
+    assert "unknown hub 'tess-pubic' (did you mean `tess-public`?): the hubs in" in out
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "stagng")
+    assert status == 1
+    assert "unknown environment 'stagng' (did you mean `staging`?) for hub tess-public" in out
 
 
 def test_missing_layer_file(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
