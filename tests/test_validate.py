@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -211,6 +212,48 @@ def test_every_house_pattern_is_explained_in_words() -> None:
             assert [v.message for v in found] == [f'(document): " bad value" is not {description}']
             checked += 1
     assert checked >= 15
+
+
+def test_validate_as_json(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = validate(hub_repo, capsys, "--format", "json")
+    assert status == 0
+    result = json.loads(out)
+    assert result["valid"] is True
+    assert result["summary"] == {"pairs": 4, "valid": 4}
+    assert [(p["hub"], p["env"], p["status"]) for p in result["pairs"]] == [
+        (hub, env, "ok") for hub in ("tess-private", "tess-public") for env in ("staging", "prod")
+    ]
+    assert result["pairs"][0]["problems"] == []
+    assert result["pairs"][0]["warnings"] == []
+    assert result["pairs"][0]["startup"] is None  # --no-startup
+    assert "jupyterhub chart 4.2.0 schema" in result["pairs"][0]["checked_against"]
+    assert [(c["name"], c["status"]) for c in result["checks"]] == [
+        ("hub/ chart lock", "ok"),
+        ("infra/ cross-check", "ok"),
+    ]
+
+    common = "deployments/tess-public/config/common.yaml"
+    replace_in(hub_repo, common, "    every: 60", "    every: soon")
+    replace_in(hub_repo, "deployments/tess-private/hubploy.yaml", "registry:", "registyr:")
+    status, out = validate(hub_repo, capsys, "--format", "json")
+    assert status == 1
+    result = json.loads(out)
+    assert result["valid"] is False
+    failed = {(p["hub"], p["env"]): p for p in result["pairs"] if p["status"] == "failed"}
+    assert set(failed) == {
+        ("tess-private", None),
+        ("tess-public", "staging"),
+        ("tess-public", "prod"),
+    }
+    assert failed[("tess-public", "prod")]["problems"] == [
+        {
+            "file": common,
+            "line": line_of(hub_repo, common, "every: soon"),
+            "message": 'jupyterhub.cull.every: "soon" is not of type integer or null, per the '
+            "jupyterhub chart 4.2.0 values.schema.json",
+        }
+    ]
+    assert result["summary"] == {"pairs": 3, "valid": 0}
 
 
 def test_malformed_yaml_reports_its_line(
