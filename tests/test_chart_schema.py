@@ -89,7 +89,10 @@ def test_a_null_that_deletes_a_required_chart_default_points_at_the_null(
     write(hub_repo, staging, "jupyterhub:\n  hub:\n    baseUrl: null\n")
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
     assert status == 1
-    assert f"{staging}:3: `baseUrl` is required under jupyterhub.hub, {CHART_SCHEMA}" in out
+    assert (
+        f"{staging}:3: `jupyterhub.hub.baseUrl: null` deletes `jupyterhub.hub.baseUrl`, which "
+        "the jupyterhub chart 4.2.0 schema requires: remove the null, or set it"
+    ) in out
 
 
 def test_memory_limit_below_its_guarantee(
@@ -150,9 +153,10 @@ def test_memory_sizes_count_as_jupyterhub_counts_them(
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "prod")
     assert status == 1
     assert (
-        f"{PUBLIC_COMMON}:{line}: jupyterhub.singleuser.memory.limit: a memory size as "
-        "JupyterHub reads it"
+        f'{PUBLIC_COMMON}:{line}: jupyterhub.singleuser.memory.limit: "2Gi" is not a memory '
+        "size as JupyterHub reads it"
     ) in out
+    assert "(write 2G)" in out
 
 
 def test_pod_resources_limits_below_requests(
