@@ -91,7 +91,7 @@ def test_a_null_that_deletes_a_required_chart_default_points_at_the_null(
     assert status == 1
     assert (
         f"{staging}:3: `jupyterhub.hub.baseUrl: null` deletes `jupyterhub.hub.baseUrl`, which "
-        "the jupyterhub chart 4.2.0 schema requires: remove the null, or set it"
+        f"the jupyterhub chart {CHART_VERSION} schema requires: remove the null, or set it"
     ) in out
 
 

@@ -227,7 +227,7 @@ def test_validate_as_json(hub_repo: Path, capsys: pytest.CaptureFixture[str]) ->
     assert result["pairs"][0]["problems"] == []
     assert result["pairs"][0]["warnings"] == []
     assert result["pairs"][0]["startup"] is None  # --no-startup
-    assert "jupyterhub chart 4.2.0 schema" in result["pairs"][0]["checked_against"]
+    assert f"jupyterhub chart {CHART_VERSION} schema" in result["pairs"][0]["checked_against"]
     assert [(c["name"], c["status"]) for c in result["checks"]] == [
         ("hub/ chart lock", "ok"),
         ("infra/ cross-check", "ok"),
@@ -251,7 +251,7 @@ def test_validate_as_json(hub_repo: Path, capsys: pytest.CaptureFixture[str]) ->
             "file": common,
             "line": line_of(hub_repo, common, "every: soon"),
             "message": 'jupyterhub.cull.every: "soon" is not of type integer or null, per the '
-            "jupyterhub chart 4.2.0 values.schema.json",
+            f"jupyterhub chart {CHART_VERSION} values.schema.json",
         }
     ]
     assert result["summary"] == {"pairs": 3, "valid": 0}
