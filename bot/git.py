@@ -90,3 +90,28 @@ def export(repo: Path, commit: str, path: str, dest: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         archive.extractall(dest, filter="data")
     return dest / path
+
+
+def commit_tree(repo: Path, commit: str) -> str | None:
+    """The root tree id of `commit`, or None when the clone has no such commit."""
+    result = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}"],
+        capture_output=True,
+        check=False,
+    )
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def uncommitted(repo: Path) -> list[str]:
+    """Paths whose working-tree state differs from HEAD: changed, staged, or untracked and
+    not ignored."""
+    out = run(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    fields = iter(out.decode(errors="replace").split("\0"))
+    paths = []
+    for entry in fields:
+        if not entry:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":
+            next(fields, None)  # a rename's or copy's original path follows
+    return sorted(paths)

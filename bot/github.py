@@ -381,6 +381,18 @@ def create_deployment(
     return result
 
 
+def iter_deployments(
+    client: Client,
+    *,
+    environment: str | None = None,
+    sha: str | None = None,
+    ref: str | None = None,
+) -> Iterator[Json]:
+    """Deployments, newest first, filtered as given, fetched page by page as consumed."""
+    filters = {k: v for k, v in (("environment", environment), ("sha", sha), ("ref", ref)) if v}
+    return _pages(client, f"{_repo(client)}/deployments", filters)
+
+
 def list_deployments(
     client: Client,
     *,
@@ -389,8 +401,7 @@ def list_deployments(
     ref: str | None = None,
 ) -> list[Json]:
     """Deployments, newest first, filtered as given."""
-    filters = {k: v for k, v in (("environment", environment), ("sha", sha), ("ref", ref)) if v}
-    return list(_pages(client, f"{_repo(client)}/deployments", filters))
+    return list(iter_deployments(client, environment=environment, sha=sha, ref=ref))
 
 
 def create_deployment_status(
@@ -417,19 +428,3 @@ def create_deployment_status(
 def list_deployment_statuses(client: Client, deployment_id: int) -> list[Json]:
     """A deployment's statuses, newest first."""
     return list(_pages(client, f"{_repo(client)}/deployments/{deployment_id}/statuses"))
-
-
-def successful_deployments(
-    client: Client, environment: str, *, sha: str | None = None
-) -> Iterator[Json]:
-    """Deployments to `environment` (of `sha`, if given) whose latest status is success.
-
-    Newest first, fetched page by page, so a caller looking for the most recent
-    one stops after the first.
-    """
-    filters = {"environment": environment, **({"sha": sha} if sha else {})}
-    for deployment in _pages(client, f"{_repo(client)}/deployments", filters):
-        path = f"{_repo(client)}/deployments/{deployment['id']}/statuses"
-        latest = next(_pages(client, path, {}), None)
-        if latest is not None and latest.get("state") == "success":
-            yield deployment

@@ -354,27 +354,28 @@ def test_a_long_report_is_published_in_parts_then_shrinks(
     assert len(github_api.calls("DELETE")) == count - 1
 
 
-def test_successful_deployments_by_latest_status(
+def test_a_newer_success_marks_earlier_successful_deployments_inactive(
     github_api: FakeGitHub, client: github.Client
 ) -> None:
-    other_sha = "0" * 39 + "1"
-    states = {
-        "a": (SHA, ["in_progress", "success"]),
-        "b": (SHA, ["in_progress", "failure"]),
-        "c": (other_sha, ["success"]),
-        "d": (SHA, ["failure", "success"]),
-        "e": (SHA, []),
-    }
+    # GitHub's auto_inactive, which records rely on: an earlier success ends `inactive`.
+    sequences = {"a": ["in_progress", "success"], "b": ["failure"], "c": ["success"]}
     ids = {}
-    for name, (sha, sequence) in states.items():
-        ids[name] = github.create_deployment(client, sha, "tess-public-staging", {"n": name})["id"]
+    for name, sequence in sequences.items():
+        ids[name] = github.create_deployment(client, SHA, "tess-public-staging", {"n": name})["id"]
         for state in sequence:
             github.create_deployment_status(client, ids[name], state)  # type: ignore[arg-type]
-    github.create_deployment(client, SHA, "tess-public-prod", {})
-    found = github.successful_deployments(client, "tess-public-staging")
-    assert [d["payload"]["n"] for d in found] == ["d", "c", "a"]
-    found = github.successful_deployments(client, "tess-public-staging", sha=SHA)
-    assert [d["payload"]["n"] for d in found] == ["d", "a"]
+    github.create_deployment_status(
+        client, github.create_deployment(client, SHA, "tess-public-prod", {})["id"], "success"
+    )
+    states = {
+        name: [s["state"] for s in github.list_deployment_statuses(client, ids[name])]
+        for name in sequences
+    }
+    assert states == {
+        "a": ["inactive", "success", "in_progress"], "b": ["failure"], "c": ["success"],
+    }
+    found = github.iter_deployments(client, environment="tess-public-staging")
+    assert [d["payload"]["n"] for d in found] == ["c", "b", "a"]
 
 
 def test_the_token_never_follows_a_link_to_another_host(

@@ -28,7 +28,19 @@ from typing import Any
 
 import requests
 
-from bot import actions, builder, deploy, freight, git, github, markdown, memfs, promote, sops
+from bot import (
+    actions,
+    builder,
+    deploy,
+    freight,
+    git,
+    github,
+    markdown,
+    memfs,
+    promote,
+    records,
+    sops,
+)
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
@@ -128,6 +140,12 @@ class Context:
 
     def client(self) -> github.Client:
         return github.client_from_env(assert_clean=self.redactor.assert_clean)
+
+    def record_key(self) -> records.RecordKey | None:
+        return records.key_from_env(os.environ, self.redactor.register)
+
+    def trust(self, client: github.Client) -> records.Trust | None:
+        return records.trust_from_env(client, self.repo, os.environ, self.redactor.register)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -275,14 +293,15 @@ def push_base(ctx: Context, event: Event, fallback_branch: str) -> str:
     return promote.branch_ref(ctx.repo, fallback_branch)
 
 
-def head_sha(ctx: Context, event: Event) -> str:
-    return str(
-        os.environ.get("GITHUB_SHA") or event.payload.get("after") or git.resolve(ctx.repo, "HEAD")
-    )
+def checked_out(ctx: Context, event: Event) -> freight.Checkout:
+    """The commit this run ships: the event's (GITHUB_SHA, else the push's `after`) must be
+    the one checked out."""
+    claimed = os.environ.get("GITHUB_SHA") or str(event.payload.get("after") or "") or None
+    return freight.checkout(ctx.repo, claimed)
 
 
 def deploy_step(
-    ctx: Context, event: Event, env: str, result: Plan, client: github.Client
+    ctx: Context, env: str, result: Plan, client: github.Client, ours: freight.Checkout
 ) -> bool:
     targets = [deploy.Target(p.hub, p.env) for p in result.deployable() if p.env == env]
     if not targets:
@@ -296,8 +315,8 @@ def deploy_step(
             sops.decryptor(ctx.redactor, cwd=ctx.repo),
             ctx.redactor,
             targets,
-            freight.GitHubRecorder(client, head_sha(ctx, event)),
-            freight.freight_check(source, client),
+            freight.GitHubRecorder(client, ours, ctx.record_key()),
+            freight.freight_check(source, ctx.trust(client), ours),
         )
         table = deploy.table(outcomes)
         print(table)
@@ -309,6 +328,7 @@ def deploy_step(
 
 
 def push_to_staging(ctx: Context, event: Event) -> int:
+    ours = checked_out(ctx, event)
     validate_step(ctx)
     result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"), keyed=True)
     client = ctx.client()
@@ -316,11 +336,12 @@ def push_to_staging(ctx: Context, event: Event) -> int:
         hubs = discover_hubs(WorkTree(ctx.repo))
         for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
             print(f"{image.name}:{image.tag}: {image.digest}")
-    if not deploy_step(ctx, event, STAGING, result, client):
+    if not deploy_step(ctx, STAGING, result, client, ours):
         ctx.report.skip("promote", "a staging deploy failed")
         return 1
+    record_run_step(ctx, client, ours, result)
     with ctx.report.step("promote"):
-        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact)
+        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact, ctx.trust(client))
         url = promotion.pull.get("html_url", "")
         action = "opened" if promotion.created else "updated"
         print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")
@@ -328,7 +349,28 @@ def push_to_staging(ctx: Context, event: Event) -> int:
     return 0
 
 
+def record_run_step(
+    ctx: Context, client: github.Client, ours: freight.Checkout, result: Plan
+) -> None:
+    """Every affected staging pair deployed: record that this tree went through staging,
+    which is what lets prod deploy a change only prod receives."""
+    key = ctx.record_key()
+    if key is None:
+        ctx.report.skip(
+            "record staging run", f"{records.KEY_VARIABLE} is not set: prod will not deploy it"
+        )
+        return
+    if ours.uncommitted:
+        ctx.report.skip("record staging run", "the working tree differs from its commit")
+        return
+    with ctx.report.step("record staging run"):
+        pairs = [f"{p.hub}/{p.env}" for p in result.deployable() if p.env == STAGING]
+        freight.record_staging_run(client, ours, key, pairs)
+
+
 def push_to_prod(ctx: Context, event: Event) -> int:
+    ours = checked_out(ctx, event)
+    freight.require_committed(ours)
     validate_step(ctx)
     result = plan_step(
         ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"), keyed=True
@@ -337,7 +379,7 @@ def push_to_prod(ctx: Context, event: Event) -> int:
     targets = [p for p in result.deployable() if p.env == PROD]
     with ctx.report.step("verify freight"):
         source = WorkTree(ctx.repo)
-        check = freight.freight_check(source, client)
+        check = freight.freight_check(source, ctx.trust(client), ours)
         decrypt = sops.decryptor(ctx.redactor, cwd=ctx.repo)
         problems = []
         for pair in targets:
@@ -352,7 +394,7 @@ def push_to_prod(ctx: Context, event: Event) -> int:
                 "prod freight does not match what staging ran; nothing was deployed: "
                 + " | ".join(problems)
             )
-    return 0 if deploy_step(ctx, event, PROD, result, client) else 1
+    return 0 if deploy_step(ctx, PROD, result, client, ours) else 1
 
 
 # --- AWS through GitHub's OIDC token ----------------------------------------------------
