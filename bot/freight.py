@@ -173,8 +173,9 @@ def checkout(repo: Path, claimed: str | None = None) -> Checkout:
     sha = git.resolve(repo, "HEAD")
     if claimed and claimed != sha:
         raise HubbotError(
-            f"GITHUB_SHA is {claimed}, but the checked-out commit is {sha}: a deploy is "
-            "recorded as the commit it ships, so check out GITHUB_SHA"
+            f"the commit to deploy is {claimed} (GITHUB_SHA, or the push event's `after`), "
+            f"but {sha} is checked out: a deploy is recorded as the commit it ships, so "
+            "check out the commit to deploy"
         )
     tree = git.commit_tree(repo, sha)
     if tree is None:
