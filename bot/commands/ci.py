@@ -6,8 +6,9 @@ the flags) and runs, step by step, printing a heading and a duration for each:
 - pull_request to staging: validate, plan, build without push, diff, comment;
 - pull_request to prod: the head check, then the prod diff and comment;
 - push to staging: validate, plan, build and push, deploy the affected staging
-  pairs (recorded as GitHub deployments), promote;
-- push to prod: validate, plan, verify the freight, deploy the affected prod pairs.
+  pairs (recorded as GitHub deployments), record the staging run, promote;
+- push to prod: refuse a working tree that differs from its commit, validate, plan,
+  verify the commit tree and freight, deploy the affected prod pairs.
 
 A pull request from a fork has no secrets, no AWS and a read-only token: it is
 validated and diffed in shape-only mode and the report goes to the job summary.
