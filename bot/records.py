@@ -167,13 +167,13 @@ class Trust:
         hub: str | None,
         env: str,
     ) -> Record | Rejected:
-        sha = str(deployment.get("sha") or "")
-        reason = self._reason(deployment, statuses, environment, hub, env)
-        if isinstance(reason, str):
-            return Rejected(int(deployment["id"]), sha, reason)
-        return reason
+        """The record if it counts, else why not."""
+        result = self._verify(deployment, statuses, environment, hub, env)
+        if isinstance(result, str):
+            return Rejected(int(deployment["id"]), str(deployment.get("sha") or ""), result)
+        return result
 
-    def _reason(
+    def _verify(
         self,
         deployment: dict[str, Any],
         statuses: list[dict[str, Any]],
