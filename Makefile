@@ -4,23 +4,35 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASE ?= $(shell scripts/base-ref)
+# Chart packages beside the repository render the chart offline (README: "Manifest
+# diffs and the chart lock"); a HUBBOT_CHART_PACKAGES already set wins.
+REPO := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+ifneq ($(wildcard $(REPO)/../shared/charts/.),)
+export HUBBOT_CHART_PACKAGES ?= $(abspath $(REPO)/../shared/charts)
+endif
 
-.PHONY: setup check test lint bench
+<<<<<<< HEAD
+.PHONY: setup check test lint bench lock
+=======
+.PHONY: setup check test lint bench schemas
+>>>>>>> newhub
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install-helm scripts/install-system-deps
+# Everything comes from the lock (requirements/test.txt: the bot's dependencies and
+# the test tools, pinned with sha256 hashes); the project itself adds no dependency.
+$(STAMP): requirements/test.txt scripts/install-helm scripts/install-system-deps
 	scripts/install-system-deps
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/test.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python scripts/install-helm $(BIN)
 	touch $@
 
 # What a contributor runs before opening a PR: every hub valid, every secrets
 # file encrypted for the right keys, and the rendered diff against the base branch.
 check: $(STAMP)
-	$(BIN)/hubbot validate
+	$(BIN)/hubbot validate --base $(BASE)
 	$(BIN)/hubbot secrets check
 	$(BIN)/hubbot diff --base $(BASE) --format text
 
@@ -36,3 +48,20 @@ test: lint
 # More repositories to replay: make bench BENCH_ARGS="PATH ..."
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+<<<<<<< HEAD
+# Re-pin the locks from pyproject.toml's ranges (see README, "Dependencies and the lock
+# file"). Only PyPI is asked: a machine's own pip config (mirrors, local wheels,
+# constraints) must not leak into the lock. The runtime lock is the test lock's subset.
+PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet \
+	--generate-hashes --strip-extras --allow-unsafe --all-build-deps --no-emit-index-url
+lock: $(STAMP)
+	$(PIP_COMPILE) $(LOCK_ARGS) --extra test --output-file=requirements/test.txt pyproject.toml
+	$(PIP_COMPILE) $(LOCK_ARGS) --constraint requirements/test.txt \
+		--output-file=requirements/runtime.txt pyproject.toml
+=======
+# The JSON copies of schemas/ that editors read (.vscode/settings.json); a test
+# fails when they are out of date.
+schemas: $(STAMP)
+	$(BIN)/python scripts/editor_schemas.py
+>>>>>>> newhub

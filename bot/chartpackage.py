@@ -5,7 +5,7 @@ validate reads the dependency's own `values.schema.json`, `values.yaml` and
 rendering anything. A package is taken from, first found:
 
 1. the chart's `charts/` directory (`<name>-<version>.tgz`, as `helm dependency
-   build` leaves it);
+   build` leaves it, or the unpacked `<name>/` directory at the locked version);
 2. the directory named by HUBBOT_CHART_PACKAGES, holding `<name>-<version>.tgz`
    packages as the chart repository serves them (offline and air-gapped use);
 3. the chart repository, through `helm dependency build` (bot/helm.py).
@@ -82,6 +82,23 @@ def read_package(path: Path, dep: Dependency) -> ChartPackage:
     return package
 
 
+def read_directory(path: Path, dep: Dependency) -> ChartPackage | None:
+    """The files of an unpacked chart at `path` (as `helm dependency build` may leave it),
+    or None when it is absent or not `dep` at its locked version."""
+    if not (path / "Chart.yaml").is_file() or path.is_symlink():
+        return None
+    files = {
+        str(file.relative_to(path)): file.read_bytes()
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and not file.is_symlink()
+    }
+    package = ChartPackage(dep.name, dep.version, str(path), files)
+    meta = package.metadata
+    if meta.get("name") != dep.name or str(meta.get("version")) != dep.version:
+        return None
+    return package
+
+
 def locked_package(chart_dir: Path, name: str) -> ChartPackage:
     """The package of dependency `name` at the version chart_dir's Chart.lock pins.
 
@@ -93,6 +110,10 @@ def locked_package(chart_dir: Path, name: str) -> ChartPackage:
             f"the chart does not depend on {name}", Location(f"{chart_dir.name}/Chart.yaml")
         )
     dep = deps[0]
+    # helm renders with what charts/ holds, packed or not, before any other package.
+    unpacked = read_directory(chart_dir / "charts" / dep.name, dep)
+    if unpacked is not None:
+        return unpacked
     found = package_file(chart_dir, dep)
     if found is not None:
         return read_package(found, dep)
@@ -100,6 +121,9 @@ def locked_package(chart_dir: Path, name: str) -> ChartPackage:
         with helm.ready_chart(chart_dir) as ready:
             fetched = ready / "charts" / f"{dep.name}-{dep.version}.tgz"
             if not fetched.is_file():
+                unpacked = read_directory(ready / "charts" / dep.name, dep)
+                if unpacked is not None:
+                    return unpacked
                 raise ChartUnavailable(f"chart dependency {dep.name} {dep.version} not fetched")
             kept = Path(tmp) / fetched.name
             kept.write_bytes(fetched.read_bytes())

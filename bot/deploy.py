@@ -165,7 +165,9 @@ def _deploy(run: Run, target: Target, values: HubValues) -> tuple[str, str]:
         if result.returncode != 0:
             if run.processes.stopped:
                 raise HubbotError("interrupted (SIGTERM) while helm was upgrading")
-            raise HubbotError(f"helm upgrade failed: {helm.error_line(result.stderr)}")
+            raise HubbotError(
+                f"helm upgrade failed: {helm.error_line(result.stderr, result.returncode)}"
+            )
     url = values.environment.url
     run.say(f"{target}: health check {health.api_url(url)}")
     version = health.check(url, run.patience)

@@ -9,6 +9,7 @@ values never reach this module.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,20 @@ class DiffReport:
     plan: Plan
     pairs: tuple[PairReport, ...]
     warnings: tuple[str, ...] = ()
+
+    @property
+    def refused(self) -> list[str]:
+        return refused_changes(self.pairs)
+
+
+def refused_changes(pairs: Iterable[PairReport]) -> list[str]:
+    """Per pair, the manifest changes Kubernetes would refuse: the change cannot ship."""
+    return [
+        f"{item.pair.hub}/{item.pair.env}: {message}"
+        for item in pairs
+        if item.manifests is not None
+        for message in item.manifests.refused
+    ]
 
 
 def _describe(pair: Pair) -> str:
@@ -261,6 +276,7 @@ def as_json(report: DiffReport) -> dict[str, Any]:
                 "diff": item.manifests.text,
                 "hidden_lines": item.manifests.hidden_lines,
                 "restarts": item.manifests.restarts,
+                "refused": item.manifests.refused,
             },
             "note": item.note,
         }

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bot import git, helm, manifests
-from bot.diffreport import DiffReport, PairReport
+from bot.diffreport import DiffReport, PairReport, refused_changes
 from bot.plan import Pair, Plan
 from bot.source import GitCommit, Source
 from bot.values import CHART_DIR, Decryptor, HubValues, build
@@ -92,7 +92,7 @@ def _sides(
 
 
 def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> DiffReport:
-    warnings = []
+    warnings = refused_changes(pairs)
     if unavailable:
         warnings.append(f"manifests {unavailable}; the values diff is complete")
     if any(item.values.secret_files_changed for item in pairs):

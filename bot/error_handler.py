@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from bot.errors import HubbotError, UsageError
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141  # the shell's status for a program ended by SIGPIPE
 
 
 class Exit(Exception):
@@ -39,11 +41,25 @@ def error_handler(redact: Callable[[str], str] = lambda text: text) -> Iterator[
     except KeyboardInterrupt:
         print("hubbot: interrupted", file=sys.stderr)
         raise Exit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        # The reader went away (`hubbot plan | head`): end quietly, as a pipe-closed program.
+        _discard_stdout()
+        raise Exit(EXIT_PIPE_CLOSED) from None
     except Exception as exc:  # a bug: show where, but still redacted
         frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
         print(redact("".join(frames)), file=sys.stderr, end="")
         print("hubbot: internal error (a bug in hubbot): please report it", file=sys.stderr)
         raise Exit(EXIT_USER_ERROR) from None
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so flushing what is left cannot fail again."""
+    try:
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.close(descriptor)
+    except (OSError, ValueError):
+        pass  # not a real file descriptor (captured output): nothing is left to flush
 
 
 def _lines(exc: HubbotError) -> list[str]:

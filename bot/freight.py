@@ -207,9 +207,26 @@ def staging_records(trust: records.Trust, hub: str) -> records.Found:
     return trust.find(environment_name(hub, STAGING), hub, STAGING)
 
 
-def staging_runs(trust: records.Trust) -> records.Found:
-    """Records of whole staging runs (every affected staging pair deployed), newest first."""
-    return trust.find(STAGING_RUN_ENVIRONMENT, None, STAGING)
+def staging_subject(environment: str) -> tuple[str | None, str] | None:
+    """What a staging record in `environment` is about: (hub, staging), (None, staging) for
+    a staging run; None for any other environment."""
+    if environment == STAGING_RUN_ENVIRONMENT:
+        return None, STAGING
+    hub = environment.removesuffix(f"-{STAGING}")
+    return (hub, STAGING) if hub and hub != environment else None
+
+
+def same_tree_commits(repo: Path, ours: Checkout) -> list[str]:
+    """Commits with the checked-out tree, among HEAD's history and the staging branch's:
+    the staging commit a promotion merged (ff, merge or squash) is one of them."""
+    refs = ["HEAD"]
+    for ref in (f"origin/{STAGING}", STAGING):
+        try:
+            git.resolve(repo, ref)
+        except HubbotError:
+            continue
+        refs.append(ref)
+    return git.commits_with_tree(repo, ours.tree, refs)
 
 
 def content_differences(prod: Freight, staging: dict[str, Any]) -> list[str]:
@@ -261,19 +278,19 @@ def verify_prod(trust: records.Trust, ours: Checkout, prod: Freight) -> records.
         raise HubbotError(
             f"no verified successful staging deployment of {prod.hub} is recorded (GitHub "
             f"environment {environment}): prod deploys only what staging ran, so deploy it "
-            "to staging first." + found.why_not()
+            "to staging first." + records.why_not(found)
         )
     if not any(record.tree == ours.tree for record in found.verified):
-        runs = staging_runs(trust)
-        if not any(record.tree == ours.tree for record in runs.verified):
+        # Any hub's staging deploy, or a staging run, of a commit with this tree will do.
+        ran = trust.find_at(same_tree_commits(trust.repo, ours), staging_subject)
+        if not ran.verified:
             latest = found.verified[0]
             raise HubbotError(
                 f"commit {ours.sha[:12]} has tree {ours.tree[:12]}, which no verified staging "
                 "deploy ran: a change made on prod directly (not promoted from staging) is "
                 f"never deployed; the newest verified staging deployment of {prod.hub} is "
                 f"{latest.deployment_id} (commit {latest.sha[:12]}, tree {latest.tree[:12]})."
-                + found.why_not()
-                + runs.why_not()
+                + records.why_not(found, ran)
             )
     latest = found.verified[0]
     for record in found.verified:
@@ -366,20 +383,13 @@ class GitHubRecorder:
         return finished
 
 
-def record_staging_run(
-    client: github.Client, ours: Checkout, key: records.RecordKey, pairs: Sequence[str]
-) -> None:
-    """Record that a staging run of this commit deployed every affected pair (maybe none).
+def record_staging_run(client: github.Client, ours: Checkout, key: records.RecordKey) -> None:
+    """Record that a staging run of this commit passed with no staging pair to deploy.
 
     A change only prod receives (a prod.yaml) deploys nothing on staging; this record is
     how prod learns that its tree still went through staging.
     """
-    payload: dict[str, Any] = {
-        "hub": None,
-        "env": STAGING,
-        "commit_tree": ours.tree,
-        "pairs": sorted(pairs),
-    }
+    payload: dict[str, Any] = {"hub": None, "env": STAGING, "commit_tree": ours.tree}
     subject = records.Subject(client.repository, ours.sha, ours.tree, None, STAGING)
     deployment = github.create_deployment(
         client, ours.sha, STAGING_RUN_ENVIRONMENT, payload, "hubbot staging run"
@@ -390,7 +400,7 @@ def record_staging_run(
         "success",
         description=records.proven_description(
             records.proof(key, subject, payload, "success"),
-            f"staging deployed {len(pairs)} pair(s)",
+            "staging validated it; no staging pair to deploy",
         ),
     )
 

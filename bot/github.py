@@ -428,3 +428,21 @@ def create_deployment_status(
 def list_deployment_statuses(client: Client, deployment_id: int) -> list[Json]:
     """A deployment's statuses, newest first."""
     return list(_pages(client, f"{_repo(client)}/deployments/{deployment_id}/statuses"))
+
+
+def successful_deployments(
+    client: Client, environment: str, *, sha: str | None = None
+) -> Iterator[Json]:
+    """Deployments to `environment` (of `sha`, if given) whose latest status is success.
+
+    `inactive` does not count as the latest: GitHub adds it to an earlier successful
+    deployment when a newer one of the environment succeeds (auto_inactive). Newest
+    first, fetched page by page, so a caller looking for the most recent one stops
+    after the first.
+    """
+    for deployment in iter_deployments(client, environment=environment, sha=sha):
+        path = f"{_repo(client)}/deployments/{deployment['id']}/statuses"
+        states = (s.get("state") for s in _pages(client, path, {}))
+        latest = next((state for state in states if state != "inactive"), None)
+        if latest == "success":
+            yield deployment

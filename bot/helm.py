@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import HubbotError, Location
-from bot.yamlfile import load_yaml
+from bot.source import decode
+from bot.yamlfile import YamlDoc, load_yaml
 
 # The Kubernetes version charts are rendered for when hubploy.yaml sets no
 # cluster.kube_version: the version of the EKS clusters in infra/.
@@ -78,26 +80,48 @@ def run(
             check=False,
             env={**os.environ, **env} if env else None,
         )
-    except FileNotFoundError:
-        raise HubbotError(f"helm is not installed (no {helm!r} found): {INSTALL_HINT}") from None
-    except PermissionError:
-        raise HubbotError(f"helm at {helm!r} is not executable: {INSTALL_HINT}") from None
+    except OSError as exc:
+        raise cannot_start(helm, exc) from None
     result = Result(
         proc.returncode,
         proc.stdout.decode("utf-8", "replace"),
         proc.stderr.decode("utf-8", "replace"),
     )
     if check and result.returncode != 0:
-        raise HubbotError(f"`helm {args[0]}` failed: {error_line(result.stderr)}")
+        raise HubbotError(
+            f"`helm {args[0]}` failed: {error_line(result.stderr, result.returncode)}"
+        )
     return result
 
 
-def error_line(stderr: str) -> str:
-    """helm's own one-line error (`Error: ...`), else its last line of output."""
+def cannot_start(helm: str, exc: OSError) -> HubbotError:
+    """Why `helm` could not be started at all."""
+    if isinstance(exc, FileNotFoundError):
+        return HubbotError(f"helm is not installed (no {helm!r} found): {INSTALL_HINT}")
+    if isinstance(exc, PermissionError):
+        return HubbotError(f"helm at {helm!r} is not executable: {INSTALL_HINT}")
+    return HubbotError(f"helm at {helm!r} cannot run ({exc.strerror}): {INSTALL_HINT}")
+
+
+# A frame of a Go stack trace: helm prints one under some errors, with no `Error:` line.
+_GO_FRAME = re.compile(r"^\t\S+:\d+( \+0x[0-9a-f]+)?$")
+
+
+def error_line(stderr: str, status: int | None = None) -> str:
+    """helm's own one-line error (`Error: ...`), else the line that says what failed."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error:")]
-    chosen = errors[-1] if errors else (lines[-1] if lines else "no error message")
-    return chosen.removeprefix("Error:").strip()
+    if errors:
+        return errors[-1].removeprefix("Error:").strip()
+    if any(_GO_FRAME.match(line) for line in stderr.splitlines()):
+        return lines[0].removeprefix("WARNING:").strip()  # a stack trace follows its cause
+    if lines:
+        return lines[-1]
+    exited = "" if status is None else f" (exit status {status})"
+    return (
+        f"helm printed no error message{exited}: check that {binary()!r} is the helm binary "
+        f"({INSTALL_HINT})"
+    )
 
 
 def template(
@@ -182,13 +206,45 @@ class Dependency:
     repository: str
 
 
-def _chart_file(chart_dir: Path, name: str) -> tuple[str, Any]:
+def _chart_file(chart_dir: Path, name: str) -> YamlDoc | None:
     label = f"{chart_dir.name}/{name}"
     try:
-        text = (chart_dir / name).read_text(encoding="utf-8")
+        data = (chart_dir / name).read_bytes()
     except FileNotFoundError:
-        return label, None
-    return label, load_yaml(label, text).data
+        return None
+    return chart_doc(label, decode(label, data))
+
+
+def chart_doc(label: str, text: str) -> YamlDoc:
+    """A Chart.yaml or Chart.lock, checked to be a mapping."""
+    doc = load_yaml(label, text)
+    if not isinstance(doc.data, dict):
+        name = label.rsplit("/", 1)[-1]
+        raise HubbotError(f"{name} must be a mapping, not {_kind(doc.data)}", Location(label, 1))
+    return doc
+
+
+def _kind(value: Any) -> str:
+    return "empty" if value is None else f"a {type(value).__name__}"
+
+
+def _dependencies(doc: YamlDoc, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The `dependencies` list, each entry a mapping with a string for each of `fields`."""
+    deps = doc.data.get("dependencies") or []
+    if not isinstance(deps, list):
+        raise HubbotError(
+            "`dependencies` must be a list of charts (- name: ..., version: ..., "
+            f"repository: ...), not {_kind(deps)}",
+            Location(doc.file, doc.line_of(("dependencies",))),
+        )
+    for index, dep in enumerate(deps):
+        where = Location(doc.file, doc.line_of(("dependencies", index)))
+        if not isinstance(dep, dict):
+            raise HubbotError("a dependency must be a mapping (name, version, repository)", where)
+        for field in fields:
+            if not isinstance(dep.get(field), str) or not dep[field]:
+                raise HubbotError(f"this dependency has no `{field}`", where)
+    return deps
 
 
 def locked_dependencies(chart_dir: Path) -> list[Dependency]:
@@ -197,24 +253,33 @@ def locked_dependencies(chart_dir: Path) -> list[Dependency]:
     The check is helm's own: the lock's digest must match the Chart.yaml
     requirements together with the locked list.
     """
-    chart_label, chart = _chart_file(chart_dir, "Chart.yaml")
-    if not isinstance(chart, dict):
-        raise HubbotError("not a helm chart: Chart.yaml is missing", Location(chart_label))
-    requirements = chart.get("dependencies") or []
+    return checked_lock(
+        chart_dir.name, _chart_file(chart_dir, "Chart.yaml"), _chart_file(chart_dir, "Chart.lock")
+    )
+
+
+def checked_lock(chart_name: str, chart: YamlDoc | None, lock: YamlDoc | None) -> list[Dependency]:
+    """locked_dependencies from Chart.yaml and Chart.lock as read (None: absent).
+
+    For callers that read the chart's files from a git commit rather than from disk.
+    """
+    if chart is None:
+        raise HubbotError(
+            "not a helm chart: Chart.yaml is missing", Location(f"{chart_name}/Chart.yaml")
+        )
+    requirements = _dependencies(chart, ("name",))
     if not requirements:
         return []
-    lock_label, lock = _chart_file(chart_dir, "Chart.lock")
-    update = f"run `helm dependency update {chart_dir.name}` and commit Chart.lock"
-    if not isinstance(lock, dict):
+    lock_label = f"{chart_name}/Chart.lock"
+    update = f"run `helm dependency update {chart_name}` and commit Chart.lock"
+    if lock is None:
         raise HubbotError(f"Chart.lock is missing: {update}", Location(lock_label))
-    locked = lock.get("dependencies") or []
-    if lock_digest(requirements, locked) != lock.get("digest"):
+    locked = _dependencies(lock, ("name", "version", "repository"))
+    if lock_digest(requirements, locked) != lock.data.get("digest"):
         raise HubbotError(
-            f"Chart.lock is out of sync with {chart_label}: {update}", Location(lock_label, 1)
+            f"Chart.lock is out of sync with {chart.file}: {update}", Location(lock_label, 1)
         )
-    return [
-        Dependency(str(dep["name"]), str(dep["version"]), str(dep["repository"])) for dep in locked
-    ]
+    return [Dependency(dep["name"], dep["version"], dep["repository"]) for dep in locked]
 
 
 def missing_dependencies(chart_dir: Path) -> list[Dependency]:
@@ -227,21 +292,56 @@ def dependencies_available(chart_dir: Path) -> bool:
 
 
 def package_file(chart_dir: Path, dep: Dependency) -> Path | None:
-    """The `<name>-<version>.tgz` of `dep` in the chart's charts/ or HUBBOT_CHART_PACKAGES."""
+    """The `<name>-<version>.tgz` of `dep` in the chart's charts/ or HUBBOT_CHART_PACKAGES.
+
+    A package found there must hold `dep` itself: helm would render whatever chart a
+    wrongly named file holds, and the diff would show it as the locked version.
+    """
     name = f"{dep.name}-{dep.version}.tgz"
     configured = os.environ.get(PACKAGES_ENV)
     for directory in (chart_dir / "charts", Path(configured) if configured else None):
         if directory is not None and (directory / name).is_file():
+            check_package(directory / name, dep)
             return directory / name
     return None
+
+
+# A chart's Chart.yaml is a few KB; a bigger one is not read.
+_MAX_CHART_YAML = 1024 * 1024
+
+
+def check_package(path: Path, dep: Dependency) -> None:
+    """Refuse a package whose own Chart.yaml is not `dep`'s name and version."""
+    where = Location(str(path))
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            text = ""
+            for member in tar:
+                # helm packages a chart as <name>/Chart.yaml, <name>/templates/...
+                top_level = member.name.count("/") == 1 and member.name.endswith("/Chart.yaml")
+                if top_level and member.isfile() and member.size <= _MAX_CHART_YAML:
+                    handle = tar.extractfile(member)
+                    text = handle.read().decode("utf-8", "replace") if handle else ""
+                    break
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise HubbotError(f"cannot read the chart package: {exc}", where) from None
+    meta = load_yaml(f"{path}:Chart.yaml", text).data if text else None
+    if not isinstance(meta, dict):
+        raise HubbotError("not a chart package: it holds no <name>/Chart.yaml", where)
+    if meta.get("name") != dep.name or str(meta.get("version")) != dep.version:
+        raise HubbotError(
+            f"this package holds {meta.get('name')} {meta.get('version')}, not the locked "
+            f"{dep.name} {dep.version}",
+            where,
+        )
 
 
 def _present(chart_dir: Path, dep: Dependency) -> bool:
     charts = chart_dir / "charts"
     if (charts / f"{dep.name}-{dep.version}.tgz").is_file():
         return True
-    _, sub = _chart_file(charts / dep.name, "Chart.yaml")
-    return isinstance(sub, dict) and sub.get("version") == dep.version
+    sub = _chart_file(charts / dep.name, "Chart.yaml")
+    return sub is not None and sub.data.get("version") == dep.version
 
 
 @contextmanager
@@ -332,10 +432,8 @@ class Processes:
                     env=env,
                     cwd=cwd,
                 )
-            except FileNotFoundError:
-                raise HubbotError(
-                    f"helm is not installed (no {argv[0]!r} found): {INSTALL_HINT}"
-                ) from None
+            except OSError as exc:
+                raise cannot_start(argv[0], exc) from None
             self._running.add(proc)
         try:
             out, err = proc.communicate(stdin)
@@ -365,7 +463,9 @@ def major_version(processes: Processes, cwd: Path) -> int:
     )
     match = re.match(r"v?(\d+)\.", result.stdout.strip())
     if result.returncode != 0 or match is None:
-        raise HubbotError(f"cannot tell helm's version: {error_line(result.stderr)}")
+        raise HubbotError(
+            f"cannot tell helm's version: {error_line(result.stderr, result.returncode)}"
+        )
     return int(match[1])
 
 
@@ -380,7 +480,7 @@ def status(
         cwd,
     )
     if result.returncode != 0:
-        message = error_line(result.stderr)
+        message = error_line(result.stderr, result.returncode)
         if message == "release: not found":
             return None
         raise HubbotError(

@@ -9,7 +9,7 @@ from typing import Any
 from bot.errors import HubbotError, Location
 from bot.schemas import load_validator, violations
 from bot.source import Source, memoized
-from bot.yamlfile import YamlDoc, load_yaml
+from bot.yamlfile import Path_, YamlDoc, load_yaml
 
 DEPLOYMENTS = "deployments"
 
@@ -58,11 +58,14 @@ def discover_hubs(source: Source) -> list[str]:
 
 
 def _discover_hubs(source: Source) -> list[str]:
-    return [
-        name
-        for name in source.children(DEPLOYMENTS)
-        if source.read(f"{DEPLOYMENTS}/{name}/hubploy.yaml") is not None
-    ]
+    return [name for name in source.children(DEPLOYMENTS) if _has_hubploy(source, name)]
+
+
+def _has_hubploy(source: Source, name: str) -> bool:
+    try:
+        return source.read(f"{DEPLOYMENTS}/{name}/hubploy.yaml") is not None
+    except HubbotError:
+        return True  # there but unreadable (a symbolic link): load_deployment says why
 
 
 def load_deployment(source: Source, hub: str) -> Deployment:
@@ -76,7 +79,8 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         raise HubbotError(f"unknown hub {hub!r}: the hubs in deployments/ are {known}")
     file = f"{DEPLOYMENTS}/{hub}/hubploy.yaml"
     text = source.read(file)
-    assert text is not None  # discover_hubs found it
+    if text is None:
+        raise HubbotError("is not a file", Location(file))
     doc = load_yaml(file, text)
     problems = [
         HubbotError(v.message, Location(file, doc.line_of(v.path) or 1))
@@ -89,16 +93,16 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     images = tuple(
         ImageConfig(
             name=image["name"],
-            path=posixpath.normpath(posixpath.join(base, image["path"])),
+            path=inside_repo(doc, base, ("images", i, "path"), image["path"]),
             helm_path=tuple(image["helm_path"].split(".")),
             location=Location(file, doc.lines[("images", i)]),
             scan_fail_on=image.get("scan", {}).get("fail_on"),
         )
         for i, image in enumerate(data["images"])
     )
-    for image in images:
-        if image.path.startswith("../") or image.path == "..":
-            raise HubbotError(f"image path {image.path!r} leaves the repository", image.location)
+    if data["cluster"]["provider"] == "kubeconfig":
+        kubeconfig = ("cluster", "kubeconfig", "file")
+        inside_repo(doc, base, kubeconfig, data["cluster"]["kubeconfig"]["file"])
     environments = {
         name: Environment(
             name=name,
@@ -111,6 +115,74 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         for name, env in data["environments"].items()
     }
     return Deployment(hub, file, images, data["registry"], data["cluster"], environments, doc)
+
+
+def kubeconfig_path(deployment: Deployment) -> str | None:
+    """The repo path of the sops-encrypted kubeconfig, for the kubeconfig cluster provider."""
+    if deployment.cluster["provider"] != "kubeconfig":
+        return None
+    key = ("cluster", "kubeconfig", "file")
+    base = posixpath.dirname(deployment.file)
+    return inside_repo(deployment.doc, base, key, deployment.cluster["kubeconfig"]["file"])
+
+
+def inside_repo(doc: YamlDoc, base: str, key: Path_, relative: str) -> str:
+    """The repo path `relative` (set at `key`) names from `base`; an error if it leaves."""
+    path = posixpath.normpath(posixpath.join(base, relative))
+    if posixpath.isabs(relative) or path == ".." or path.startswith("../"):
+        raise HubbotError(
+            f"`{'.'.join(map(str, key))}: {relative}` leaves the repository: name a path "
+            f"inside it, relative to {base}",
+            Location(doc.file, doc.line_of(key)),
+        )
+    return path
+
+
+UNIQUE_SETTINGS = ("release", "namespace", "url")
+
+
+def clashes(source: Source) -> dict[tuple[str, str], list[HubbotError]]:
+    """Per (hub, env): the release, namespace or url it shares with another pair.
+
+    Each pair gets its own helm release in its own namespace behind its own URL,
+    or one deploy would upgrade, or route to, another hub. A hub whose
+    hubploy.yaml cannot be read fails on its own and is left out here.
+    """
+    return memoized(source, "clashes", lambda: _clashes(source))
+
+
+def _clashes(source: Source) -> dict[tuple[str, str], list[HubbotError]]:
+    users: dict[tuple[str, str], list[tuple[str, str, Location, str]]] = {}
+    for hub in discover_hubs(source):
+        try:
+            deployment = load_deployment(source, hub)
+        except HubbotError:
+            continue
+        for env, settings in deployment.environments.items():
+            for setting in UNIQUE_SETTINGS:
+                value = str(getattr(settings, setting))
+                key = value.lower().rstrip("/") if setting == "url" else value
+                line = deployment.doc.line_of(("environments", env, setting))
+                users.setdefault((setting, key), []).append(
+                    (hub, env, Location(deployment.file, line), value)
+                )
+    found: dict[tuple[str, str], list[HubbotError]] = {}
+    for (setting, _), pairs in users.items():
+        for hub, env, where, value in pairs:
+            others = ", ".join(
+                f"{other_hub}/{other_env} at {other_where}"
+                for other_hub, other_env, other_where, _ in pairs
+                if (other_hub, other_env) != (hub, env)
+            )
+            if others:
+                found.setdefault((hub, env), []).append(
+                    HubbotError(
+                        f"{setting} {value} is also used by {others}: every hub and "
+                        f"environment needs its own {setting}",
+                        where,
+                    )
+                )
+    return found
 
 
 def environment(deployment: Deployment, env: str) -> Environment:

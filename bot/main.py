@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import io
 import sys
 from collections.abc import Sequence
 from importlib import import_module, metadata
@@ -28,6 +29,8 @@ VERBS = (
     "secrets",
     "promote",
     "ci",
+    "new-hub",
+    "rollback",
 )
 
 
@@ -76,7 +79,7 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
     verbs.required = True
     for name in VERBS:
         if verb is None or name == verb:
-            import_module(f"bot.commands.{name}").register(verbs)
+            import_module(f"bot.commands.{name.replace('-', '_')}").register(verbs)
         else:
             verbs.add_parser(name)
     return top
@@ -99,6 +102,11 @@ def chosen_verb(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A character the terminal's encoding (PYTHONIOENCODING=ascii, say) cannot show is
+    # written as an escape, never a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     # Every value sops decrypts is registered here; all output of the process,
     # error messages included, passes through it.
     redactor = Redactor()
@@ -109,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.redactor = redactor
             args.repo = git.toplevel(args.repo or Path.cwd())
             status: int = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, where the handler ends it quietly
             return status
     except Exit as stop:
         return stop.status

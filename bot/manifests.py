@@ -60,7 +60,10 @@ VALUES_KEY = "values.yaml"
 RULES = {
     "z2jh-values": "the chart values the hub Secret embeds as values.yaml (diffed by key below)",
     "random": "values generated afresh on every render, such as tokens (compared by presence)",
-    "checksum": "checksum/* annotations (their effect is listed under what restarts)",
+    "checksum": (
+        "checksum/* annotations and checksum_* ConfigMap keys (their effect is listed under "
+        "what restarts)"
+    ),
 }
 # Not a noise rule: Secret data is always replaced, so no value is ever shown.
 SECRET = "<secret>"  # noqa: S105 (a placeholder, not a password)
@@ -79,6 +82,7 @@ class ManifestDiff:
     text: dict[str, str] = field(default_factory=dict)  # per resource title, sorted
     hidden_lines: dict[str, int] = field(default_factory=dict)  # per rule in RULES
     restarts: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # changes Kubernetes would refuse
 
     @property
     def diff(self) -> str:
@@ -327,7 +331,42 @@ def compare(
         shown.values_diff = pair.values_diff
         result.text[name] = redact(_diff_text(name, shown))
     result.restarts = _restarts(pairs)
+    result.refused = [
+        message for key in sorted(old.keys() & new.keys(), key=sort_key)
+        if (message := _static_resize(key, old[key], new[key])) is not None
+    ]
     return result
+
+
+RESIZE_REFUSED = "Kubernetes refuses to resize a statically provisioned volume"
+_STORAGE_PATHS = {
+    "PersistentVolume": ("capacity", "storage"),
+    "PersistentVolumeClaim": ("resources", "requests", "storage"),
+}
+
+
+def _static_resize(key: Key, old: Doc, new: Doc) -> str | None:
+    """Why a changed size of a statically provisioned volume cannot be deployed, if it is one.
+
+    With storageClassName "" no provisioner can grow (or shrink) the volume: the
+    API server refuses the claim's new size, and `helm upgrade` fails there.
+    """
+    kind, _, name = key
+    path = _STORAGE_PATHS.get(kind)
+    if path is None or (new.get("spec") or {}).get("storageClassName") != "":
+        return None
+    sizes = [_get(doc.get("spec"), path) for doc in (old, new)]
+    if sizes[0] is None or sizes[0] == sizes[1]:
+        return None
+    return f"{RESIZE_REFUSED} ({kind} {name}: {sizes[0]} -> {sizes[1]})"
+
+
+def _get(node: Any, path: tuple[str, ...]) -> Any:
+    for step in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(step)
+    return node
 
 
 def _normalise(
@@ -341,7 +380,7 @@ def _normalise(
     pair = _Pair(copy.deepcopy(old), copy.deepcopy(new))
     stages: list[tuple[str, Callable[[_Pair], None]]] = [
         ("z2jh-values", lambda p: _embedded_values(key, p, redact)),
-        ("checksum", _checksums),
+        ("checksum", lambda p: _checksums(key, p)),
         ("random", lambda p: _random(p, random)),
     ]
     shown = _changed_lines(pair)
@@ -466,12 +505,20 @@ def _mask_paths(doc: Any, paths: Iterable[Path_], mask: str) -> Any:
     return doc
 
 
-def _checksums(pair: _Pair) -> None:
+def _checksums(key: Key, pair: _Pair) -> None:
     for doc in (pair.old, pair.new):
         for notes in _annotation_maps(doc):
             for name in notes:
                 if str(name).startswith("checksum/"):
                     notes[name] = CHECKSUM
+        # z2jh's hub ConfigMap carries checksum_hook-image-puller: a hash of the hook
+        # puller, whose own diff is shown. The hub Secret's values.yaml changes whenever
+        # it does, so what restarts stays the same without it.
+        data = (doc or {}).get("data") if key[0] == "ConfigMap" else None
+        if isinstance(data, dict):
+            for name in data:
+                if str(name).startswith("checksum_"):
+                    data[name] = CHECKSUM
 
 
 def _annotation_maps(node: Any) -> Iterator[dict[str, Any]]:

@@ -84,6 +84,14 @@ class NoEffect:
 
 
 @dataclass(frozen=True)
+class HubFailure:
+    """A hub left out of the plan: the error (with its file and line) to fix."""
+
+    hub: str
+    error: str
+
+
+@dataclass(frozen=True)
 class ImagePlan:
     name: str
     tag: str
@@ -115,6 +123,7 @@ class Plan:
     diffs: dict[tuple[str, str], ValuesDiff] = field(default_factory=dict, compare=False)
     # The two sources compared, so a report can render both refs' manifests.
     sources: tuple[Source, Source] | None = field(default=None, compare=False, repr=False)
+    failed: tuple[HubFailure, ...] = ()  # hubs whose files could not be read or merged
 
     def deployable(self) -> list[Pair]:
         """Affected pairs that exist at head (a removed pair has nothing to deploy)."""
@@ -156,6 +165,7 @@ class Plan:
                 {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(item).items()}
                 for item in self.no_effect
             ],
+            "failed": [asdict(failure) for failure in self.failed],
         }
 
 
@@ -174,48 +184,79 @@ def plan(
     without it `ImagePlan.exists` is None ("unknown"). Secrets are read without
     keys; with `decrypt` (bot.sops), a secrets file whose ciphertext changed is
     decrypted at both refs, so a re-encryption with the same values deploys
-    nothing. Raises HubbotError when either ref's config cannot be read.
+    nothing. A hub whose files cannot be read or merged at either ref is listed in
+    `failed`, with the error, and the other hubs are still planned; raises
+    HubbotError when what every hub shares (deployments/, the chart) cannot be read.
     """
     chart = _chart_changes(base, head)
     pairs: list[Pair] = []
     no_effect: list[NoEffect] = []
     diffs: dict[tuple[str, str], ValuesDiff] = {}
+    failed: list[HubFailure] = []
     base_hubs = set(discover_hubs(base))
     head_hubs = set(discover_hubs(head))
     for hub in sorted(base_hubs | head_hubs):
-        new = _outline(head, hub) if hub in head_hubs else None
-        old = _outline_at_base(base, head, hub, new) if hub in base_hubs else None
-        for env in list(dict.fromkeys([*(old.envs if old else ()), *(new.envs if new else ())])):
-            if old is None or env not in old.envs:
-                assert new is not None
-                reason = Reason(ADDED, f"{hub}/{env} is new at {head.label}", (new.file,))
-                diffs[(hub, env)] = diff_values(None, build(head, hub, env))
-                pairs.append(Pair(hub, env, (reason, *_chart_reasons(chart))))
-                continue
-            if new is None or env not in new.envs:
-                reason = Reason(REMOVED, f"{hub}/{env} is gone at {head.label}", (old.file,))
-                diffs[(hub, env)] = diff_values(build(base, hub, env), None)
-                pairs.append(Pair(hub, env, (reason,)))
-                continue
-            if _same_inputs(base, head, old, new, env):
-                if chart:
-                    diffs[(hub, env)] = unchanged(hub, env)
-                    pairs.append(Pair(hub, env, tuple(_chart_reasons(chart))))
-                continue
-            pair, quiet, diff = _compare(base, head, hub, env, chart, decrypt)
-            no_effect.extend(quiet)
-            if pair is not None:
-                pairs.append(pair)
-                diffs[(hub, env)] = diff
+        try:
+            hub_pairs, quiet, hub_diffs = _plan_hub(
+                base, head, hub, (hub in base_hubs, hub in head_hubs), chart, decrypt
+            )
+        except HubbotError as exc:
+            # This hub's pairs fail; the others are still planned.
+            failed.append(HubFailure(hub, str(exc)))
+            continue
+        pairs += hub_pairs
+        no_effect += quiet
+        diffs.update(hub_diffs)
+    broken = {failure.hub for failure in failed}
     return Plan(
         base.label,
         head.label,
-        _images(base, head, head_hubs, check),
+        _images(base, head, head_hubs - broken, check, broken),
         tuple(sorted(pairs, key=lambda pair: (pair.hub, pair.env))),
         tuple(sorted(no_effect, key=lambda item: (item.hub, item.env, item.file))),
         diffs,
         (base, head),
+        tuple(failed),
     )
+
+
+def _plan_hub(
+    base: Source,
+    head: Source,
+    hub: str,
+    present: tuple[bool, bool],
+    chart: list[str],
+    decrypt: Decryptor | None,
+) -> tuple[list[Pair], list[NoEffect], dict[tuple[str, str], ValuesDiff]]:
+    """The affected pairs of one hub, present at (base, head)."""
+    pairs: list[Pair] = []
+    no_effect: list[NoEffect] = []
+    diffs: dict[tuple[str, str], ValuesDiff] = {}
+    new = _outline(head, hub) if present[1] else None
+    old = _outline_at_base(base, head, hub, new) if present[0] else None
+    for env in list(dict.fromkeys([*(old.envs if old else ()), *(new.envs if new else ())])):
+        if old is None or env not in old.envs:
+            assert new is not None
+            reason = Reason(ADDED, f"{hub}/{env} is new at {head.label}", (new.file,))
+            diffs[(hub, env)] = diff_values(None, build(head, hub, env))
+            pairs.append(Pair(hub, env, (reason, *_chart_reasons(chart))))
+            continue
+        if new is None or env not in new.envs:
+            reason = Reason(REMOVED, f"{hub}/{env} is gone at {head.label}", (old.file,))
+            diffs[(hub, env)] = diff_values(build(base, hub, env), None)
+            pairs.append(Pair(hub, env, (reason,)))
+            continue
+        if _same_inputs(base, head, old, new, env):
+            if chart:
+                diffs[(hub, env)] = unchanged(hub, env)
+                pairs.append(Pair(hub, env, tuple(_chart_reasons(chart))))
+            continue
+        pair, quiet, diff = _compare(base, head, hub, env, chart, decrypt)
+        no_effect.extend(quiet)
+        if pair is not None:
+            pairs.append(pair)
+            diffs[(hub, env)] = diff
+    return pairs, no_effect, diffs
 
 
 @dataclass(frozen=True)
@@ -239,15 +280,30 @@ def _read_outline(source: Source, hub: str) -> _Outline:
     try:
         data = yaml.load(source.read(file) or "", Loader=_Loader)  # noqa: S506 (a safe loader)
         base = posixpath.dirname(file)
+        # Only strings are taken: anything else (an alias bomb, say) is left to the bounded,
+        # validating reading below.
         images = tuple(
-            (str(image["name"]), posixpath.normpath(posixpath.join(base, str(image["path"]))))
+            (_string(image["name"]), _inside(posixpath.join(base, _string(image["path"]))))
             for image in data["images"]
         )
-        return _Outline(hub, file, tuple(str(env) for env in data["environments"]), images)
+        return _Outline(hub, file, tuple(_string(env) for env in data["environments"]), images)
     except (yaml.YAMLError, KeyError, TypeError, AttributeError):
         deployment = load_deployment(source, hub)  # raises the error, naming file and line
         images = tuple((image.name, image.path) for image in deployment.images)
         return _Outline(hub, file, tuple(deployment.environments), images)
+
+
+def _inside(path: str) -> str:
+    normal = posixpath.normpath(path)
+    if normal.startswith(("../", "/")) or normal == "..":
+        raise TypeError(path)  # load_deployment names the image path that leaves the repository
+    return normal
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
 
 
 def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | None) -> _Outline:
@@ -416,12 +472,12 @@ def _chart_reasons(chart: list[str]) -> list[Reason]:
 
 
 def _images(
-    base: Source, head: Source, hubs: set[str], check: ImageCheck | None
+    base: Source, head: Source, hubs: set[str], check: ImageCheck | None, broken: set[str]
 ) -> tuple[ImagePlan, ...]:
     # An image is new when no hub used that name and tag at base.
     at_base = {
         ref
-        for hub in discover_hubs(base)
+        for hub in set(discover_hubs(base)) - broken
         for ref in _tags(
             base, _outline_at_base(base, head, hub, _outline(head, hub) if hub in hubs else None)
         )

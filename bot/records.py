@@ -20,7 +20,7 @@ import hmac
 import itertools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,13 +128,19 @@ class Found:
     verified: list[Record]
     rejected: list[Rejected]
 
-    def why_not(self, limit: int = 3) -> str:
-        """The newest refusals, for an error message; empty when nothing was refused."""
-        if not self.rejected:
-            return ""
-        shown = "; ".join(str(r) for r in self.rejected[:limit])
-        more = len(self.rejected) - limit
-        return f" Records refused: {shown}" + (f"; and {more} more" if more > 0 else "")
+
+def why_not(*found: Found, limit: int = 3) -> str:
+    """The newest refusals, each once, for an error message; empty when none was refused."""
+    rejected = list({r.deployment_id: r for f in found for r in f.rejected}.values())
+    if not rejected:
+        return ""
+    shown = "; ".join(str(r) for r in rejected[:limit])
+    more = len(rejected) - limit
+    return f" Records refused: {shown}" + (f"; and {more} more" if more > 0 else "")
+
+
+# What an environment's records must be about, (hub, env); None for environments to ignore.
+Expected = Callable[[str], tuple[str | None, str] | None]
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,41 @@ class Trust:
     repo: Path
     key: RecordKey
     creator: str = DEFAULT_CREATOR
+    # Lookups already made: one run asks the same for every pair.
+    memo: dict[Any, Found] = field(default_factory=dict, compare=False, repr=False)
 
     def find(self, environment: str, hub: str | None, env: str) -> Found:
+        """The newest records of `environment`, which must be about `hub` in `env`."""
+        key = ("environment", environment, hub, env)
+        if key not in self.memo:
+            deployments = github.iter_deployments(self.client, environment=environment)
+            self.memo[key] = self._sorted(
+                (deployment, (hub, env)) for deployment in itertools.islice(deployments, HISTORY)
+            )
+        return self.memo[key]
+
+    def find_at(self, shas: Sequence[str], expected: Expected) -> Found:
+        """Records of the given commits in every environment `expected` knows."""
+        key = ("commits", tuple(shas))
+        if key not in self.memo:
+            self.memo[key] = self._sorted(
+                (deployment, wanted)
+                for sha in shas
+                for deployment in itertools.islice(
+                    github.iter_deployments(self.client, sha=sha), HISTORY
+                )
+                if (wanted := expected(str(deployment.get("environment")))) is not None
+            )
+        return self.memo[key]
+
+    def _sorted(
+        self, deployments: Iterable[tuple[dict[str, Any], tuple[str | None, str]]]
+    ) -> Found:
         verified: list[Record] = []
         rejected: list[Rejected] = []
-        deployments = github.iter_deployments(self.client, environment=environment)
-        for deployment in itertools.islice(deployments, HISTORY):
+        for deployment, (hub, env) in deployments:
             statuses = github.list_deployment_statuses(self.client, int(deployment["id"]))
+            environment = str(deployment.get("environment"))
             result = self.check(deployment, statuses, environment, hub, env)
             if isinstance(result, Record):
                 verified.append(result)

@@ -6,12 +6,14 @@ violation is reported at the path it concerns, for the caller to place.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from jsonschema.exceptions import ValidationError
 
 from bot.errors import HubbotError, Location
@@ -29,6 +31,7 @@ class Violation:
     message: str
     keyword: str
     title: str
+    missing: str | None = None  # for `required`: the key that is missing under `path`
 
 
 def load_schema(source: Source, name: str) -> dict[str, Any]:
@@ -60,21 +63,70 @@ def load_validator(source: Source, name: str) -> jsonschema.Draft202012Validator
     )
 
 
+@dataclass(frozen=True)
+class Checker:
+    """A compiled schema for checking many documents.
+
+    jsonschema-rs tells in microseconds whether a document is valid; only a
+    refused document is walked again by `jsonschema`, whose errors carry the
+    paths and messages reported. Neither asserts `format`, as helm does not.
+    """
+
+    fast: jsonschema_rs.Validator | None
+    full: jsonschema.protocols.Validator
+
+    def violations(self, document: Any, title: str, prefix: Path_ = ()) -> list[Violation]:
+        if self.fast is not None:
+            try:
+                if self.fast.is_valid(document):
+                    return []
+            except (ValueError, TypeError):
+                pass  # a value the fast validator cannot take: the full one explains it
+        return violations(document, self.full, title, prefix)
+
+
+def compile_checker(schema: dict[str, Any], default: type[Any]) -> Checker:
+    """A Checker for `schema` (its `$schema` draft, else `default`); raises SchemaError."""
+    cls = jsonschema.validators.validator_for(schema, default=default)
+    cls.check_schema(schema)
+    try:
+        fast: jsonschema_rs.Validator | None = jsonschema_rs.validator_for(
+            schema, validate_formats=False
+        )
+    except ValueError:
+        fast = None  # a schema only `jsonschema` can compile: it checks every document
+    return Checker(fast, cls(schema))
+
+
+def load_checker(source: Source, name: str) -> Checker:
+    """A compiled Checker for schemas/<name>.schema.yaml, once per source."""
+    return memoized(
+        source,
+        ("checker", name),
+        lambda: compile_checker(load_schema(source, name), jsonschema.Draft202012Validator),
+    )
+
+
 def violations(
-    document: Any, validator: jsonschema.Draft202012Validator, title: str
+    document: Any, validator: jsonschema.protocols.Validator, title: str, prefix: Path_ = ()
 ) -> list[Violation]:
-    """Every violation of the validator's schema by `document`, in path order."""
-    found = [v for error in validator.iter_errors(document) for v in _explain(error, title)]
+    """Every violation of the validator's schema by `document`, in path order.
+
+    `prefix` is where `document` sits in the values (a chart's own part of them).
+    """
+    found = [
+        v for error in validator.iter_errors(document) for v in _explain(error, title, prefix)
+    ]
     unique = {(v.path, v.message): v for v in found}
     return sorted(unique.values(), key=lambda v: ([str(p) for p in v.path], v.message))
 
 
-def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
-    path: Path_ = tuple(error.absolute_path)
+def _explain(error: ValidationError, title: str, prefix: Path_ = ()) -> Iterator[Violation]:
+    path: Path_ = (*prefix, *error.absolute_path)
     if error.validator in ("anyOf", "oneOf", "allOf") and error.context:
         # Report the branch that got deepest: the most specific reason.
         best = max(error.context, key=lambda e: len(e.absolute_path))
-        yield from _explain(best, title)
+        yield from _explain(best, title, prefix)
         return
     schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     expected: Any = error.validator_value
@@ -85,7 +137,7 @@ def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
             if key not in allowed and not any(re.search(p, key) for p in patterns):
                 yield Violation(
                     (*path, key),
-                    f"unknown key `{key}`{_known(allowed)}",
+                    f"unknown key `{key}`{_known(key, allowed)}",
                     "additionalProperties",
                     title,
                 )
@@ -94,7 +146,9 @@ def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
         for key in expected:
             if key not in error.instance:
                 where = _dotted(path) or "the top level"
-                yield Violation(path, f"`{key}` is required under {where}", "required", title)
+                yield Violation(
+                    path, f"`{key}` is required under {where}", "required", title, key
+                )
         return
     custom = schema.get("errorMessage")
     text = custom if isinstance(custom, str) else _plain_message(error)
@@ -104,7 +158,8 @@ def _explain(error: ValidationError, title: str) -> Iterator[Violation]:
 def _plain_message(error: ValidationError) -> str:
     expected: Any = error.validator_value
     if error.validator == "type":
-        return f"{_show(error.instance)} is not of type {error.validator_value}"
+        types = expected if isinstance(expected, list) else [expected]
+        return f"{_show(error.instance)} is not of type {' or '.join(map(str, types))}"
     if error.validator == "enum":
         choices = ", ".join(_show(v) for v in expected)
         return f"{_show(error.instance)} is not one of {choices}"
@@ -123,7 +178,10 @@ def _show(value: Any) -> str:
     )
 
 
-def _known(allowed: set[str]) -> str:
+def _known(key: str, allowed: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
+    if close:
+        return f" (did you mean `{close[0]}`?)"
     if not allowed or len(allowed) > 12:
         return ""
     return " (expected one of: " + ", ".join(sorted(allowed)) + ")"

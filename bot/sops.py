@@ -22,7 +22,7 @@ from typing import Any
 
 from bot.errors import HubbotError, Location
 from bot.redact import MIN_LENGTH, Redactor
-from bot.sops_config import KmsKey, file_recipients
+from bot.sops_config import CONFIG_FILE, KmsKey, file_recipients
 from bot.values import Decryptor
 from bot.yamlfile import Path_, load_yaml
 
@@ -111,6 +111,26 @@ def decrypt_text(file: str, text: str, *, cwd: Path | None = None) -> dict[str, 
     if not isinstance(data, dict):
         raise HubbotError("sops decrypted it, but not to a mapping", Location(file))
     return data
+
+
+def encrypt_text(file: str, plaintext: str, *, cwd: Path) -> str:
+    """Encrypt a YAML document for the creation rule .sops.yaml (in `cwd`) has for `file`.
+
+    The plaintext goes to sops on standard input; only public keys are needed
+    for age recipients.
+    """
+    result = run(
+        ["encrypt", "--filename-override", file, "--input-type", "yaml", "--output-type", "yaml"],
+        stdin=plaintext,
+        cwd=cwd,
+    )
+    if result.returncode != 0:
+        raise HubbotError(
+            f"sops could not encrypt it (exit status {result.returncode}): check the creation "
+            f"rule in {CONFIG_FILE} and that its KMS keys are reachable",
+            Location(file),
+        )
+    return result.stdout.decode()
 
 
 def decryptor(
@@ -204,8 +224,7 @@ def failure(file: str, text: str, status: int, stderr: str) -> HubbotError:
 def key_failures(file: str, text: str, stderr: str) -> list[KeyFailure]:
     """Why each master key of the file failed, from sops's per-key report."""
     sections = _sections(stderr)
-    metadata = _metadata(file, text)
-    recipients = file_recipients(file, metadata)
+    recipients = file_recipients(load_yaml(file, text))
     found = []
     for key in sorted(recipients.kms):
         body = next((b for head, b in sections if head.startswith(key.arn)), "")
@@ -214,12 +233,6 @@ def key_failures(file: str, text: str, stderr: str) -> list[KeyFailure]:
         body = next((b for head, b in sections if head.startswith(recipient)), "")
         found.append(KeyFailure(f"age {recipient}", *_age_reason(body)))
     return found
-
-
-def _metadata(file: str, text: str) -> dict[str, Any]:
-    data = load_yaml(file, text).data
-    meta = data.get("sops") if isinstance(data, dict) else None
-    return meta if isinstance(meta, dict) else {}
 
 
 def _sections(stderr: str) -> list[tuple[str, str]]:

@@ -1,13 +1,17 @@
 """Reading the repository as it is in the work tree or at a git commit.
 
 Both kinds answer the same small protocol, so every later step (merge,
-validate, render, plan) runs unchanged on either.
+validate, render, plan) runs unchanged on either. Both refuse a symbolic link
+on the way to anything they read, and any path that leaves the repository: a
+link would make the work tree show the file it points to and a commit only the
+link's text, so what is validated and what is deployed could differ.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import stat
 import subprocess
 from collections.abc import Callable
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot import git
+from bot.errors import HubbotError, Location
 
 T = TypeVar("T")
 
@@ -46,12 +51,15 @@ class WorkTree:
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def read(self, path: str) -> str | None:
+        self._refuse_links(path)
         try:
-            return (self.root / path).read_text(encoding="utf-8")
+            data = (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        return decode(path, data)
 
     def children(self, path: str) -> list[str]:
+        self._refuse_links(path)
         directory = self.root / path
         if not directory.is_dir():
             return []
@@ -61,6 +69,7 @@ class WorkTree:
         return memoized(self, ("tree", path), lambda: self._tree_hash(path))
 
     def _tree_hash(self, path: str) -> str | None:
+        self._refuse_links(path)
         files = [
             name
             for name in git.worktree_files(self.root, path)
@@ -74,11 +83,22 @@ class WorkTree:
             full = self.root / name
             mode = os.lstat(full).st_mode
             if stat.S_ISLNK(mode):
-                entries[name[len(prefix) :]] = ("120000", _blob_id(os.readlink(full).encode()))
-            else:
-                git_mode = "100755" if mode & stat.S_IXUSR else "100644"
-                entries[name[len(prefix) :]] = (git_mode, _blob_id(full.read_bytes()))
+                raise link_error(name, os.readlink(full))
+            git_mode = "100755" if mode & stat.S_IXUSR else "100644"
+            entries[name[len(prefix) :]] = (git_mode, _blob_id(full.read_bytes()))
         return _tree_id(entries).hex()
+
+    def _refuse_links(self, path: str) -> None:
+        """Raise if `path`, or a directory on the way to it, is a symbolic link."""
+        current = self.root
+        for link in prefixes(path):
+            current = current / link.rsplit("/", 1)[-1]
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat.S_ISLNK(mode):
+                raise link_error(link, os.readlink(current))
 
 
 @dataclass
@@ -105,12 +125,14 @@ class GitCommit:
         self._blobs = _read_blobs(self.root, wanted)
 
     def read(self, path: str) -> str | None:
+        self._refuse_links(path)
         blob = self._blobs.get(path)
         if blob is None and path in self._entries:
             blob = git.show(self.root, self.commit, path)
-        return blob.decode("utf-8") if blob is not None else None
+        return decode(path, blob) if blob is not None else None
 
     def children(self, path: str) -> list[str]:
+        self._refuse_links(path)
         prefix = path.rstrip("/") + "/"
         return sorted(
             {
@@ -121,7 +143,59 @@ class GitCommit:
         )
 
     def tree_hash(self, path: str) -> str | None:
-        return memoized(self, ("tree", path), lambda: git.tree_id(self.root, self.commit, path))
+        return memoized(self, ("tree", path), lambda: self._tree_hash(path))
+
+    def _tree_hash(self, path: str) -> str | None:
+        self._refuse_links(path)
+        prefix = path.rstrip("/") + "/"
+        for name, (mode, oid) in self._entries.items():
+            if mode == LINK_MODE and name.startswith(prefix):
+                raise link_error(name, self._link_target(oid))
+        return git.tree_id(self.root, self.commit, path)
+
+    def _refuse_links(self, path: str) -> None:
+        """Raise if `path`, or a directory on the way to it, is a symbolic link here."""
+        for link in prefixes(path):
+            mode, oid = self._entries.get(link, ("", ""))
+            if mode == LINK_MODE:
+                raise link_error(link, self._link_target(oid))
+
+    def _link_target(self, oid: str) -> str:
+        return git.run(self.root, "cat-file", "blob", oid).decode(errors="replace")
+
+
+LINK_MODE = "120000"  # git's mode for a symbolic link
+
+
+def prefixes(path: str) -> list[str]:
+    """`a`, `a/b`, `a/b/c` for `a/b/c`; an error for a path that leaves the repository."""
+    normal = posixpath.normpath(path)
+    if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+        raise HubbotError(
+            "this path is outside the repository: name a file inside it", Location(path)
+        )
+    parts = [] if normal == "." else normal.split("/")
+    return ["/".join(parts[: depth + 1]) for depth in range(len(parts))]
+
+
+def link_error(link: str, target: str) -> HubbotError:
+    return HubbotError(
+        f"is a symbolic link (to {target}): hubbot reads only files as git holds them; "
+        "replace the link with the file or directory itself",
+        Location(link),
+    )
+
+
+def decode(file: str, data: bytes) -> str:
+    """The text of a file's bytes; a byte that is not UTF-8 is an error naming its offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HubbotError(
+            f"byte offset {exc.start} (0x{data[exc.start]:02x}) is not UTF-8: the file must be "
+            "UTF-8 text (a binary file?)",
+            Location(file, data.count(b"\n", 0, exc.start) + 1),
+        ) from None
 
 
 def memoized(source: Source, key: Any, compute: Callable[[], T]) -> T:

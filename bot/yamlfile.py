@@ -11,26 +11,41 @@ resolved and constructed by ruamel's own rules. Anything out of the ordinary
 (an error, a duplicate or non-string key, a tag, an anchor, a directive, a
 merge key, a rejected boolean) is read again by ruamel, which gives the answer
 or the message.
+
+Every file comes from a pull request, so reading it is bounded: its size, how
+deep it nests and how many values its aliases expand to are limited, each
+refused with one message naming the line, in well under a second.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.composer import Composer, MaxDepthExceededError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarint import ScalarInt
 
 from bot.errors import HubbotError, Location
 
 Path_ = tuple[str | int, ...]
+
+# The bounds on reading one file. The largest file of this repository is about
+# 10 KiB and nests about 10 levels; a few merge keys expand to some hundred values.
+MAX_FILE_BYTES = 256 * 1024
+MAX_DEPTH = 100  # levels of collections and the value at the bottom
+MAX_ALIAS_VALUES = 10_000
 
 # Plain scalars that YAML 1.1 (helm) reads as booleans but YAML 1.2 as strings.
 YAML11_BOOLEANS = frozenset(
@@ -60,13 +75,109 @@ def _parser() -> YAML:
     parser = YAML(typ="rt")
     parser.allow_duplicate_keys = False
     parser.preserve_quotes = True  # tells a quoted "on" (a string) from a plain one
+    parser.Composer = _BoundedComposer
+    parser.max_depth = MAX_DEPTH
     return parser
+
+
+class _Bound(Exception):
+    """A limit of reading was exceeded at `line` (1-based)."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, refusing aliases that expand beyond the limits.
+
+    Every alias is a copy of its anchored node once read into plain data: the
+    expanded size and height of each node are kept as it is composed, so nine
+    levels of nine aliases each are refused at the alias that passes the limit,
+    before anything is expanded.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height)
+        self.alias_values = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        node = super().compose_node(parent, index)
+        if isinstance(event, AliasEvent):
+            line = event.start_mark.line + 1
+            size = self.expanded.get(id(node))
+            if size is None:
+                raise _Bound(f"alias *{event.anchor} refers to a node that contains it", line)
+            self.alias_values += size[0]
+            if self.alias_values > MAX_ALIAS_VALUES:
+                raise _Bound(
+                    f"aliases expand to more than {MAX_ALIAS_VALUES:,} values (a YAML alias "
+                    "bomb?): write the values out or use fewer aliases",
+                    line,
+                )
+            if self.depth + size[1] > MAX_DEPTH:
+                raise _Bound(
+                    f"alias *{event.anchor} nests the data more than {MAX_DEPTH} levels deep",
+                    line,
+                )
+            return node
+        if isinstance(node, SequenceNode):
+            children = [self.expanded[id(item)] for item in node.value]
+        elif isinstance(node, MappingNode):
+            children = [self.expanded[id(part)] for pair in node.value for part in pair]
+        else:
+            children = []
+        self.expanded[id(node)] = (
+            1 + sum(values for values, _ in children),
+            1 + max((height for _, height in children), default=0),
+        )
+        return node
 
 
 def load_yaml(file: str, text: str) -> YamlDoc:
     """Parse `text` (named `file` in messages) into a YamlDoc, or raise HubbotError."""
+    if len(text) > MAX_FILE_BYTES // 4:  # a character is at most 4 bytes in UTF-8
+        data = text.encode()
+        if len(data) > MAX_FILE_BYTES:
+            raise HubbotError(
+                f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the limit for a YAML "
+                "file here: split it or make it smaller",
+                Location(file, data[:MAX_FILE_BYTES].count(b"\n") + 1),
+            )
     doc = _load_with_libyaml(file, text)
-    return doc if doc is not None else _load_with_ruamel(file, text)
+    if doc is not None:
+        return doc
+    # ruamel's scanner slows down with every open flow level: refuse deep nesting first.
+    line = _too_deep(text)
+    if line is not None:
+        raise HubbotError(TOO_DEEP, Location(file, line))
+    return _load_with_ruamel(file, text)
+
+
+TOO_DEEP = f"the data nests more than {MAX_DEPTH} levels deep: flatten it"
+
+
+def _too_deep(text: str) -> int | None:
+    """The line of the first value nested deeper than MAX_DEPTH, as libyaml reads the text."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+                if depth >= MAX_DEPTH and event.start_mark is not None:
+                    return int(event.start_mark.line) + 1
+                depth += isinstance(event, yaml.CollectionStartEvent)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        # libyaml stops at 1,000 levels, before any event when they are all on one line.
+        if exc.problem == "exceeded maximum nesting depth" and exc.problem_mark is not None:
+            return int(exc.problem_mark.line) + 1
+    except yaml.YAMLError:
+        pass  # ruamel words the error (and still bounds the depth)
+    return None
 
 
 def _load_with_libyaml(file: str, text: str) -> YamlDoc | None:
@@ -82,6 +193,12 @@ def _load_with_libyaml(file: str, text: str) -> YamlDoc | None:
 def _load_with_ruamel(file: str, text: str) -> YamlDoc:
     try:
         raw = _parser().load(text)
+    except _Bound as exc:
+        raise HubbotError(exc.message, Location(file, exc.line)) from None
+    except MaxDepthExceededError as exc:
+        raise HubbotError(TOO_DEEP, _mark_location(file, exc)) from None
+    except ReaderError as exc:
+        raise _reader_error(file, text, exc) from None
     except DuplicateKeyError as exc:
         raise HubbotError(_duplicate_message(exc), _mark_location(file, exc)) from None
     except MarkedYAMLError as exc:
@@ -142,7 +259,8 @@ class _Fast:
         self.lines: dict[Path_, int] = {}
         self.ruamel: YAML | None = None
         self.resolvers: dict[Any, list[tuple[str, Any]]] = {}
-        self.open: set[int] = set()
+        self.seen: set[int] = set()
+        self.depth = 0
 
     def load(self, text: str) -> YamlDoc:
         loader = _Composer(text)
@@ -161,9 +279,11 @@ class _Fast:
             return node.value
         if tag == _PLAIN:
             return self.plain(node.value)
-        if tag != _COLLECTION or id(node) in self.open:
+        # An alias (a node met again) or deep nesting: ruamel's bounded reading decides.
+        if tag != _COLLECTION or id(node) in self.seen or self.depth >= MAX_DEPTH - 1:
             raise _NotOrdinary
-        self.open.add(id(node))
+        self.seen.add(id(node))
+        self.depth += 1
         lines = self.lines
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -182,7 +302,7 @@ class _Fast:
                 lines[item_path] = item.start_mark.line + 1
                 items.append(self.child(item, item_path))
             result = items
-        self.open.discard(id(node))
+        self.depth -= 1
         return result
 
     def child(self, node: yaml.Node, path: Path_) -> Any:
@@ -233,6 +353,18 @@ def _non_string_starts() -> frozenset[str]:
 
 
 _NON_STRING_STARTS = _non_string_starts()
+
+
+def _reader_error(file: str, text: str, exc: ReaderError) -> HubbotError:
+    """A character YAML does not allow, by its byte offset (a binary file, most likely)."""
+    before = text[: exc.position]
+    offset = len(before.encode())
+    character = exc.character if isinstance(exc.character, int) else 0
+    return HubbotError(
+        f"byte offset {offset}: the character U+{character:04X} is not allowed in YAML "
+        "(a binary file?): remove it",
+        Location(file, before.count("\n") + 1),
+    )
 
 
 def _mark_location(file: str, exc: MarkedYAMLError) -> Location:
@@ -338,4 +470,32 @@ def dump_yaml(data: Any) -> str:
     yaml.width = 4096
     out = io.StringIO()
     yaml.dump(data, out)
+    return out.getvalue()
+
+
+def edit_yaml(file: str, text: str, change: Callable[[Any], None]) -> str:
+    """`text` with `change` applied to its round-trip document: comments, key order,
+    quoting and flow style are kept, so a reviewer sees only what changed.
+
+    Block sequences are written as this repository writes them (`- ` indented
+    two spaces under their key); `null` stays `null`.
+    """
+    import io
+
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class _Representer(RoundTripRepresenter):
+        def represent_none(self, data: Any) -> Any:
+            return self.represent_scalar("tag:yaml.org,2002:null", "null")
+
+    _Representer.add_representer(type(None), _Representer.represent_none)
+    load_yaml(file, text)  # the same checks and messages as every other reader
+    editor = _parser()
+    editor.Representer = _Representer
+    editor.width = 4096
+    editor.indent(mapping=2, sequence=4, offset=2)
+    document = editor.load(text)
+    change(document)
+    out = io.StringIO()
+    editor.dump(document, out)
     return out.getvalue()

@@ -219,16 +219,20 @@ resource "aws_eks_node_group" "user" {
 # EKS installs vpc-cni, kube-proxy and coredns itself at creation; the add-ons
 # take them over (OVERWRITE).
 data "aws_eks_addon_version" "this" {
-  for_each           = toset(["vpc-cni", "aws-efs-csi-driver", "coredns", "kube-proxy"])
+  for_each           = toset(["vpc-cni", "aws-ebs-csi-driver", "aws-efs-csi-driver", "coredns", "kube-proxy"])
   addon_name         = each.key
   kubernetes_version = aws_eks_cluster.this.version
 }
 
+# The network policy agent makes the NetworkPolicies each hub release renders
+# take effect; without it the API server accepts them and nothing enforces them.
+# (The add-on's documented key; its value is the string "true".)
 resource "aws_eks_addon" "vpc_cni" {
   cluster_name                = aws_eks_cluster.this.name
   addon_name                  = "vpc-cni"
   addon_version               = data.aws_eks_addon_version.this["vpc-cni"].version
   resolve_conflicts_on_create = "OVERWRITE"
+  configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
 }
 
 resource "aws_eks_addon" "kube_proxy" {
@@ -252,6 +256,17 @@ resource "aws_eks_addon" "efs_csi" {
   addon_name               = "aws-efs-csi-driver"
   addon_version            = data.aws_eks_addon_version.this["aws-efs-csi-driver"].version
   service_account_role_arn = aws_iam_role.efs_csi.arn
+
+  depends_on = [aws_eks_node_group.core]
+}
+
+# Provisions the EBS volumes of the gp3 StorageClass (storage.tf), such as the
+# hub database's PVC `hub-db-dir`.
+resource "aws_eks_addon" "ebs_csi" {
+  cluster_name             = aws_eks_cluster.this.name
+  addon_name               = "aws-ebs-csi-driver"
+  addon_version            = data.aws_eks_addon_version.this["aws-ebs-csi-driver"].version
+  service_account_role_arn = aws_iam_role.ebs_csi.arn
 
   depends_on = [aws_eks_node_group.core]
 }

@@ -7,7 +7,7 @@
 #   HUBBOT_RECORD_KEY, which proves a staging deployment record) never reach a
 #   pull request's workflow, and a prod deploy waits for a required reviewer;
 # - `staging` and `prod` change only through reviewed pull requests that pass
-#   the hubbot check, for administrators too, with no force push or deletion.
+#   the hubbot check (its pull request job), for administrators too, with no force push or deletion.
 #
 # Apply with a token that administers the repository (GITHUB_TOKEN in the
 # environment of `terraform apply`). HUBBOT_RECORD_KEY itself is not managed
@@ -29,9 +29,9 @@ variable "prod_reviewer_teams" {
 }
 
 variable "required_checks" {
-  description = "The status checks a pull request into staging or prod must pass."
+  description = "The status checks a pull request into staging or prod must pass: the pull request workflow's job (its name)."
   type        = list(string)
-  default     = ["hubbot"]
+  default     = ["validate, plan, diff, comment"]
 }
 
 locals {

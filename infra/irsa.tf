@@ -4,6 +4,7 @@
 locals {
   irsa_subjects = {
     efs_csi            = ["system:serviceaccount:kube-system:efs-csi-controller-sa"]
+    ebs_csi            = ["system:serviceaccount:kube-system:ebs-csi-controller-sa"]
     cluster_autoscaler = ["system:serviceaccount:kube-system:cluster-autoscaler"]
     user = [
       for namespace in var.hub_namespaces :
@@ -70,6 +71,50 @@ resource "aws_iam_role" "efs_csi" {
 resource "aws_iam_role_policy_attachment" "efs_csi" {
   role       = aws_iam_role.efs_csi.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonEFSCSIDriverPolicy"
+}
+
+# The EBS CSI driver's controller creates, attaches and resizes the volumes of
+# the gp3 StorageClass (storage.tf), encrypted with the platform key: the managed
+# policy covers EC2, and the key needs its documented grant statements, limited
+# to grants for AWS resources (the volumes).
+resource "aws_iam_role" "ebs_csi" {
+  name               = "${var.cluster_name}-ebs-csi"
+  assume_role_policy = data.aws_iam_policy_document.irsa_trust["ebs_csi"].json
+}
+
+resource "aws_iam_role_policy_attachment" "ebs_csi" {
+  role       = aws_iam_role.ebs_csi.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+}
+
+data "aws_iam_policy_document" "ebs_csi_platform_key" {
+  statement {
+    sid       = "GrantsForVolumes"
+    actions   = ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"]
+    resources = [aws_kms_key.platform.arn]
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+  statement {
+    sid = "UseKeyForVolumes"
+    actions = [
+      "kms:Encrypt",
+      "kms:Decrypt",
+      "kms:ReEncrypt*",
+      "kms:GenerateDataKey*",
+      "kms:DescribeKey",
+    ]
+    resources = [aws_kms_key.platform.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "ebs_csi_platform_key" {
+  name   = "encrypt-volumes-with-platform-key"
+  role   = aws_iam_role.ebs_csi.id
+  policy = data.aws_iam_policy_document.ebs_csi_platform_key.json
 }
 
 # The cluster autoscaler: read everything it needs to simulate, change only the

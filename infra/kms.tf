@@ -1,5 +1,6 @@
 # Two kinds of keys:
-# - `platform`: encrypts EKS secrets, EFS, ECR and the log groups. Its policy
+# - `platform`: encrypts EKS secrets, EFS, EBS volumes (node disks and the gp3
+#   StorageClass), ECR and the log groups. Its policy
 #   delegates to IAM (the account root statement), as those services use it
 #   through grants made on behalf of IAM principals.
 # - one sops key per environment: no IAM delegation at all. Only the key policy

@@ -1,12 +1,27 @@
 # Nodes live in private subnets and reach out through one NAT gateway per zone;
 # load balancers (the hub proxy's LoadBalancer service) use the public subnets.
 
+# Only the listed zones (CKV_AWS_394). Taking the first N of whatever AWS
+# reports as available made the zones depend on the day of the plan: a zone
+# added or impaired shifts the list, and every subnet (and the cluster) with it.
 data "aws_availability_zones" "available" {
   state = "available"
+
+  filter {
+    name   = "zone-name"
+    values = var.availability_zones
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = length(self.names) == length(distinct(var.availability_zones))
+      error_message = "Not every zone in var.availability_zones is an available zone of var.region."
+    }
+  }
 }
 
 locals {
-  azs = slice(data.aws_availability_zones.available.names, 0, var.availability_zone_count)
+  azs = data.aws_availability_zones.available.names
   # /20 private subnets (room for pod IPs with the VPC CNI), /24 public ones.
   private_cidrs = [for i, _ in local.azs : cidrsubnet(var.vpc_cidr, 4, i)]
   public_cidrs  = [for i, _ in local.azs : cidrsubnet(var.vpc_cidr, 8, 240 + i)]

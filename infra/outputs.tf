@@ -54,3 +54,8 @@ output "efs_access_point_ids" {
   description = "Per environment: deployments/tess-private/config/<env>.yaml homeStorage.efsAccessPointId"
   value       = { for env, ap in aws_efs_access_point.homes : env => ap.id }
 }
+
+output "storage_class_name" {
+  description = "The default StorageClass (encrypted gp3 EBS): hub/values.yaml jupyterhub.hub.db.pvc.storageClassName"
+  value       = kubernetes_storage_class_v1.gp3.metadata[0].name
+}

@@ -119,3 +119,38 @@ resource "aws_efs_file_system_policy" "homes" {
   file_system_id = aws_efs_file_system.homes.id
   policy         = data.aws_iam_policy_document.homes.json
 }
+
+# Block storage for everything else that claims a volume, above all the hub
+# database (z2jh hub.db.type sqlite-pvc, PVC hub-db-dir; hub/values.yaml names
+# this class). Encrypted with the platform key, created in the zone of the pod
+# that first mounts it (an EBS volume lives in one zone), and growable in place.
+#
+# Made here with the kubernetes provider rather than by the EBS CSI add-on's
+# `defaultStorageClass.enabled`: that class is always named ebs-csi-default-sc
+# and sets no `encrypted` or `kmsKeyId`, and the add-on offers no key to change
+# either. EKS 1.30+ no longer marks its in-tree gp2 class as the default, so
+# this is the only default class.
+resource "kubernetes_storage_class_v1" "gp3" {
+  metadata {
+    name = "gp3"
+    annotations = {
+      "storageclass.kubernetes.io/is-default-class" = "true"
+    }
+  }
+
+  storage_provisioner    = "ebs.csi.aws.com"
+  volume_binding_mode    = "WaitForFirstConsumer"
+  allow_volume_expansion = true
+  reclaim_policy         = "Delete"
+
+  parameters = {
+    type      = "gp3"
+    encrypted = "true"
+    kmsKeyId  = aws_kms_key.platform.arn
+  }
+
+  depends_on = [
+    aws_eks_addon.ebs_csi,
+    aws_eks_access_policy_association.admins,
+  ]
+}

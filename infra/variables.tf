@@ -31,14 +31,19 @@ variable "vpc_cidr" {
   default     = "10.42.0.0/16"
 }
 
-variable "availability_zone_count" {
-  description = "How many availability zones get a private and a public subnet (at least 2)."
-  type        = number
-  default     = 2
+variable "availability_zones" {
+  description = "The availability zones (names, in var.region) that get a private and a public subnet: at least 2. A closed list, so a zone AWS adds later never moves or adds subnets."
+  type        = list(string)
+  default     = ["us-east-1a", "us-east-1b"]
 
   validation {
-    condition     = var.availability_zone_count >= 2
-    error_message = "EKS needs subnets in at least two availability zones."
+    condition     = length(distinct(var.availability_zones)) >= 2
+    error_message = "EKS needs subnets in at least two different availability zones."
+  }
+
+  validation {
+    condition     = alltrue([for zone in var.availability_zones : startswith(zone, var.region)])
+    error_message = "Every availability zone must be in var.region."
   }
 }
 

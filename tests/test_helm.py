@@ -12,9 +12,13 @@ import pytest
 from bot import helm
 from bot.errors import HubbotError
 from bot.yamlfile import load_yaml
-from tests.fixtures.charts import HUB_CHART, MINI_Z2JH
+from tests.fixtures.charts import HUB_CHART, REAL_CHART
 
 JUPYTERHUB = helm.Dependency("jupyterhub", "4.2.0", "https://hub.jupyter.org/helm-chart/")
+OFFLINE = (
+    "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ cannot be "
+    "fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
+)
 
 
 def copy_chart(tmp_path: Path, source: Path = HUB_CHART) -> Path:
@@ -60,9 +64,24 @@ def test_without_helm_env_path_then_the_venv(
     assert helm.binary() == str(on_path)
 
 
-def test_template_reads_values_from_stdin(helm_bin: str) -> None:
-    out = helm.template(MINI_Z2JH, "r1", "ns1", '{"cull": {"timeout": 42}}', "1.31")
-    assert 'cull.timeout: "42"' in out
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy that refuses connections makes this machine offline for helm, network or not."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_template_reads_values_from_stdin_and_includes_crds(hub_chart_offline_ready: Path) -> None:
+    crds = hub_chart_offline_ready / "crds"
+    crds.mkdir()
+    (crds / "quota.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata: {name: userquotas.hub.example.org}\n"
+    )
+    values = '{"jupyterhub": {"singleuser": {"image": {"tag": "from-stdin-42"}}}}'
+    out = helm.template(hub_chart_offline_ready, "r1", "ns1", values, "1.31")
+    assert "image: quay.io/jupyterhub/k8s-singleuser-sample:from-stdin-42\n" in out
     assert "kind: CustomResourceDefinition" in out
 
 
@@ -114,10 +133,11 @@ def test_missing_lock(tmp_path: Path) -> None:
     )
 
 
-def test_chart_without_dependencies_needs_no_lock() -> None:
-    assert helm.locked_dependencies(MINI_Z2JH) == []
-    with helm.ready_chart(MINI_Z2JH) as ready:
-        assert ready == MINI_Z2JH
+def test_chart_without_dependencies_needs_no_lock(tmp_path: Path) -> None:
+    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: plain\nversion: 0.1.0\n")
+    assert helm.locked_dependencies(tmp_path) == []
+    with helm.ready_chart(tmp_path) as ready:
+        assert ready == tmp_path
 
 
 def test_lock_digest_is_helms(tmp_path: Path, helm_bin: str, chart_repository: str) -> None:
@@ -149,8 +169,9 @@ def test_ready_chart_builds_dependencies_in_a_copy(
     with helm.ready_chart(chart) as ready:
         assert ready != chart
         assert (ready / "charts" / "jupyterhub-4.2.0.tgz").is_file()
-        out = helm.template(ready, "r", "ns", '{"jupyterhub": {"cull": {"timeout": 7}}}')
-        assert 'cull.timeout: "7"' in out
+        values = '{"jupyterhub": {"singleuser": {"image": {"tag": "fetched-7"}}}}'
+        out = helm.template(ready, "r", "ns", values)
+        assert "image: quay.io/jupyterhub/k8s-singleuser-sample:fetched-7\n" in out
         assert "kind: ServiceAccount" in out  # the hub chart's own template
     assert not ready.exists()
     assert not (chart / "charts").exists()  # the chart given was not changed
@@ -159,23 +180,170 @@ def test_ready_chart_builds_dependencies_in_a_copy(
     assert requests.count("GET /jupyterhub-4.2.0.tgz") == 1
 
 
-def test_offline_hub_chart_is_unavailable(monkeypatch: pytest.MonkeyPatch, helm_bin: str) -> None:
-    # A proxy that refuses connections makes this machine offline for helm, network or not.
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
+def test_offline_hub_chart_is_unavailable_and_the_message_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, helm_bin: str
+) -> None:
+    go_offline(monkeypatch)
+    monkeypatch.delenv(helm.PACKAGES_ENV, raising=False)
     before = sorted(path.name for path in HUB_CHART.iterdir())
     with pytest.raises(helm.ChartUnavailable) as caught, helm.ready_chart(HUB_CHART):
         pass
-    assert str(caught.value) == (
-        "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
-        "cannot be fetched (offline?)"
-    )
+    assert str(caught.value) == OFFLINE
     assert sorted(path.name for path in HUB_CHART.iterdir()) == before
+
+
+def test_offline_a_directory_of_chart_packages_renders_the_locked_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helm_bin: str, real_chart_packages: Path
+) -> None:
+    go_offline(monkeypatch)
+    chart = copy_chart(tmp_path)
+    assert not helm.dependencies_available(chart)
+    with helm.ready_chart(chart) as ready:
+        assert ready != chart
+        packaged = ready / "charts" / REAL_CHART
+        assert packaged.read_bytes() == (real_chart_packages / REAL_CHART).read_bytes()
+        out = helm.template(ready, "r", "ns", "{}")
+    assert "kind: PersistentVolumeClaim\napiVersion: v1\nmetadata:\n  name: hub-db-dir\n" in out
+    assert "name: tess-user\n" in out  # the hub chart's own template
+    assert not ready.exists()
+    assert not (chart / "charts").exists()  # the chart given was not changed
+
+    monkeypatch.delenv(helm.PACKAGES_ENV)
+    with pytest.raises(helm.ChartUnavailable) as caught, helm.ready_chart(chart):
+        pass
+    assert str(caught.value) == OFFLINE
+
+
+def test_a_package_holding_another_version_than_its_name_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helm_bin: str, real_chart_packages: Path
+) -> None:
+    go_offline(monkeypatch)
+    directory = tmp_path / "packages"
+    directory.mkdir()
+    # The 4.4.0 package saved under the locked 4.2.0's name: helm would render it as is.
+    shutil.copyfile(real_chart_packages / "jupyterhub-4.4.0.tgz", directory / REAL_CHART)
+    monkeypatch.setenv(helm.PACKAGES_ENV, str(directory))
+    chart = copy_chart(tmp_path)
+    with pytest.raises(HubbotError) as caught, helm.ready_chart(chart):
+        pass
+    assert not isinstance(caught.value, helm.ChartUnavailable)
+    assert str(caught.value) == (
+        f"{directory / REAL_CHART}: this package holds jupyterhub 4.4.0, not the locked "
+        "jupyterhub 4.2.0"
+    )
+
+
+def test_a_package_of_another_chart_or_none_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helm_bin: str
+) -> None:
+    go_offline(monkeypatch)
+    directory = tmp_path / "packages"
+    directory.mkdir()
+    layers = Path(__file__).parent / "charts" / "layers"
+    subprocess.run([helm_bin, "package", str(layers), "-d", str(directory)], check=True,
+                   capture_output=True)
+    (directory / "layers-0.1.0.tgz").rename(directory / REAL_CHART)
+    monkeypatch.setenv(helm.PACKAGES_ENV, str(directory))
+    chart = copy_chart(tmp_path)
+    with pytest.raises(HubbotError) as caught, helm.ready_chart(chart):
+        pass
+    assert str(caught.value) == (
+        f"{directory / REAL_CHART}: this package holds layers 0.1.0, not the locked "
+        "jupyterhub 4.2.0"
+    )
+    (directory / REAL_CHART).write_bytes(b"not a gzip file")
+    with pytest.raises(HubbotError) as caught, helm.ready_chart(chart):
+        pass
+    assert str(caught.value).startswith(
+        f"{directory / REAL_CHART}: cannot read the chart package: "
+    )
 
 
 def test_present_dependency_is_used_in_place(hub_chart_offline_ready: Path) -> None:
     assert helm.dependencies_available(hub_chart_offline_ready)
     with helm.ready_chart(hub_chart_offline_ready) as ready:
         assert ready == hub_chart_offline_ready
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        pytest.param(
+            "Chart.yaml",
+            "  - name: jupyterhub\n    version: 4.2.0\n",
+            "  jupyterhub:\n    version: 4.2.0\n",
+            "hub/Chart.yaml:6: `dependencies` must be a list of charts (- name: ..., version: "
+            "..., repository: ...), not a dict",
+            id="Chart.yaml dependencies as a map",
+        ),
+        pytest.param(
+            "Chart.lock",
+            "  version: 4.2.0\n",
+            "",
+            "hub/Chart.lock:2: this dependency has no `version`",
+            id="a Chart.lock entry without version",
+        ),
+        pytest.param(
+            "Chart.yaml",
+            "apiVersion: v2\n",
+            "- apiVersion: v2\n",
+            "hub/Chart.yaml:1: Chart.yaml must be a mapping, not a list",
+            id="Chart.yaml a list",
+        ),
+    ],
+)
+def test_a_malformed_chart_file_is_named(
+    tmp_path: Path, file: str, old: str, new: str, message: str
+) -> None:
+    chart = copy_chart(tmp_path)
+    if file == "Chart.yaml" and new.startswith("- "):
+        (chart / file).write_text(new)
+    else:
+        replace_in(chart / file, old, new)
+    with pytest.raises(HubbotError) as caught:
+        helm.locked_dependencies(chart)
+    assert str(caught.value) == message
+
+
+def test_a_helm_that_is_not_a_program(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "not-helm"
+    fake.write_bytes(b"\x7fELF not really\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("HELM", str(fake))
+    expected = (
+        f"helm at '{fake}' cannot run (Exec format error): run `make setup` (installs helm "
+        "into .venv/bin) or set HELM to the helm binary"
+    )
+    with pytest.raises(HubbotError) as caught:
+        helm.run(["version"])
+    assert str(caught.value) == expected
+    with pytest.raises(HubbotError) as caught:
+        helm.major_version(helm.Processes(), tmp_path)
+    assert str(caught.value) == expected
+
+
+def test_a_helm_that_fails_silently(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELM", "/bin/false")
+    with pytest.raises(HubbotError) as caught:
+        helm.run(["version"])
+    assert str(caught.value) == (
+        "`helm version` failed: helm printed no error message (exit status 1): check that "
+        "'/bin/false' is the helm binary (run `make setup` (installs helm into .venv/bin) or "
+        "set HELM to the helm binary)"
+    )
+
+
+def test_a_go_stack_trace_gives_its_first_line(
+    hub_chart_offline_ready: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HOME a file: helm cannot read its settings, and prints a stack trace, no `Error:`.
+    monkeypatch.setenv("HOME", "/dev/null")
+    for name in ("CONFIG", "CACHE", "DATA"):
+        monkeypatch.delenv(f"XDG_{name}_HOME", raising=False)
+        monkeypatch.delenv(f"HELM_{name}_HOME", raising=False)
+    with pytest.raises(HubbotError) as caught:
+        helm.template(hub_chart_offline_ready, "r1", "ns1", "{}")
+    assert str(caught.value) == (
+        "`helm template` failed: stat /dev/null/.config/helm/registry/config.json: "
+        "not a directory"
+    )

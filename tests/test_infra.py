@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -9,8 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
+from hcl2.api import loads as hcl_loads
 from ruamel.yaml import YAML
 
 from bot import infra
@@ -30,7 +31,7 @@ def test_there_is_terraform() -> None:
 
 @pytest.mark.parametrize("path", [*TF_FILES, INFRA / "example.tfvars"], ids=lambda p: p.name)
 def test_every_file_parses(path: Path) -> None:
-    assert hcl2.loads(path.read_text())
+    assert hcl_loads(path.read_text())
 
 
 def test_checkov_finds_nothing_and_every_skip_has_a_reason(tmp_path: Path) -> None:
@@ -90,8 +91,6 @@ creation_rules:
             context: {env: prod}
         age: [age1lwaqxmmcy7hfztwfw68jgq3lgetwews0hg52zv8z4v9qgcngl46qp9j5se]
 """
-
-
 
 
 def line_of(repo: Path, relative: str, needle: str, after: int = 1) -> int:
@@ -494,15 +493,84 @@ def _bc_shape(node: Any) -> Any:
     return node
 
 
+def blocks(kind: str, type_: str) -> dict[str, dict[str, Any]]:
+    """Every `resource`/`data` block of TYPE by name, attributes as one-item lists."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in TF_FILES:
+        for entry in hcl_loads(path.read_text()).get(kind, []):
+            for found_type, named in entry.items():
+                if infra._unquote(found_type) != type_:
+                    continue
+                for name, body in named.items():
+                    found[infra._unquote(name)] = (
+                        body if "__is_block__" not in body else _bc_shape(body)
+                    )
+    return found
+
+
 def block(kind: str, type_: str, name: str) -> dict[str, Any]:
     """The body of `resource`/`data` block TYPE.NAME, attributes as one-item lists."""
+    named = blocks(kind, type_)
+    if name not in named:
+        raise AssertionError(f"no {kind} {type_}.{name}")
+    return named[name]
+
+
+def local_value(name: str) -> Any:
+    """The value of `locals { NAME = ... }`, as a one-item list like `block` gives."""
     for path in TF_FILES:
-        for entry in hcl2.loads(path.read_text()).get(kind, []):
-            for found_type, named in entry.items():
-                for found_name, body in named.items():
-                    if (infra._unquote(found_type), infra._unquote(found_name)) == (type_, name):
-                        return body if "__is_block__" not in body else _bc_shape(body)
-    raise AssertionError(f"no {kind} {type_}.{name}")
+        for entry in hcl_loads(path.read_text()).get("locals", []):
+            body = entry if "__is_block__" not in entry else _bc_shape(entry)
+            if name in body:
+                return body[name]
+    raise AssertionError(f"no local {name}")
+
+
+def variable(name: str) -> dict[str, Any]:
+    """The body of `variable "NAME"`, attributes as one-item lists."""
+    for path in TF_FILES:
+        for entry in hcl_loads(path.read_text()).get("variable", []):
+            for found, body in entry.items():
+                if infra._unquote(found) == name:
+                    return body if "__is_block__" not in body else _bc_shape(body)
+    raise AssertionError(f"no variable {name}")
+
+
+def output(name: str) -> dict[str, Any]:
+    """The body of `output "NAME"`, attributes as one-item lists."""
+    for path in TF_FILES:
+        for entry in hcl_loads(path.read_text()).get("output", []):
+            for key, body in entry.items():
+                if infra._unquote(key) == name:
+                    found: dict[str, Any] = body if "__is_block__" not in body else _bc_shape(body)
+                    return found
+    raise AssertionError(f"no output {name}")
+
+
+def addon(name: str) -> dict[str, Any]:
+    """The `aws_eks_addon` that installs add-on NAME."""
+    found = [b for b in blocks("resource", "aws_eks_addon").values() if b["addon_name"] == [name]]
+    assert len(found) == 1, f"{len(found)} aws_eks_addon resources install {name}"
+    return found[0]
+
+
+def jsonencoded(expression: str) -> Any:
+    """The value of a `jsonencode({...})` attribute, whichever python-hcl2 parsed it."""
+    inner = expression.removeprefix("${jsonencode(").removesuffix(")}")
+    try:  # checkov's fork prints the object as a Python literal
+        return ast.literal_eval(inner)
+    except (SyntaxError, ValueError):  # python-hcl2 5+ keeps it as HCL
+        return infra._unquoted_tree(hcl_loads(f"value = {inner}\n")["value"])
+
+
+def test_subnets_go_to_a_closed_list_of_zones() -> None:
+    # Not "the first N zones AWS reports today": a zone added or impaired
+    # would move the subnets, and the cluster with them (checkov CKV_AWS_394).
+    zones = block("data", "aws_availability_zones", "available")
+    assert [(f["name"], f["values"]) for f in zones.get("filter", [])] == [
+        (["zone-name"], ["${var.availability_zones}"])
+    ]
+    assert local_value("azs") == ["${data.aws_availability_zones.available.names}"]
 
 
 def test_user_nodes_are_labelled_and_tainted_for_user_pods_only() -> None:
@@ -542,8 +610,75 @@ def test_sops_keys_let_ci_decrypt_only_its_own_key_and_never_encrypt() -> None:
     assert all("root" not in str(s["principals"]) for s in policy["statement"])
 
 
+def test_ebs_csi_driver_has_an_irsa_role_only_its_controller_may_assume() -> None:
+    assert addon("aws-ebs-csi-driver")["service_account_role_arn"] == [
+        "${aws_iam_role.ebs_csi.arn}"
+    ]
+    role = block("resource", "aws_iam_role", "ebs_csi")
+    assert role["assume_role_policy"] == [
+        '${data.aws_iam_policy_document.irsa_trust["ebs_csi"].json}'
+    ]
+    [subjects] = local_value("irsa_subjects")
+    assert subjects["ebs_csi"] == ["system:serviceaccount:kube-system:ebs-csi-controller-sa"]
+    # The trust document: this cluster's OIDC provider, the STS audience, and
+    # exactly the subjects listed for the role.
+    trust = block("data", "aws_iam_policy_document", "irsa_trust")
+    assert trust["for_each"] == ["${local.irsa_subjects}"]
+    [statement] = trust["statement"]
+    assert statement["actions"] == [["sts:AssumeRoleWithWebIdentity"]]
+    assert statement["principals"][0]["identifiers"] == [
+        ["${aws_iam_openid_connect_provider.cluster.arn}"]
+    ]
+    conditions = {c["variable"][0]: (c["test"][0], c["values"][0]) for c in statement["condition"]}
+    assert conditions == {
+        "${local.oidc_issuer}:aud": ("StringEquals", ["sts.amazonaws.com"]),
+        "${local.oidc_issuer}:sub": ("StringEquals", "${each.value}"),
+    }
+    attachment = block("resource", "aws_iam_role_policy_attachment", "ebs_csi")
+    assert attachment["role"] == ["${aws_iam_role.ebs_csi.name}"]
+    assert attachment["policy_arn"][0].endswith(":policy/service-role/AmazonEBSCSIDriverPolicy")
+    # The platform key encrypts the volumes: grants only for AWS resources.
+    key_use = block("data", "aws_iam_policy_document", "ebs_csi_platform_key")["statement"]
+    assert all(s["resources"] == [["${aws_kms_key.platform.arn}"]] for s in key_use)
+    [grants] = [s for s in key_use if "kms:CreateGrant" in s["actions"][0]]
+    assert [(c["test"], c["variable"], c["values"]) for c in grants["condition"]] == [
+        (["Bool"], ["kms:GrantIsForAWSResource"], [["true"]])
+    ]
+
+
+def test_the_one_default_storage_class_is_encrypted_gp3_on_the_ebs_csi_driver() -> None:
+    default = "storageclass.kubernetes.io/is-default-class"
+    classes = blocks("resource", "kubernetes_storage_class_v1")
+    defaults = [
+        name
+        for name, body in classes.items()
+        if body["metadata"][0].get("annotations", [{}])[0].get(default) == "true"
+    ]
+    assert defaults == ["gp3"]
+    gp3 = classes["gp3"]
+    assert gp3["metadata"][0]["name"] == ["gp3"]
+    assert gp3["storage_provisioner"] == ["ebs.csi.aws.com"]
+    assert gp3["parameters"] == [
+        {"type": "gp3", "encrypted": "true", "kmsKeyId": "${aws_kms_key.platform.arn}"}
+    ]
+    # An EBS volume lives in one zone: make it where the pod that mounts it runs.
+    assert gp3["volume_binding_mode"] == ["WaitForFirstConsumer"]
+    assert gp3["allow_volume_expansion"] == [True]
+    # hub/values.yaml names the class; the output says which name to use.
+    assert output("storage_class_name")["value"] == [
+        "${kubernetes_storage_class_v1.gp3.metadata[0].name}"
+    ]
+
+
+def test_the_vpc_cni_enforces_network_policies() -> None:
+    cni = addon("vpc-cni")
+    assert "configuration_values" in cni, "the vpc-cni add-on keeps its defaults: no policy agent"
+    # The add-on's documented key; its value is the string "true", not a boolean.
+    assert jsonencoded(cni["configuration_values"][0])["enableNetworkPolicy"] == "true"
+
+
 def test_versions_are_pinned() -> None:
-    [terraform] = hcl2.loads((INFRA / "versions.tf").read_text())["terraform"]
+    [terraform] = hcl_loads((INFRA / "versions.tf").read_text())["terraform"]
     if "__is_block__" in terraform:
         terraform = _bc_shape(terraform)
     assert terraform["required_version"] == ["~> 1.9.0"]
@@ -552,6 +687,7 @@ def test_versions_are_pinned() -> None:
         "aws": "5.82.2",
         "github": "6.6.0",
         "helm": "2.17.0",
+        "kubernetes": "2.35.1",
         "tls": "4.0.6",
     }
     cluster = block("resource", "aws_eks_cluster", "this")
@@ -570,12 +706,7 @@ def test_the_prod_lock_is_code_github_environments_and_branch_protection() -> No
     policy = block("resource", "github_repository_environment_deployment_policy", "deploy")
     assert policy["for_each"] == ["${var.environments}"]
     assert policy["branch_pattern"] == ["${each.value.branch}"]
-    variables = {
-        infra._unquote(name): body
-        for entry in hcl2.loads((INFRA / "variables.tf").read_text())["variable"]
-        for name, body in entry.items()
-    }
-    default = variables["environments"]["default"][0]
+    default = infra._unquoted_tree(variable("environments")["default"][0])
     assert {env: value["branch"] for env, value in default.items()} == {
         "staging": "staging", "prod": "prod",
     }
@@ -589,13 +720,8 @@ def test_the_prod_lock_is_code_github_environments_and_branch_protection() -> No
     assert reviews["required_approving_review_count"][0] >= 1
     assert reviews["dismiss_stale_reviews"] == [True]
     # The required check is the pull request workflow's hubbot job.
-    github_tf = {
-        infra._unquote(name): body
-        for entry in hcl2.loads((INFRA / "github.tf").read_text())["variable"]
-        for name, body in entry.items()
-    }
     workflow = YAML(typ="safe").load((PROJECT / ".github/workflows/pr.yaml").read_text())
-    assert github_tf["required_checks"]["default"][0] == [
+    assert infra._unquoted_tree(variable("required_checks")["default"][0]) == [
         job.get("name", key) for key, job in workflow["jobs"].items()
     ]
 

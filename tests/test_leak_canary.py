@@ -122,8 +122,18 @@ def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def canary_repo(hub_repo: Path, age_env: AgeKey, canaries: dict[str, str], temp_root: Path) -> Path:
-    """Both hubs' secrets hold canaries; the working tree changes one, so diffs see it."""
+def canary_repo(
+    hub_repo: Path,
+    age_env: AgeKey,
+    canaries: dict[str, str],
+    temp_root: Path,
+    helm_bin: str,
+    real_chart_packages: Path,
+) -> Path:
+    """Both hubs' secrets hold canaries; the working tree changes one, so diffs see it.
+
+    The real jupyterhub chart renders them: its hub Secret embeds every value (base64).
+    """
     rules = age_rules(("staging", age_env.recipient), ("prod", age_env.recipient))
     write(hub_repo, ".sops.yaml", rules)
     for hub in HUBS:
@@ -151,7 +161,7 @@ def commands(repo: Path, github: Path) -> list[tuple[list[str], int]]:
     """Every command, with the exit status it must end with."""
     out = str(github / "diff.md")
     runs: list[tuple[list[str], int]] = [
-        (["validate"], 0),
+        (["validate", "--no-startup"], 0),
         (["plan", "--base", "HEAD"], 0),
         (["diff", "--base", "HEAD", "--decrypt", "--format", "markdown", "--output", out], 0),
         (["diff", "--base", "HEAD", "--decrypt", "--format", "json"], 0),
@@ -164,6 +174,7 @@ def commands(repo: Path, github: Path) -> list[tuple[list[str], int]]:
         for env in ENVS:
             runs.append((["render", hub, env], 0))
             runs.append((["render", hub, env, "--decrypt"], 0))
+            runs.append((["render", hub, env, "--decrypt", "--manifests"], 0))
             key = "jupyterhub.proxy.secretToken"
             runs.append((["explain", hub, env, key], 0))
     runs.append((["render", "tess-private", "dev", "--decrypt"], 1))
@@ -195,7 +206,11 @@ def test_no_canary_escapes_any_command_in_process(
         leaks.check_text(captured.out, f"stdout of {argv}")
         leaks.check_text(captured.err, f"stderr of {argv}")
     assert (github_env / "summary.md").read_text().strip()
-    assert "<secret>" in (github_env / "diff.md").read_text()
+    report = (github_env / "diff.md").read_text()
+    assert "<secret>" in report
+    # The manifests were rendered, secrets decrypted, not just skipped.
+    assert "Manifests, resources: 1 changed (Secret/hub)" in report
+    assert "hub.config.ConfigurableHTTPProxy.auth_token: <secret, changed>" in report
 
 
 def test_no_canary_escapes_any_command_as_a_process(

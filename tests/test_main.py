@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -122,3 +123,32 @@ def test_version_prints_the_installed_version() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.strip() == f"hubbot {metadata.version('tess-hubs-bot')}"
+
+
+def test_a_closed_pipe_ends_quietly_as_a_pipe_closed_program(hub_repo: Path) -> None:
+    # `hubbot validate | head -0`: the reader is gone before the first line is written.
+    command = [sys.executable, "-m", "bot", "--repo", str(hub_repo), "validate"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait() == 141
+    assert errors == b""
+
+
+def test_output_the_terminal_cannot_encode_is_escaped(hub_repo: Path) -> None:
+    layer = hub_repo / "deployments/tess-public/config/staging.yaml"
+    layer.write_text(layer.read_text() + "  x-note: café\n")
+    command = [sys.executable, "-m", "bot", "--repo", str(hub_repo), "render"]
+    environment = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    shown = subprocess.run(
+        [*command, "tess-public", "staging"], capture_output=True, env=environment, check=False
+    )
+    assert (shown.returncode, shown.stderr) == (0, b"")
+    assert b"  x-note: caf\\xe9\n" in shown.stdout
+    refused = subprocess.run(
+        [*command, "tess-public", "stagé"], capture_output=True, env=environment, check=False
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(b"hubbot: error: unknown environment 'stag\\xe9'")

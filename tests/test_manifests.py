@@ -1,4 +1,4 @@
-"""bot/manifests.py with real helm on the project's mini z2jh-like chart and the hub chart."""
+"""bot/manifests.py with real helm on the hub chart and the real jupyterhub chart it locks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bot.manifests import ChartUnavailable, manifest_diff
 from bot.redact import Redactor
 from bot.source import GitCommit, WorkTree
 from bot.values import build
-from tests.fixtures.charts import HUB_CHART, MINI_Z2JH, PROJECT
+from tests.fixtures.charts import HUB_CHART, PROJECT
 from tests.fixtures.repos import commit_all, write
 from tests.fixtures.secrets import AgeKey, age_rules, write_secrets
 
@@ -33,32 +33,82 @@ def same(text: str) -> str:
     return text
 
 
+NEW_HUB = [
+    "ClusterRole/rel-user-scheduler",
+    "ClusterRoleBinding/rel-user-scheduler",
+    "ConfigMap/hub",
+    "ConfigMap/user-scheduler",
+    PULLER,
+    HOOK_PULLER,
+    "Deployment/hub",
+    "Deployment/proxy",
+    "Deployment/user-scheduler",
+    "Job/hook-image-awaiter",
+    "NetworkPolicy/hub",
+    "NetworkPolicy/proxy",
+    "NetworkPolicy/singleuser",
+    "PersistentVolumeClaim/hub-db-dir",
+    "PodDisruptionBudget/user-placeholder",
+    "PodDisruptionBudget/user-scheduler",
+    "PriorityClass/rel-default-priority",
+    "PriorityClass/rel-image-puller-priority",
+    "PriorityClass/rel-user-placeholder-priority",
+    "Role/hook-image-awaiter",
+    "Role/hub",
+    "RoleBinding/hook-image-awaiter",
+    "RoleBinding/hub",
+    "Secret/hub",
+    "Service/hub",
+    "Service/proxy-api",
+    "Service/proxy-public",
+    "ServiceAccount/continuous-image-puller",
+    "ServiceAccount/hook-image-awaiter",
+    "ServiceAccount/hook-image-puller",
+    "ServiceAccount/hub",
+    "ServiceAccount/tess-user",
+    "ServiceAccount/user-scheduler",
+    "StatefulSet/user-placeholder",
+]
+
+
+@pytest.fixture
+def chart(hub_chart_offline_ready: Path) -> Path:
+    """The hub chart, its charts/ holding the real jupyterhub 4.2.0 package."""
+    return hub_chart_offline_ready
+
+
 def values(**changes: Any) -> dict[str, Any]:
-    """The mini chart's values with dotted `changes` (a__b__c=1 sets a.b.c)."""
-    doc: dict[str, Any] = {"singleuser": {"image": {"name": "example.org/user", "tag": "one"}}}
+    """Hub chart values with dotted `changes` under jupyterhub (a__b__c=1 sets a.b.c)."""
+    jupyterhub: dict[str, Any] = {
+        "singleuser": {"image": {"name": "example.org/user", "tag": "one"}}
+    }
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
-        node = doc
+        node = jupyterhub
         for name in parents:
             node = node.setdefault(name, {})
         node[last] = value
-    return doc
+    return {"jupyterhub": jupyterhub}
 
 
-def diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> manifests.ManifestDiff:
-    return manifest_diff(MINI_Z2JH, old, new, "rel", "ns", same)
+def diff(
+    chart: Path, old: dict[str, Any] | None, new: dict[str, Any] | None
+) -> manifests.ManifestDiff:
+    return manifest_diff(chart, old, new, "rel", "ns", same)
 
 
-def test_resources_sorted_by_kind_namespace_name_crds_last(helm_bin: str) -> None:
-    rendered = helm.template(MINI_Z2JH, "rel", "ns", "{}")
+def test_resources_sorted_by_kind_namespace_name_crds_last(chart: Path) -> None:
+    # The jupyterhub chart has no CRD: the hub chart's crds/ gets one, as a chart may ship.
+    (chart / "crds").mkdir()
+    (chart / "crds" / "quota.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata: {name: userquotas.hub.example.org}\n"
+    )
+    rendered = helm.template(chart, "rel", "ns", "{}")
+    # helm's own order starts with the CRD, then PriorityClasses and ServiceAccounts.
+    assert rendered.index("kind: CustomResourceDefinition") < rendered.index("kind: ConfigMap")
     assert [manifests.title(key) for key in manifests.parse(rendered)] == [
-        "ConfigMap/hub",
-        PULLER,
-        HOOK_PULLER,
-        "Deployment/hub",
-        "Deployment/proxy",
-        "Secret/hub",
-        "Service/proxy-public",
+        *NEW_HUB,
         "CustomResourceDefinition/userquotas.hub.example.org",
     ]
 
@@ -78,23 +128,24 @@ def test_sort_key_uses_namespace_then_name() -> None:
     ]
 
 
-def test_same_values_show_nothing_and_count_the_noise(helm_bin: str) -> None:
-    result = diff(values(), values())
+def test_same_values_show_nothing_and_count_the_noise(chart: Path) -> None:
+    result = diff(chart, values(), values())
     assert (result.changed, result.added, result.removed, result.text) == ([], [], [], {})
     assert result.restarts == []
-    # Two random tokens in the hub Secret (a - and a + line each); the hub's
-    # checksum/secret and the proxy's checksum/auth-token follow them.
-    assert result.hidden_lines == {"z2jh-values": 0, "random": 4, "checksum": 4}
+    # Three random values in the hub Secret (proxy token, cookie secret, CryptKeeper
+    # keys: a - and a + line each); the hub's checksum/secret and the proxy's
+    # checksum/auth-token follow them.
+    assert result.hidden_lines == {"z2jh-values": 0, "random": 6, "checksum": 4}
     assert result.hidden_summary() == [
-        "4 lines hidden by rule random: values generated afresh on every render, such as "
+        "6 lines hidden by rule random: values generated afresh on every render, such as "
         "tokens (compared by presence)",
-        "4 lines hidden by rule checksum: checksum/* annotations (their effect is listed under "
-        "what restarts)",
+        "4 lines hidden by rule checksum: checksum/* annotations and checksum_* ConfigMap keys "
+        "(their effect is listed under what restarts)",
     ]
 
 
-def test_user_image_change(helm_bin: str) -> None:
-    result = diff(values(), values(singleuser__image__tag="two"))
+def test_user_image_change(chart: Path) -> None:
+    result = diff(chart, values(), values(singleuser__image__tag="two"))
     assert result.changed == [PULLER, HOOK_PULLER, "Secret/hub"]
     assert result.restarts == [
         "image puller runs on every node",
@@ -104,9 +155,9 @@ def test_user_image_change(helm_bin: str) -> None:
     assert result.text[PULLER] == (
         f"--- old/{PULLER}\n"
         f"+++ new/{PULLER}\n"
-        "@@ -24,7 +24,7 @@\n"
-        "     spec:\n"
-        "       initContainers:\n"
+        "@@ -73,7 +73,7 @@\n"
+        "           seccompProfile:\n"
+        "             type: RuntimeDefault\n"
         "       - name: image-pull-singleuser\n"
         "-        image: example.org/user:one\n"
         "+        image: example.org/user:two\n"
@@ -121,41 +172,53 @@ def test_user_image_change(helm_bin: str) -> None:
         "~ singleuser.image.tag: one -> two\n"
     )
     # The hub Secret's values.yaml (one - and one + line) is shown by key instead;
-    # the hub's checksum/secret changed for real as well as randomly.
-    assert result.hidden_lines == {"z2jh-values": 2, "random": 4, "checksum": 4}
+    # the hub's checksum/secret changed for real as well as randomly, and its
+    # checksum/config-map with the ConfigMap's checksum_hook-image-puller key
+    # (a - and a + line each).
+    assert result.hidden_lines == {"z2jh-values": 2, "random": 6, "checksum": 8}
 
 
-def test_hub_config_change_restarts_only_the_hub(helm_bin: str) -> None:
-    result = diff(values(), values(cull__timeout=600))
-    assert result.changed == ["ConfigMap/hub", "Secret/hub"]
+def test_the_hub_configmap_checksum_key_is_noise_counted_under_checksum(chart: Path) -> None:
+    """z2jh writes the hook puller's checksum in the hub ConfigMap: checksum_hook-image-puller."""
+    result = diff(chart, values(), values(singleuser__image__tag="two"))
+    assert "ConfigMap/hub" not in result.changed
+    assert "ConfigMap/hub" not in result.text
+    assert "checksum_" not in result.diff
+    assert result.hidden_lines["checksum"] == 8
+    added = diff(chart, None, values())
+    assert "  checksum_hook-image-puller: <checksum>\n" in added.text["ConfigMap/hub"]
+
+
+def test_hub_config_change_restarts_only_the_hub(chart: Path) -> None:
+    result = diff(chart, values(), values(cull__timeout=600))
+    # z2jh passes the hub its configuration in the Secret's values.yaml; the hub pod's
+    # checksum/secret (random anyway) makes it restart.
+    assert result.changed == ["Secret/hub"]
     assert result.restarts == ["hub pod restarts"]
-    assert '-  cull.timeout: "3600"\n+  cull.timeout: "600"\n' in result.text["ConfigMap/hub"]
     assert result.text["Secret/hub"].endswith("~ cull.timeout: 3600 -> 600\n")
-    # checksum/config-map now changes too.
-    assert result.hidden_lines["checksum"] == 6
 
 
-def test_other_singleuser_settings_reach_new_servers(helm_bin: str) -> None:
-    result = diff(values(), values(singleuser__defaultUrl="/lab"))
+def test_other_singleuser_settings_reach_new_servers(chart: Path) -> None:
+    result = diff(chart, values(), values(singleuser__defaultUrl="/tree"))
     assert result.changed == ["Secret/hub"]
     assert result.restarts == [
         "hub pod restarts",
         "new user servers get the new settings; running servers keep theirs",
     ]
-    assert result.text["Secret/hub"].endswith("+ singleuser.defaultUrl: /lab\n")
+    assert result.text["Secret/hub"].endswith("~ singleuser.defaultUrl: /lab -> /tree\n")
 
 
-def test_proxy_image_restarts_the_proxy(helm_bin: str) -> None:
-    result = diff(values(), values(proxy__chp__image__tag="9.9.9"))
+def test_proxy_image_restarts_the_proxy(chart: Path) -> None:
+    result = diff(chart, values(), values(proxy__chp__image__tag="9.9.9"))
     assert result.changed == ["Deployment/proxy", "Secret/hub"]
     assert result.restarts == ["hub pod restarts", "proxy pod restarts"]
 
 
-def test_a_set_token_replaces_a_random_one(helm_bin: str) -> None:
+def test_a_set_token_replaces_a_random_one(chart: Path) -> None:
     redactor = Redactor()
     redactor.register(CANARY)
     result = manifest_diff(
-        MINI_Z2JH, values(), values(proxy__secretToken=CANARY), "rel", "ns", redactor.redact
+        chart, values(), values(proxy__secretToken=CANARY), "rel", "ns", redactor.redact
     )
     assert result.restarts == ["hub pod restarts", "proxy pod restarts"]
     assert (
@@ -165,25 +228,16 @@ def test_a_set_token_replaces_a_random_one(helm_bin: str) -> None:
     assert_no_canary(result)
 
 
-def test_added_and_removed_hubs(helm_bin: str) -> None:
-    added = diff(None, values(proxy__secretToken=CANARY))
-    assert added.added == [
-        "ConfigMap/hub",
-        PULLER,
-        HOOK_PULLER,
-        "Deployment/hub",
-        "Deployment/proxy",
-        "Secret/hub",
-        "Service/proxy-public",
-        "CustomResourceDefinition/userquotas.hub.example.org",
-    ]
+def test_added_and_removed_hubs(chart: Path) -> None:
+    added = diff(chart, None, values(proxy__secretToken=CANARY))
+    assert added.added == NEW_HUB
     assert added.changed == added.removed == added.restarts == []
     secret = added.text["Secret/hub"]
     assert secret.startswith("--- /dev/null\n+++ new/Secret/hub\n")
     assert "+  hub.config.ConfigurableHTTPProxy.auth_token: <secret>\n" in secret
     assert "+  hub.config.JupyterHub.cookie_secret: <random>\n" in secret
     assert f"+ proxy.secretToken: {CANARY}\n" in secret  # redact() is the caller's to give
-    removed = diff(values(), None)
+    removed = diff(chart, values(), None)
     assert removed.removed == added.added
     assert removed.text["Service/proxy-public"].startswith(
         "--- old/Service/proxy-public\n+++ /dev/null\n"
@@ -197,7 +251,7 @@ def assert_no_canary(result: manifests.ManifestDiff) -> None:
     assert encoded not in everything
 
 
-def test_secrets_never_in_output(helm_bin: str) -> None:
+def test_secrets_never_in_output(chart: Path) -> None:
     redactor = Redactor()
     redactor.register(CANARY)
     old = values(hub__config__GitHubOAuthenticator__client_secret="old-" + CANARY)
@@ -208,32 +262,38 @@ def test_secrets_never_in_output(helm_bin: str) -> None:
         hub__db__password=CANARY,
     )
     for before, after in ((old, new), (None, new), (new, None)):
-        result = manifest_diff(MINI_Z2JH, before, after, "rel", "ns", redactor.redact)
+        result = manifest_diff(chart, before, after, "rel", "ns", redactor.redact)
         assert_no_canary(result)
         assert "old-" not in repr(result)
-    rendered = manifests.render(MINI_Z2JH, new, "rel", "ns", redactor.redact)
+    rendered = manifests.render(chart, new, "rel", "ns", redactor.redact)
     assert CANARY not in rendered
     assert base64.b64encode(CANARY.encode()).decode() not in rendered
     assert "  values.yaml: <secret>\n" in rendered
 
 
-def test_kube_version_is_pinned(helm_bin: str) -> None:
-    default = manifests.render(MINI_Z2JH, values(), "rel", "ns", same)
-    assert f"kube.version: v{helm.DEFAULT_KUBE_VERSION}.0\n" in default
-    older = manifests.render(MINI_Z2JH, values(), "rel", "ns", same, kube_version="1.29")
-    assert "kube.version: v1.29.0\n" in older
+def test_kube_version_is_pinned(chart: Path) -> None:
+    # The real chart renders the same for every version it allows, so a template of the
+    # test's own shows the version helm rendered for.
+    (chart / "templates" / "kube-version.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-version}\n"
+        "data: {version: {{ .Capabilities.KubeVersion.Version | quote }}}\n"
+    )
+    default = manifests.render(chart, values(), "rel", "ns", same)
+    assert f"  version: v{helm.DEFAULT_KUBE_VERSION}.0\n" in default
+    older = manifests.render(chart, values(), "rel", "ns", same, kube_version="1.29")
+    assert "  version: v1.29.0\n" in older
     deployment = load_deployment(WorkTree(PROJECT), "tess-private")
     assert manifests.kube_version(deployment) == helm.DEFAULT_KUBE_VERSION
 
 
-def test_the_hub_chart_with_real_layers(hub_chart_offline_ready: Path) -> None:
-    """The real hub chart and the real tess-private values, the mini chart standing in."""
+def test_the_hub_chart_with_real_layers(chart: Path) -> None:
+    """The hub chart, the real jupyterhub chart and the real tess-private values."""
     staging = build(WorkTree(PROJECT), "tess-private", "staging")
     new = copy.deepcopy(staging.document)
     new["jupyterhub"]["singleuser"]["image"]["tag"] = "tree-0123456789ab"
     new["userServiceAccount"]["roleArn"] = "arn:aws:iam::123456789012:role/other"
     result = manifest_diff(
-        hub_chart_offline_ready,
+        chart,
         staging.document,
         new,
         staging.environment.release,
@@ -248,25 +308,31 @@ def test_the_hub_chart_with_real_layers(hub_chart_offline_ready: Path) -> None:
     ]
 
 
-def test_offline_chart_is_unavailable(monkeypatch: pytest.MonkeyPatch, helm_bin: str) -> None:
+OFFLINE = (
+    "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ cannot be "
+    "fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
+)
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv(helm.PACKAGES_ENV, raising=False)
+
+
+def test_offline_chart_is_unavailable(monkeypatch: pytest.MonkeyPatch, helm_bin: str) -> None:
+    go_offline(monkeypatch)
     with pytest.raises(ChartUnavailable) as caught:
         manifest_diff(HUB_CHART, values(), values(), "rel", "ns", same)
-    assert str(caught.value) == (
-        "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
-        "cannot be fetched (offline?)"
-    )
+    assert str(caught.value) == OFFLINE
 
 
-def test_a_chart_changed_between_refs(tmp_path: Path, helm_bin: str) -> None:
-    old_chart = tmp_path / "old" / "mini"
-    shutil.copytree(MINI_Z2JH, old_chart)
-    (old_chart / "templates" / "crd.yaml").unlink()
-    result = manifest_diff(
-        MINI_Z2JH, values(), values(), "rel", "ns", same, old_chart_dir=old_chart
-    )
-    assert result.added == ["CustomResourceDefinition/userquotas.hub.example.org"]
+def test_a_chart_changed_between_refs(tmp_path: Path, chart: Path) -> None:
+    old_chart = tmp_path / "old" / "hub"
+    shutil.copytree(chart, old_chart)
+    (old_chart / "templates" / "user-serviceaccount.yaml").unlink()
+    result = manifest_diff(chart, values(), values(), "rel", "ns", same, old_chart_dir=old_chart)
+    assert result.added == ["ServiceAccount/tess-user"]
     assert result.changed == []
 
 
@@ -277,19 +343,19 @@ def hubbot(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[
 
 
 def test_render_manifests(
-    hub_repo: Path, helm_bin: str, capsys: pytest.CaptureFixture[str]
+    hub_repo: Path, helm_bin: str, real_chart_packages: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
     status, out, err = hubbot(hub_repo, capsys, "render", "tess-private", "prod", "--manifests")
     assert (status, err) == (0, "")
     assert out.startswith(
-        "# tess-private/prod: the manifests helm renders (secrets masked)\n# ConfigMap/hub\n"
+        "# tess-private/prod: the manifests helm renders (secrets masked)\n"
+        "# ClusterRole/tess-private-prod-user-scheduler\n"
     )
-    titles = [line[2:] for line in out.splitlines() if line.startswith("# ") and "/" in line]
-    assert titles[-2:] == [
-        "ServiceAccount/tess-user",
-        "CustomResourceDefinition/userquotas.hub.example.org",
-    ]
+    titles = [line[2:] for line in out.splitlines()[1:] if line.startswith("# ")]
+    assert len(titles) == 43
+    # The hub chart's own EFS home volume, beside the jupyterhub chart's hub database.
+    assert {"PersistentVolume/tess-private-prod-home", "PersistentVolumeClaim/home-nfs",
+            "PersistentVolumeClaim/hub-db-dir", "ServiceAccount/tess-user"} <= set(titles)
     assert "    release: tess-private-prod\n" in out
     assert "  values.yaml: <secret>\n" in out
 
@@ -300,21 +366,16 @@ def test_render_manifests_offline(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    go_offline(monkeypatch)
     status, out, err = hubbot(hub_repo, capsys, "render", "tess-public", "staging", "--manifests")
     assert (status, out) == (1, "")
-    assert err == (
-        "hubbot: error: chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
-        "cannot be fetched (offline?)\n"
-    )
+    assert err == f"hubbot: error: {OFFLINE}\n"
 
 
 def test_pair_manifest_diff_between_a_commit_and_the_work_tree(
-    hub_repo: Path, helm_bin: str
+    hub_repo: Path, helm_bin: str, real_chart_packages: Path
 ) -> None:
-    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
-    base = commit_all(hub_repo, "vendor the stand-in chart")
+    base = commit_all(hub_repo, "the base")
     template = hub_repo / "hub" / "templates" / "user-serviceaccount.yaml"
     template.write_text(template.read_text().replace("Token: false", "Token: true"))
     old_source, new_source = GitCommit(hub_repo, base), WorkTree(hub_repo)
@@ -338,43 +399,41 @@ def test_pair_manifest_diff_between_a_commit_and_the_work_tree(
     assert "-    app.kubernetes.io/instance: tess-public-prod\n" in text
 
 
-def test_helm_errors_pass_through_redact(hub_chart_offline_ready: Path) -> None:
+def test_helm_errors_pass_through_redact(chart: Path) -> None:
     def redact(text: str) -> str:
         return text.replace("efsFileSystemId", "<R>")
 
     broken = {"homeStorage": {"enabled": True}}
     with pytest.raises(HubbotError) as caught:
-        manifest_diff(hub_chart_offline_ready, None, broken, "rel", "ns", redact)
+        manifest_diff(chart, None, broken, "rel", "ns", redact)
     assert str(caught.value) == (
         "`helm template` failed: execution error at (tess-hub/templates/home-storage.yaml:9:4): "
         "homeStorage.<R> must be set when homeStorage.enabled is true"
     )
 
 
-def test_a_base_chart_without_lock_is_unavailable(
-    tmp_path: Path, hub_chart_offline_ready: Path
-) -> None:
+def test_a_base_chart_without_lock_is_unavailable(tmp_path: Path, chart: Path) -> None:
     base = tmp_path / "base" / "hub"
-    shutil.copytree(hub_chart_offline_ready, base)
+    shutil.copytree(chart, base)
     (base / "Chart.lock").unlink()
     with pytest.raises(ChartUnavailable) as caught:
-        manifest_diff(hub_chart_offline_ready, {}, {}, "rel", "ns", same, old_chart_dir=base)
+        manifest_diff(chart, {}, {}, "rel", "ns", same, old_chart_dir=base)
     assert str(caught.value) == (
         "the chart at the base cannot be rendered: hub/Chart.lock: Chart.lock is missing: "
         "run `helm dependency update hub` and commit Chart.lock"
     )
     # A hub added by the change needs no chart at the base.
-    added = manifest_diff(hub_chart_offline_ready, None, {}, "rel", "ns", same, old_chart_dir=base)
+    added = manifest_diff(chart, None, {}, "rel", "ns", same, old_chart_dir=base)
     assert "Deployment/hub" in added.added
 
 
-def test_multi_line_values_are_diffed_line_by_line(helm_bin: str) -> None:
+def test_multi_line_values_are_diffed_line_by_line(chart: Path) -> None:
     old_code = "c.A = 1\nc.B = 2\nc.C = 3\n"
     new_code = f"c.A = 1\nc.B = '{CANARY}'\nc.C = 3\n"
     redactor = Redactor()
     redactor.register(CANARY)
     result = manifest_diff(
-        MINI_Z2JH,
+        chart,
         values(hub__extraConfig__x=old_code),
         values(hub__extraConfig__x=new_code),
         "rel",
@@ -393,20 +452,24 @@ def test_multi_line_values_are_diffed_line_by_line(helm_bin: str) -> None:
     assert_no_canary(result)
 
 
-def test_quoting_never_hides_a_secret_from_redact(helm_bin: str) -> None:
+def test_quoting_never_hides_a_secret_from_redact(chart: Path) -> None:
     secret = 'pa"ss\\word'
 
     def redact(text: str) -> str:
         return text.replace(secret, "<R>")
 
     result = manifest_diff(
-        MINI_Z2JH, values(), values(hub__config__X__token=secret), "rel", "ns", redact
+        chart, values(), values(hub__config__X__token=secret), "rel", "ns", redact
     )
     assert result.text["Secret/hub"].endswith("+ hub.config.X.token: <R>\n")
 
 
 def test_decrypted_secrets_never_reach_rendered_manifests_or_diffs(
-    hub_repo: Path, helm_bin: str, age_env: AgeKey, capsys: pytest.CaptureFixture[str]
+    hub_repo: Path,
+    helm_bin: str,
+    real_chart_packages: Path,
+    age_env: AgeKey,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """sops-encrypted canaries, decrypted, through helm and both manifest outputs."""
     hub, env = "tess-private", "staging"
@@ -421,9 +484,8 @@ def test_decrypted_secrets_never_reach_rendered_manifests_or_diffs(
         return json.dumps({"jupyterhub": {"proxy": {"secretToken": token}, "hub": hub_values}})
 
     write(hub_repo, ".sops.yaml", age_rules((env, age_env.recipient)))
-    shutil.copytree(MINI_Z2JH, hub_repo / "hub" / "charts" / "jupyterhub")
     write_secrets(hub_repo, hub, env, secrets_yaml(old_token), age=[age_env.recipient])
-    commit_all(hub_repo, "canary secrets and the stand-in chart")
+    commit_all(hub_repo, "canary secrets")
     write_secrets(hub_repo, hub, env, secrets_yaml(new_token), age=[age_env.recipient])
 
     needles = {
@@ -444,3 +506,27 @@ def test_decrypted_secrets_never_reach_rendered_manifests_or_diffs(
     assert "+  hub.config.ConfigurableHTTPProxy.auth_token: <secret, changed>\n" in out
     assert "proxy pod restarts" in out
     assert not [needle for needle in needles if needle in out]
+
+
+def home(capacity: str, **changes: Any) -> dict[str, Any]:
+    doc = values(**changes)
+    doc["homeStorage"] = {"enabled": True, "efsFileSystemId": "fs-1", "capacity": capacity}
+    return doc
+
+
+def test_resizing_a_statically_provisioned_volume_is_refused(chart: Path) -> None:
+    """Kubernetes refuses a new size for a volume with storageClassName "" at upgrade time."""
+    result = diff(chart, home("1Ti"), home("2Ti"))
+    assert result.changed == ["PersistentVolume/rel-home", "PersistentVolumeClaim/home-nfs"]
+    assert result.refused == [
+        "Kubernetes refuses to resize a statically provisioned volume "
+        "(PersistentVolume rel-home: 1Ti -> 2Ti)",
+        "Kubernetes refuses to resize a statically provisioned volume "
+        "(PersistentVolumeClaim home-nfs: 1Ti -> 2Ti)",
+    ]
+    assert diff(chart, home("1Ti"), home("1Ti", singleuser__image__tag="two")).refused == []
+    assert diff(chart, None, home("2Ti")).refused == []
+    # The hub database's claim has a storage class: its provisioner may grow it.
+    grown = diff(chart, home("1Ti"), home("1Ti", hub__db__pvc__storage="2Gi"))
+    assert grown.changed == ["PersistentVolumeClaim/hub-db-dir", "Secret/hub"]
+    assert grown.refused == []

@@ -7,11 +7,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot import helm, manifests
 from bot.merge import MAP, Layer, effective, merge_layers
+from bot.values import layer_files
 from bot.yamlfile import dump_yaml, load_yaml
+from tests.fixtures.charts import PROJECT
 from tests.fixtures.tools import require_binary
 
 CHART = Path(__file__).parent / "charts" / "layers"
@@ -112,3 +116,30 @@ def test_one_merged_document_renders_like_separate_layer_files(
     merged = merge_layers([layer(str(f), f.read_text()) for f in files])
     combined = helm_template(helm, ["-f", "-"], stdin=json.dumps(merged.document))
     assert combined == separate
+
+
+@pytest.mark.parametrize("hub", ["tess-public", "tess-private"])
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_real_layers_render_the_real_chart_like_separate_files(
+    hub: str, env: str, hub_chart_offline_ready: Path
+) -> None:
+    """The property above, on the real chart with this repository's own layers.
+
+    Arbitrary keys would fail the jupyterhub chart's schema, so the generated stacks stay
+    on the small `layers` chart; here the real layers go through the real templates.
+    """
+    files = [PROJECT / name for name in layer_files(hub, env)[:3]]
+    separate = subprocess.run(
+        [helm.binary(), "template", "rel", str(hub_chart_offline_ready), "--namespace", "ns",
+         "--kube-version", "1.31", *[arg for f in files[1:] for arg in ("-f", str(f))]],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    merged = merge_layers([layer(str(f), f.read_text()) for f in files])
+    text = json.dumps(merged.document)
+    combined = helm.template(hub_chart_offline_ready, "rel", "ns", text, "1.31")
+    again = helm.template(hub_chart_offline_ready, "rel", "ns", text, "1.31")
+    first, second, third = (manifests.parse(out) for out in (separate, combined, again))
+    assert first.keys() == second.keys()
+    assert len(first) >= 34
+    # Only what the chart draws afresh on every render (tokens, keys) may differ.
+    assert manifests.random_paths(first, second) == manifests.random_paths(second, third)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot import sops
+from bot.errors import HubbotError
 from bot.main import main
 from bot.plan import plan
 from bot.redact import Redactor
@@ -163,8 +165,8 @@ def test_chart_version_bump_affects_all_four_pairs(hub_repo: Path) -> None:
 def test_image_file_change_rebuilds_the_shared_image_for_both_hubs(hub_repo: Path) -> None:
     directory = f"{PRIVATE}/images/default"
     old_tag = tag_of(hub_repo, "HEAD", directory)
-    (hub_repo / directory / "postBuild").unlink()
-    commit_all(hub_repo, "no postBuild")
+    write(hub_repo, f"{directory}/apt.txt", "git\n")
+    commit_all(hub_repo, "apt.txt")
     new_tag = tag_of(hub_repo, "HEAD", directory)
     assert old_tag != new_tag
     result = plan_of(hub_repo)
@@ -398,7 +400,7 @@ def test_hubbot_plan_asks_the_registry_when_told(
         ),
     ],
 )
-def test_a_broken_hubploy_yaml_is_one_error_naming_file_and_line(
+def test_a_broken_hubploy_yaml_fails_its_hub_and_the_others_are_planned(
     hub_repo: Path,
     capsys: pytest.CaptureFixture[str],
     hub: str,
@@ -407,11 +409,16 @@ def test_a_broken_hubploy_yaml_is_one_error_naming_file_and_line(
     message: str,
 ) -> None:
     edit(hub_repo, f"deployments/{hub}/hubploy.yaml", old, new)
+    other = "tess-private" if hub == "tess-public" else "tess-public"
+    edit(hub_repo, f"deployments/{other}/config/staging.yaml", "jupyterhub:\n",
+         "jupyterhub:\n  debug: {enabled: true}\n")
     status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD"])
     captured = capsys.readouterr()
     assert status == 1
-    assert captured.out == ""
-    assert captured.err == f"hubbot: error: {message}\n"
+    result = json.loads(captured.out)
+    assert result["failed"] == [{"hub": hub, "error": message}]
+    assert [(p["hub"], p["env"]) for p in result["pairs"]] == [(other, "staging")]
+    assert captured.err == f"hubbot: error: {hub} not planned: {message}\n"
 
 
 def test_an_edited_image_file_changes_the_tag_for_every_pair(hub_repo: Path) -> None:
@@ -453,3 +460,18 @@ def test_a_new_hub_lists_its_pairs_as_added_and_in_the_matrix(hub_repo: Path) ->
     assert [(i.hubs, i.changed) for i in result.images] == [
         (("tess-new", "tess-private", "tess-public"), False)
     ]
+
+
+def test_an_alias_bomb_in_hubploy_yaml_is_refused_fast(hub_repo: Path) -> None:
+    from tests.test_yamlfile import alias_bomb
+
+    file = f"{PUBLIC}/hubploy.yaml"
+    bomb = alias_bomb(9).replace("a:", "x-lol:", 1).replace("\nl", "\nx-l")
+    edit(hub_repo, file, "  - name: 123456789012", "  - x-name: *l8\n    name: 123456789012")
+    (hub_repo / file).write_text(bomb + (hub_repo / file).read_text())
+    commit_all(hub_repo, "an alias bomb")
+    started = time.monotonic()
+    with pytest.raises(HubbotError) as error:
+        plan_of(hub_repo)
+    assert time.monotonic() - started < 2
+    assert str(error.value).startswith(f"{file}:5: aliases expand to more than 10,000 values")

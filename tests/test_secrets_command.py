@@ -13,7 +13,7 @@ import pytest
 from bot.main import main
 from bot.sops import decrypt_text
 from tests.fixtures.repos import write
-from tests.fixtures.secrets import AgeKey, age_rules, secrets_path, write_secrets
+from tests.fixtures.secrets import AgeKey, age_rules, encrypt_yaml, secrets_path, write_secrets
 
 HUBS = ("tess-private", "tess-public")
 ENVS = ("prod", "staging")
@@ -105,6 +105,32 @@ def test_check_needs_a_creation_rule(
     assert (
         f"  {FILES[1]}: no creation rule in .sops.yaml matches this path: add one for its " in out
     )
+
+
+def test_check_refuses_plaintext_settings_the_rule_lacks(
+    keyed_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plaintext = f"jupyterhub:\n  proxy:\n    secretToken: {TOKEN}\n"
+    text = encrypt_yaml(plaintext, FILES[1], cwd=keyed_repo,
+                        extra=["--unencrypted-regex", "Token$"])
+    (keyed_repo / FILES[1]).write_text(text)
+    status, out, _ = run(keyed_repo, capsys, "check")
+    assert status == 1
+    assert out.splitlines()[1:3] == [
+        f"FAILED  {FILES[1]}",
+        f"  {FILES[1]}: its sops metadata sets `unencrypted_regex: Token$`, leaving matching "
+        "values plaintext, which the creation rule at .sops.yaml:2 does not: any value it covers "
+        "may have leaked; rotate those, then re-encrypt the file by its rule with `hubbot "
+        "secrets encrypt HUB ENV --input PLAINTEXT --force`",
+    ]
+    # A rule that allows it allows it (and no other plaintext setting, such as sops' default).
+    rules = (keyed_repo / ".sops.yaml").read_text()
+    write(keyed_repo, ".sops.yaml", rules.replace(
+        "staging\\.yaml$\n", "staging\\.yaml$\n    unencrypted_regex: Token$\n"
+    ))
+    _, out, _ = run(keyed_repo, capsys, "check")
+    assert f"ok      {FILES[1]}" in out.splitlines()
+    assert f"  {FILES[3]}: its sops metadata sets `unencrypted_suffix: _unencrypted`" in out
 
 
 def test_a_key_change_is_found_by_check_and_fixed_by_updatekeys(
@@ -360,3 +386,123 @@ def test_check_with_kms_role_and_context_verifies_every_mac(
         f"not in the rule: AWS KMS {kms_key} (role {role}) with context "
         "env=staging,hub=tess-private): run `hubbot secrets updatekeys`",
     ]
+
+
+PUBLIC_STAGING = secrets_path("tess-public", "staging")
+PROJECT_STAGING_AGE = "age1frf6ydmdmcjlkuzpxpvyz7efevqysl2p5gy9xr2pwcxlg08pwazscpeyjn"
+
+
+def sops_line(repo: Path, needle: str, file: str = PUBLIC_STAGING) -> int:
+    lines = (repo / file).read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        pytest.param(
+            "        - recipient: age1",
+            "        - recipent: age1",
+            "- recipent:",
+            "sops metadata: an age entry needs a `recipient` (a misspelt key?): restore the "
+            "file from git history",
+            id="misspelt recipient",
+        ),
+        pytest.param(
+            "    lastmodified:",
+            f"    key_groups:\n        - {PROJECT_STAGING_AGE}\n    lastmodified:",
+            "        - age1frf6",
+            "a key group must be a mapping with `kms` and/or `age` lists, not "
+            "'age1frf6ydmdmcjlkuzpxpvyz7efevqysl2p5gy9xr2pwcxlg08pwazscpeyjn'",
+            id="key_groups: [a string]",
+        ),
+    ],
+)
+def test_check_names_broken_sops_metadata(
+    hub_repo: Path,
+    no_sops_keys: None,
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    needle: str,
+    message: str,
+) -> None:
+    text = (hub_repo / PUBLIC_STAGING).read_text()
+    assert old in text
+    (hub_repo / PUBLIC_STAGING).write_text(text.replace(old, new, 1))
+    status, out, err = run(hub_repo, capsys, "check")
+    assert status == 1
+    assert f"  {PUBLIC_STAGING}:{sops_line(hub_repo, needle)}: {message}\n" in out
+    assert "internal error" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("rule", "line", "message"),
+    [
+        pytest.param(
+            f"    key_groups:\n      - {PROJECT_STAGING_AGE}\n",
+            7,
+            "a key group must be a mapping with `kms` and/or `age` lists, not "
+            "'age1frf6ydmdmcjlkuzpxpvyz7efevqysl2p5gy9xr2pwcxlg08pwazscpeyjn'",
+            id="key_groups: [age1...]",
+        ),
+        pytest.param(
+            "    key_groups:\n      - kms:\n          - arn: arn:aws:kms:us-east-1:1:key/x\n"
+            "            context: [env, staging]\n",
+            9,
+            "a KMS key's `context` must be a mapping of names to values (env: staging)",
+            id="kms context as a list",
+        ),
+    ],
+)
+def test_a_broken_creation_rule_is_named(
+    hub_repo: Path,
+    no_sops_keys: None,
+    capsys: pytest.CaptureFixture[str],
+    rule: str,
+    line: int,
+    message: str,
+) -> None:
+    config = hub_repo / ".sops.yaml"
+    text = config.read_text()
+    old = "    age: age1frf6ydmdmcjlkuzpxpvyz7efevqysl2p5gy9xr2pwcxlg08pwazscpeyjn\n"
+    assert old in text
+    config.write_text(text.replace(old, rule, 1))
+    status, out, err = run(hub_repo, capsys, "check")
+    assert (status, out) == (1, "")
+    assert err == f"hubbot: error: .sops.yaml:{line}: {message}\n"
+    # validate leaves a broken .sops.yaml to `secrets check`, but must not crash on it.
+    main(["--repo", str(hub_repo), "validate"])
+    assert "internal error" not in capsys.readouterr().err
+
+
+def test_check_with_a_wrong_key_file_fails_naming_it_and_the_recipients(
+    hub_repo: Path,
+    other_age_key: AgeKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(other_age_key.path))
+    status, out, err = run(hub_repo, capsys, "check")
+    assert (status, err) == (1, "")
+    assert "no key here could open them" not in out
+    assert (
+        f"FAILED  the age key in SOPS_AGE_KEY_FILE ({other_age_key.path}) opens none of the "
+        "secrets files: set it to the key file of one of their recipients\n"
+    ) in out
+    assert f"  {PUBLIC_STAGING}: encrypted for age {PROJECT_STAGING_AGE}\n" in out
+
+
+def test_edit_with_an_editor_that_fails(
+    keyed_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EDITOR", "false")
+    monkeypatch.delenv("SOPS_EDITOR", raising=False)
+    before = (keyed_repo / FILES[0]).read_text()
+    status, out, err = run(keyed_repo, capsys, "edit", "tess-private", "prod")
+    assert (status, out) == (1, "")
+    assert err == (
+        f"hubbot: error: {FILES[0]}: the editor (false) failed or could not be started: "
+        "nothing was saved; check EDITOR (or SOPS_EDITOR)\n"
+    )
+    assert (keyed_repo / FILES[0]).read_text() == before

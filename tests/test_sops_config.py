@@ -6,6 +6,7 @@ import pytest
 
 from bot.errors import HubbotError
 from bot.sops_config import KmsKey, Recipients, file_recipients, parse_config, rule_for
+from bot.yamlfile import dump_yaml, load_yaml
 from tests.fixtures.repos import PROJECT
 
 ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -97,5 +98,5 @@ def test_file_metadata_flat_and_in_key_groups() -> None:
     }
     grouped = {"key_groups": [flat]}
     expected = Recipients(frozenset({KmsKey(ARN, (("env", "prod"),))}), frozenset({AGE}))
-    assert file_recipients("f.yaml", flat) == expected
-    assert file_recipients("f.yaml", grouped) == expected
+    for metadata in (flat, grouped):
+        assert file_recipients(load_yaml("f.yaml", dump_yaml({"sops": metadata}))) == expected

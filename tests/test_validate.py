@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.repos import replace_in, validate, write
+from bot.main import main
+from tests.fixtures.repos import commit_all, git, replace_in, validate, write
+from tests.test_yamlfile import alias_bomb
 
 
 def line_of(repo: Path, relative: str, needle: str) -> int:
@@ -272,3 +276,349 @@ def test_prod_policy_rejects_latest(hub_repo: Path, capsys: pytest.CaptureFixtur
     assert "ok      tess-public/staging" in out
     prod = "deployments/tess-public/config/prod.yaml"
     assert (f'{prod}:4: image tag "latest" moves: prod must run a pinned image tag') in out
+
+
+# --- inputs are what git holds -----------------------------------------------------------
+
+
+def test_a_layer_file_linked_outside_the_repository(
+    hub_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-public/config/common.yaml"
+    outside = write(tmp_path, "outside.yaml", (hub_repo / common).read_text())
+    (hub_repo / common).unlink()
+    (hub_repo / common).symlink_to(outside)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert (
+        f"  {common}: is a symbolic link (to {outside}): hubbot reads only files as git holds "
+        "them; replace the link with the file or directory itself\n"
+    ) in out
+    assert "ok      tess-private/staging" in out
+
+
+def test_a_linked_schema_is_refused(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(hub_repo, "schemas/loose.yaml", "type: object\n")
+    (hub_repo / "schemas/values.schema.yaml").unlink()
+    (hub_repo / "schemas/values.schema.yaml").symlink_to("loose.yaml")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert "schemas/values.schema.yaml: is a symbolic link (to loose.yaml)" in out
+
+
+def test_a_linked_hubploy_fails_that_hub_only(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    (hub_repo / hubploy).rename(hub_repo / "deployments/tess-public/real.yaml")
+    (hub_repo / hubploy).symlink_to("real.yaml")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"FAILED  tess-public: 1 problem(s)\n  {hubploy}: is a symbolic link" in out
+    assert "ok      tess-private/staging" in out
+    assert "ok      tess-private/prod" in out
+
+
+def test_a_link_in_the_image_directory_or_the_chart(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = "deployments/tess-private/images/default"
+    (hub_repo / image / "extra.txt").symlink_to("/etc/hostname")
+    (hub_repo / "hub/templates/extra.yaml").symlink_to("/etc/hostname")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"  {image}/extra.txt: is a symbolic link (to /etc/hostname)" in out
+    assert "  hub/templates/extra.yaml: is a symbolic link (to /etc/hostname)" in out
+
+
+@pytest.mark.parametrize(
+    "path", ["../../../outside", "/srv/image", "../tess-private/../../../outside"]
+)
+def test_an_image_path_outside_the_repository(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], path: str
+) -> None:
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, hubploy, "path: ../tess-private/images/default", f"path: {path}")
+    line = line_of(hub_repo, hubploy, f"path: {path}")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert (
+        f"  {hubploy}:{line}: `images.0.path: {path}` leaves the repository: name a path inside "
+        "it, relative to deployments/tess-public\n"
+    ) in out
+    assert "ok      tess-private/prod" in out
+
+
+def use_kubeconfig(repo: Path, file: str) -> str:
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    replace_in(
+        repo,
+        hubploy,
+        'cluster:\n  provider: aws\n  aws: {account_id: "123456789012", region: us-east-1, '
+        "cluster: tess}\n",
+        f"cluster:\n  provider: kubeconfig\n  kubeconfig: {{file: {file}}}\n",
+    )
+    return hubploy
+
+
+def test_a_kubeconfig_path_outside_the_repository(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = use_kubeconfig(hub_repo, "../../../kubeconfig")
+    line = line_of(hub_repo, hubploy, "kubeconfig: {file:")
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    assert (
+        f"  {hubploy}:{line}: `cluster.kubeconfig.file: ../../../kubeconfig` leaves the "
+        "repository: name a path inside it, relative to deployments/tess-public\n"
+    ) in out
+
+
+def test_a_linked_kubeconfig(
+    hub_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use_kubeconfig(hub_repo, "cluster/kubeconfig.yaml")
+    outside = write(tmp_path, "kubeconfig.yaml", "clusters: []\n")
+    (hub_repo / "deployments/tess-public/cluster").mkdir()
+    (hub_repo / "deployments/tess-public/cluster/kubeconfig.yaml").symlink_to(outside)
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    assert (
+        f"  deployments/tess-public/cluster/kubeconfig.yaml: is a symbolic link (to {outside})"
+    ) in out
+
+
+# --- pairs are isolated ------------------------------------------------------------------
+
+
+def test_two_hubs_with_one_release(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    public = "deployments/tess-public/hubploy.yaml"
+    private = "deployments/tess-private/hubploy.yaml"
+    replace_in(hub_repo, public, "release: tess-public-prod", "release: tess-private-prod")
+    public_line = line_of(hub_repo, public, "release: tess-private-prod")
+    private_line = line_of(hub_repo, private, "release: tess-private-prod")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert (
+        f"  {public}:{public_line}: release tess-private-prod is also used by tess-private/prod "
+        f"at {private}:{private_line}: every hub and environment needs its own release\n"
+    ) in out
+    assert (
+        f"  {private}:{private_line}: release tess-private-prod is also used by tess-public/prod "
+        f"at {public}:{public_line}: every hub and environment needs its own release\n"
+    ) in out
+    assert "ok      tess-public/staging" in out
+    assert "2 of 4 hub environments valid" in out
+
+
+def test_staging_and_prod_sharing_a_namespace(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    public = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, public, "namespace: tess-public-prod", "namespace: tess-public-staging")
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    assert (
+        f"  {public}:14: namespace tess-public-staging is also used by tess-public/prod at "
+        f"{public}:15: every hub and environment needs its own namespace\n"
+    ) in out
+
+
+def test_a_verbatim_copy_of_a_hub(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = hub_repo / "deployments/tess-copy"
+    copy.mkdir()
+    for name in ("hubploy.yaml", "config", "secrets"):
+        source = hub_repo / "deployments/tess-public" / name
+        if source.is_dir():
+            for item in source.iterdir():
+                write(copy, f"{name}/{item.name}", item.read_text())
+        else:
+            write(copy, name, source.read_text())
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    for setting, value in (
+        ("release", "tess-public-prod"),
+        ("namespace", "tess-public-prod"),
+        ("url", "https://tess.omgwtf.in"),
+    ):
+        assert f"{setting} {value} is also used by tess-copy/prod at " in out
+        assert f"{setting} {value} is also used by tess-public/prod at " in out
+    assert "FAILED  tess-copy/staging: 3 problem(s)" in out
+    assert "ok      tess-private/prod" in out
+
+
+def test_a_broken_hubploy_does_not_block_the_other_hubs(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    write(hub_repo, hubploy, "images: [\n")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"FAILED  tess-public: 1 problem(s)\n  {hubploy}:" in out
+    assert "ok      tess-private/staging" in out
+    assert "ok      tess-private/prod" in out
+
+
+@pytest.mark.parametrize("remove", ["directory", "contents"])
+def test_no_hubs_at_all(hub_repo: Path, capsys: pytest.CaptureFixture[str], remove: str) -> None:
+    for hub in ("tess-public", "tess-private"):
+        shutil.rmtree(hub_repo / "deployments" / hub)
+    if remove == "directory":
+        (hub_repo / "deployments").rmdir()
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert out == (
+        "hubbot: error: nothing to validate: no hub in deployments/ (each is a directory with a "
+        "hubploy.yaml)\n"
+    )
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def test_an_unknown_key_in_a_secrets_file(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = "deployments/tess-private/secrets/prod.yaml"
+    replace_in(hub_repo, secrets, "client_secret: ENC[", "client_secert: ENC[")
+    text = (hub_repo / secrets).read_text()
+    token = text[text.index("ENC[") : text.index("]", text.index("ENC[")) + 1]
+    (hub_repo / secrets).write_text(text.replace("sops:\n", f"secretTokne: {token}\nsops:\n"))
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod")
+    assert status == 1
+    assert (
+        f"  {secrets}:{line_of(hub_repo, secrets, 'client_secert:')}: unknown key "
+        "`client_secert`"
+    ) in out
+    line = line_of(hub_repo, secrets, "secretTokne:")
+    assert f"  {secrets}:{line}: unknown key `secretTokne`" in out
+
+
+# --- policy comes from the trusted side ---------------------------------------------------
+
+
+def test_a_change_is_held_to_its_base_schemas(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(hub_repo, "checkout", "-q", "-b", "loosen")
+    values = "schemas/values.schema.yaml"
+    replace_in(hub_repo, values, "\nproperties:\n", "\nproperties:\n  backdoor: {}\n")
+    common = "deployments/tess-public/config/common.yaml"
+    write(hub_repo, common, (hub_repo / common).read_text() + "backdoor: {enabled: true}\n")
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, "schemas/hubploy.schema.yaml", "\n  images:", "\n  owner: {}\n  images:")
+    write(hub_repo, hubploy, (hub_repo / hubploy).read_text() + "owner: mallory\n")
+    commit_all(hub_repo, "loosen the schemas")
+
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 0, out
+
+    status, out = validate(hub_repo, capsys, "tess-public", "--base", "staging")
+    assert status == 1
+    line = line_of(hub_repo, common, "backdoor:")
+    base = "at staging, the base this change is also checked against\n"
+    assert f"  {common}:{line}: unknown key `backdoor` (expected one of: " in out
+    assert f"; so says schemas/values.schema.yaml {base}" in out
+    line = line_of(hub_repo, hubploy, "owner:")
+    assert f"  {hubploy}:{line}: unknown key `owner` (expected one of: " in out
+    assert f"; so says schemas/hubploy.schema.yaml {base}" in out
+    assert "0 of 2 hub environments valid" in out
+
+
+def test_with_a_base_a_resized_static_volume_is_an_error(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "deployments/tess-private/config/common.yaml"
+    replace_in(hub_repo, common, "  enabled: true\n", "  enabled: true\n  capacity: 2Ti\n")
+    line = line_of(hub_repo, common, "capacity: 2Ti")
+    status, out = validate(hub_repo, capsys)
+    assert status == 0  # without a base there is nothing to compare with
+
+    status, out = validate(hub_repo, capsys, "--base", "HEAD")
+    assert status == 1
+    assert "2 of 4 hub environments valid" in out
+    for env in ("prod", "staging"):
+        assert (
+            f"  {common}:{line}: Kubernetes refuses to resize a statically provisioned volume "
+            f"(PersistentVolume tess-private-{env}-home: 1Ti -> 2Ti): keep homeStorage.capacity "
+            "at 1Ti (EFS grows by itself; the capacity is only a label)"
+        ) in out
+
+
+def test_with_a_base_a_new_home_volume_or_hub_is_no_resize(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    public = "deployments/tess-public/config/common.yaml"
+    text = (hub_repo / public).read_text()
+    home = "homeStorage:\n  enabled: true\n  efsFileSystemId: fs-0123456789abcdef1\n"
+    write(hub_repo, public, home + "  capacity: 2Ti\n" + text)
+    status, out = validate(hub_repo, capsys, "--base", "HEAD")
+    assert status == 0, out
+
+    status, out = validate(hub_repo, capsys, "--base", "no-such-ref")
+    assert status == 1
+    assert "no-such-ref" in out
+
+
+def test_an_alias_bomb_in_a_layer_fails_fast_naming_file_and_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer = "deployments/tess-public/config/staging.yaml"
+    bomb = alias_bomb(9).replace("a:", "x-lol:", 1).replace("\nl", "\nx-l")
+    line = len((hub_repo / layer).read_text().splitlines()) + 5
+    (hub_repo / layer).write_text((hub_repo / layer).read_text() + bomb)
+    started = time.monotonic()
+    status, out = validate(hub_repo, capsys)
+    assert time.monotonic() - started < 2
+    assert status == 1
+    assert f"  {layer}:{line}: aliases expand to more than 10,000 values" in out
+    assert "internal error" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            b"jupyterhub:\n  hub: caf\xe9\n",
+            "config/common.yaml:2: byte offset 22 (0xe9) is not UTF-8",
+            id="one non-UTF-8 byte",
+        ),
+        pytest.param(
+            b"jupyterhub: {}\n\x00\x01\x02\x03",
+            "config/common.yaml:2: byte offset 15: the character U+0000 is not allowed in YAML",
+            id="binary junk",
+        ),
+    ],
+)
+def test_a_layer_that_is_not_text(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    (hub_repo / "deployments/tess-public/config/common.yaml").write_bytes(content)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"  deployments/tess-public/{message}" in out
+    assert "internal error" not in out
+
+
+def test_an_absolute_image_path_is_named(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, file, "path: ../tess-private/images/default", "path: /etc")
+    message = (
+        f"{file}:{line_of(hub_repo, file, '- name:')}: image path '/etc' leaves the repository"
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert message in out
+    status = main(["--repo", str(hub_repo), "plan", "--base", "HEAD"])
+    assert status == 1
+    assert capsys.readouterr().err == f"hubbot: error: {message}\n"
+
+
+def test_git_not_installed_is_not_a_missing_repository(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(hub_repo / "no-programs-here"))
+    status, out = validate(hub_repo, capsys)
+    assert (status, out) == (1, "hubbot: error: git is not installed: install git and retry\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.errors import HubbotError
-from bot.yamlfile import YamlDoc, _load_with_libyaml, _load_with_ruamel, load_yaml
+from bot.yamlfile import YamlDoc, _load_with_libyaml, _load_with_ruamel, edit_yaml, load_yaml
+from tests.fixtures.repos import PROJECT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -312,3 +314,125 @@ def test_a_plain_integer_with_a_leading_zero_is_ambiguous(
 
 def test_zero_and_quoted_leading_zeros_are_fine() -> None:
     assert load_yaml("x.yaml", 'a: 0\nb: "017"\nc: 10\n').data == {"a": 0, "b": "017", "c": 10}
+
+
+# --- bounded reading: every file comes from a pull request -----------------------------
+
+
+def alias_bomb(levels: int) -> str:
+    """`levels` lines, each a list of nine aliases of the line above: 9**levels values."""
+    text = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for level in range(1, levels):
+        text += (
+            f"l{level}: &l{level} ["
+            + ", ".join([f"*{'a' if level == 1 else f'l{level - 1}'}"] * 9)
+            + "]\n"
+        )
+    return text
+
+
+def nested_block_mappings(levels: int) -> str:
+    return "".join(" " * depth + "k:\n" for depth in range(levels)) + " " * levels + "v\n"
+
+
+TOO_DEEP = "the data nests more than 100 levels deep: flatten it"
+BOMB = (
+    "aliases expand to more than 10,000 values (a YAML alias bomb?): write the values out "
+    "or use fewer aliases"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(alias_bomb(9), f"f.yaml:5: {BOMB}", id="9-level alias bomb"),
+        pytest.param(alias_bomb(6), f"f.yaml:5: {BOMB}", id="6-level alias bomb"),
+        pytest.param(
+            "base: &b {"
+            + ", ".join(f"k{i}: 0" for i in range(100))
+            + "}\n"
+            + "".join(f"c{i}: {{<<: *b}}\n" for i in range(50)),
+            f"f.yaml:51: {BOMB}",  # *b is 201 values: the 50th passes 10,000
+            id="merge keys beyond the limit",
+        ),
+        pytest.param("a: &a [1, *a]\n", "f.yaml:1: alias *a refers to a node that contains it"),
+        pytest.param(
+            "a: &a " + "[" * 60 + "1" + "]" * 60 + "\nb: " + "[" * 50 + "*a" + "]" * 50 + "\n",
+            "f.yaml:2: alias *a nests the data more than 100 levels deep",
+            id="alias nesting too deep",
+        ),
+        pytest.param("[" * 3000 + "]" * 3000, f"f.yaml:1: {TOO_DEEP}", id="flow 3000 deep"),
+        pytest.param("a: " + "[" * 101 + "]" * 101, f"f.yaml:1: {TOO_DEEP}", id="flow 101 deep"),
+        pytest.param("- " * 1500 + "x\n", f"f.yaml:1: {TOO_DEEP}", id="block 1500 deep"),
+        pytest.param(nested_block_mappings(150), f"f.yaml:100: {TOO_DEEP}", id="block 150 deep"),
+        pytest.param(
+            "x: !!str 1\n" + nested_block_mappings(150),
+            f"f.yaml:101: {TOO_DEEP}",
+            id="block 150 deep, read by ruamel",
+        ),
+        pytest.param(
+            "a: 1\nb: " + "x" * 300_000 + "\n",
+            "f.yaml:2: the file is larger than 256 KiB, the limit for a YAML file here: split it "
+            "or make it smaller",
+            id="larger than 256 KiB",
+        ),
+        pytest.param(
+            "a: 1\nb: é\x00\x01\x02\n",
+            "f.yaml:2: byte offset 10: the character U+0000 is not allowed in YAML (a binary "
+            "file?): remove it",
+            id="binary junk",
+        ),
+    ],
+)
+def test_reading_is_bounded(text: str, message: str) -> None:
+    started = time.monotonic()
+    assert outcome(load_yaml, text) == message
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(alias_bomb(6), id="alias bomb"),
+        pytest.param("- " * 1500 + "x\n", id="block 1500 deep"),
+        pytest.param(nested_block_mappings(150), id="block 150 deep"),
+        pytest.param("a: &a [1, *a]\n", id="recursive alias"),
+    ],
+)
+def test_ruamel_alone_keeps_the_bounds(text: str) -> None:
+    with pytest.raises(HubbotError):
+        _load_with_ruamel("f.yaml", text)
+
+
+def test_the_limits_leave_room_for_real_files() -> None:
+    text = "base: &b {x: 1, y: [1, 2]}\n" + "".join(f"k{i}:\n  <<: *b\n" for i in range(100))
+    assert load_yaml("f.yaml", text).data["k99"] == {"x": 1, "y": [1, 2]}
+    deepest = "- " * 99 + "x\n"
+    assert assert_fast_agrees(deepest)
+    assert outcome(load_yaml, "- " * 100 + "x\n") == f"f.yaml:1: {TOO_DEEP}"
+
+@pytest.mark.parametrize(
+    "relative",
+    sorted(
+        str(path.relative_to(PROJECT))
+        for pattern in ("deployments/*/hubploy.yaml", "deployments/*/config/*.yaml", "hub/*.yaml")
+        for path in PROJECT.glob(pattern)
+    ),
+)
+def test_an_edit_keeps_every_byte_it_does_not_change(relative: str) -> None:
+    text = (PROJECT / relative).read_text()
+    assert edit_yaml(relative, text, lambda doc: None) == text
+
+
+def test_an_edit_keeps_comments_quoting_and_flow_style() -> None:
+    text = '# top\na:\n  # why\n  b: "x"  # says x\n  c: {d: 1, e: [f, g]}\n  h: null\n'
+
+    def change(doc: Any) -> None:
+        doc["a"]["c"]["d"] = 2
+
+    assert edit_yaml("x.yaml", text, change) == text.replace("d: 1", "d: 2")
+
+
+def test_an_edit_of_a_bad_file_is_the_readers_message() -> None:
+    with pytest.raises(HubbotError, match=r"^x.yaml:1: plain `on` is a boolean"):
+        edit_yaml("x.yaml", "a: on\n", lambda doc: None)

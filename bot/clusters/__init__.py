@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.errors import HubbotError, Location
-from bot.hubploy import Deployment
+from bot.hubploy import Deployment, kubeconfig_path
 from bot.memfs import private_file
 from bot.source import Source
 from bot.values import Decryptor
@@ -48,12 +48,13 @@ def provider_for(
             cluster["aws"]["account_id"],
             where,
         )
-    if cluster["provider"] == "kubeconfig":
-        from bot.clusters.kubeconfig import EncryptedKubeconfig, kubeconfig_path
+    file = kubeconfig_path(deployment)  # None unless the provider is `kubeconfig`
+    if file is not None:
+        from bot.clusters.kubeconfig import EncryptedKubeconfig
 
         if decrypt is None:
             raise HubbotError("the kubeconfig cluster provider needs sops keys to decrypt", where)
-        return EncryptedKubeconfig(source, kubeconfig_path(deployment), decrypt)
+        return EncryptedKubeconfig(source, file, decrypt)
     raise HubbotError(f"unknown cluster provider {cluster['provider']!r}", where)
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 from bot.clusters import KubeConfig
 from bot.errors import HubbotError, Location
-from bot.hubploy import DEPLOYMENTS, Deployment
 from bot.source import Source
 from bot.values import Decryptor
 
@@ -17,11 +15,6 @@ CREDENTIAL_KEYS = frozenset(
     {"token", "password", "client-key-data", "client-certificate-data", "id-token",
      "refresh-token", "client-secret"}
 )
-
-
-def kubeconfig_path(deployment: Deployment) -> str:
-    relative = deployment.cluster["kubeconfig"]["file"]
-    return posixpath.normpath(posixpath.join(DEPLOYMENTS, deployment.hub, relative))
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,23 @@
 Reads the GitHub event (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_REF, or
 the flags) and runs, step by step, printing a heading and a duration for each:
 
-- pull_request to staging: validate, plan, build without push, diff, comment;
-- pull_request to prod: the head check, then the prod diff and comment;
-- push to staging: validate, plan, build and push, deploy the affected staging
-  pairs (recorded as GitHub deployments), record the staging run, promote;
-- push to prod: refuse a working tree that differs from its commit, validate, plan,
-  verify the commit tree and freight, deploy the affected prod pairs.
+- pull_request to staging: validate (against the base's schemas too), check
+  secrets against .sops.yaml, plan, build without push, diff, comment (which
+  flags a policy change);
+- pull_request to prod: the head check, the secrets check, then the prod diff
+  and comment;
+- push to staging: validate, check secrets, plan, build and push (with no staging
+  pair to deploy, record the staging run), deploy the affected staging pairs
+  (recorded as GitHub deployments), promote;
+- push to prod: refuse a working tree that differs from its commit, validate, check
+  secrets, plan, verify the commit tree and freight, deploy the affected prod pairs.
+
+That is `--job all`, for a laptop or a small fleet. The deploy workflow fans a push
+out instead (see bot/fanout.py): `--job plan` validates, plans, builds and pushes (or
+verifies prod's freight) and emits the matrix of the pushed branch's pairs;
+`--job deploy --hub HUB --env ENV` deploys one pair and writes its outcome file;
+`--job gather` reads every outcome, prints one table, and (staging) promotes only when
+every pair succeeded.
 
 A pull request from a fork has no secrets, no AWS and a read-only token: it is
 validated and diffed in shape-only mode and the report goes to the job summary.
@@ -38,16 +49,20 @@ from bot import (
     github,
     markdown,
     memfs,
+    policy,
     promote,
     records,
     sops,
+    sops_config,
+    startup,
 )
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
 from bot.errors import HubbotError
+from bot.fanout import gather, read_outcomes, targets_of, write_outcome
 from bot.hubploy import discover_hubs
-from bot.plan import Plan, plan
+from bot.plan import Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
 from bot.values import build
@@ -56,6 +71,8 @@ STAGING = freight.STAGING
 PROD = freight.PROD
 NO_COMMIT = "0" * 40
 OIDC_AUDIENCE = "sts.amazonaws.com"
+JOBS = ("all", "plan", "deploy", "gather")
+OUTCOMES = Path("hubbot-outcomes")
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,6 +82,23 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--event-path", type=Path, metavar="FILE", help="default: $GITHUB_EVENT_PATH"
     )
     parser.add_argument("--ref", metavar="REF", help="default: $GITHUB_REF")
+    fan_out = parser.add_argument_group("deploys fanned out over jobs (pushes only)")
+    fan_out.add_argument(
+        "--job", choices=JOBS, default="all", help="the part of a push's pipeline to run"
+    )
+    fan_out.add_argument("--hub", metavar="HUB", help="deploy: the pair's hub")
+    fan_out.add_argument("--env", metavar="ENV", help="deploy: the pair's environment")
+    fan_out.add_argument(
+        "--outcomes",
+        type=Path,
+        default=OUTCOMES,
+        metavar="DIR",
+        help=f"deploy: where to write the outcome; gather: where they are (default: {OUTCOMES})",
+    )
+    fan_out.add_argument("--matrix", metavar="JSON", help="gather: the plan job's matrix")
+    fan_out.add_argument(
+        "--plan-result", metavar="RESULT", help="gather: how the plan job ended (success, ...)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -151,11 +185,12 @@ class Context:
 
 def run(args: argparse.Namespace) -> int:
     event = read_event(args)
-    report = Report(f"hubbot ci: {event.name} {event.ref}".strip())
+    job = "" if args.job == "all" else f" ({args.job} job)"
+    report = Report(f"hubbot ci: {event.name} {event.ref}{job}".strip())
     ctx = Context(args.repo, args.redactor, report)
     try:
         with oidc_credentials():
-            return pipeline(ctx, event)
+            return pipeline(ctx, event) if args.job == "all" else fan_out_job(ctx, event, args)
     finally:
         actions.append_summary(report.markdown(), assert_clean=args.redactor.assert_clean)
 
@@ -184,12 +219,36 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context) -> None:
+def validate_step(ctx: Context, base_ref: str) -> None:
+    """Validate the checkout, against the schemas at `base_ref` too, refusing what
+    Kubernetes would refuse in the change from it."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-        args = argparse.Namespace(repo=ctx.repo, hubs=[], env=None, format=output)
+        # The start-up check runs in its own step, for the affected pairs only.
+        args = argparse.Namespace(
+            repo=ctx.repo, hubs=[], env=None, format=output, base=base_ref, no_startup=True
+        )
         if validate.run(args) != 0:
             raise HubbotError("validation failed: fix the problems listed above")
+
+
+def secrets_step(ctx: Context) -> None:
+    """Every secrets file encrypted as its .sops.yaml creation rule says (no keys needed)."""
+    with ctx.report.step("secrets"):
+        source = WorkTree(ctx.repo)
+        rules = sops_config.load_rules(source)
+        failed = []
+        for file in sops_config.secrets_files(source):
+            try:
+                sops_config.check_against_rules(rules, file, source.read(file) or "")
+            except HubbotError as exc:
+                print(f"  {exc}")
+                failed.append(file)
+        if failed:
+            raise HubbotError(
+                f"{len(failed)} secrets file(s) differ from their creation rule in "
+                f"{sops_config.CONFIG_FILE}: fix the problems listed above"
+            )
 
 
 def plan_step(ctx: Context, base_ref: str, head: Source, *, keyed: bool = False) -> Plan:
@@ -201,6 +260,10 @@ def plan_step(ctx: Context, base_ref: str, head: Source, *, keyed: bool = False)
         result = plan(base, head, decrypt=decrypt)
         pairs = ", ".join(f"{p.hub}/{p.env}" for p in result.deployable()) or "none"
         print(f"affected pairs: {pairs}")
+        for failure in result.failed:
+            print(f"  {failure.hub}: {failure.error}")
+        if result.failed:
+            raise HubbotError("hubs left out of the plan: fix the problems listed above")
     return result
 
 
@@ -208,14 +271,65 @@ def only_env(result: Plan, env: str) -> Plan:
     return dataclasses.replace(result, pairs=tuple(p for p in result.pairs if p.env == env))
 
 
-def diff_markdown(ctx: Context, result: Plan) -> str:
+def diff_markdown(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+    """The diff report's markdown, and the changes in it that Kubernetes would refuse."""
     with ctx.report.step("diff"):
         report = build_report(result, redact=ctx.redactor.redact, render_manifests=True)
         text = report_markdown(report)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
         print(text, end="" if text.endswith("\n") else "\n")
-    return text
+    return text, report.refused
+
+
+def comment_and_check(ctx: Context, pull: dict[str, Any], result: Plan, notice: str) -> int:
+    """Comment `notice`, the start-up verdicts and the diff; the check fails (after
+    commenting) on a change that cannot ship."""
+    startup_text, failing = startup_step(ctx, result)
+    text, refused = diff_markdown(ctx, result)
+    comment_step(ctx, pull, notice + startup_text + text)
+    refused += [f"{pair}: the start-up check fails" for pair in failing]
+    if refused:
+        raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
+    return 0
+
+
+def startup_step(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+    """The start-up check (the real JupyterHub) of the pairs the change affects: markdown
+    with one verdict per pair, and the pairs that fail it."""
+    pairs = result.deployable()
+    if not pairs:
+        ctx.report.skip("start-up check", "no pair changed")
+        return "", []
+    rows = []
+    with ctx.report.step("start-up check") as failures:
+        source = WorkTree(ctx.repo)
+        for pair in pairs:
+            name = f"{pair.hub}/{pair.env}"
+            checked = startup.check(source, build(source, pair.hub, pair.env))
+            for problem in checked.errors:
+                print(f"  {name}: {problem}")
+            for warning in checked.warnings:
+                print(f"  {name}: warning: {warning}")
+            verdict = checked.verdict
+            if checked.errors:
+                failures.append(name)
+                verdict = "fails: " + "; ".join(str(problem) for problem in checked.errors)
+            print(f"{name}: {verdict}")
+            rows.append(f"| {pair.hub} | {pair.env} | {markdown.escape_cell(verdict)} |")
+    text = (
+        "#### Start-up check: the real JupyterHub with each affected pair's config\n\n"
+        "| hub | env | verdict |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
+    ctx.report.sections.append(text)
+    return text, list(failures)
+
+
+def startup_gate(ctx: Context, result: Plan, env: str) -> None:
+    """Before a deploy: the pairs about to deploy must pass the start-up check."""
+    _, failing = startup_step(ctx, only_env(result, env))
+    if failing:
+        raise HubbotError(f"not deploying: the start-up check fails for {', '.join(failing)}")
 
 
 def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
@@ -241,9 +355,11 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
-    validate_step(ctx)
+    base = pull["base"]["sha"]
+    validate_step(ctx, base)
+    secrets_step(ctx)
     head = GitCommit(ctx.repo, "HEAD")
-    result = plan_step(ctx, pull["base"]["sha"], head)
+    result = plan_step(ctx, base, head)
     changed = [image for image in result.images if image.changed]
     if is_fork(pull):
         ctx.report.skip("build", "a fork's pull request has no registry access")
@@ -251,8 +367,16 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
         ctx.report.skip("build", "no image changed")
     else:
         build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
-    comment_step(ctx, pull, diff_markdown(ctx, result))
-    return 0
+    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
+
+
+def policy_notice(ctx: Context, base_sha: str, head: Source) -> str:
+    """The comment's warning when the pull request changes policy files (empty if none)."""
+    text = policy.notice(policy.changes(GitCommit(ctx.repo, base_sha), head))
+    if text:
+        ctx.report.sections.append(text)
+        print(text, end="")
+    return text
 
 
 def build_without_push(ctx: Context, hubs: list[str]) -> None:
@@ -273,10 +397,11 @@ def build_without_push(ctx: Context, hubs: list[str]) -> None:
 def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
     with ctx.report.step("head check"):
         promote.check_pull_into_prod(pull)
+    secrets_step(ctx)
+    base = pull["base"]["sha"]
     head = GitCommit(ctx.repo, "HEAD")
-    result = only_env(plan_step(ctx, pull["base"]["sha"], head), PROD)
-    comment_step(ctx, pull, diff_markdown(ctx, result))
-    return 0
+    result = only_env(plan_step(ctx, base, head), PROD)
+    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
 
 
 # --- pushes -----------------------------------------------------------------------------
@@ -301,13 +426,17 @@ def checked_out(ctx: Context, event: Event) -> freight.Checkout:
     return freight.checkout(ctx.repo, claimed)
 
 
+def targets_in(result: Plan, env: str) -> list[deploy.Target]:
+    return [deploy.Target(p.hub, p.env) for p in result.deployable() if p.env == env]
+
+
 def deploy_step(
-    ctx: Context, env: str, result: Plan, client: github.Client, ours: freight.Checkout
-) -> bool:
-    targets = [deploy.Target(p.hub, p.env) for p in result.deployable() if p.env == env]
+    ctx: Context, event: Event, env: str, targets: list[deploy.Target], client: github.Client
+) -> list[deploy.Outcome]:
     if not targets:
         ctx.report.skip(f"deploy {env}", "no pair changed")
-        return True
+        return []
+    ours = checked_out(ctx, event)
     with ctx.report.step(f"deploy {env}") as failures:
         source = WorkTree(ctx.repo)
         outcomes, stopped = deploy.deploy_targets(
@@ -325,61 +454,79 @@ def deploy_step(
         failures += [str(o.target) for o in outcomes if not o.ok]
         if stopped:
             raise HubbotError("interrupted by SIGTERM: the deploys above were stopped")
-    return not failures
+    return outcomes
 
 
-def push_to_staging(ctx: Context, event: Event) -> int:
+def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
+    """Validate and plan the push; then build and push every image (staging) or prove
+    prod's freight is what staging ran (prod). The plan holds the branch's pairs only."""
     ours = checked_out(ctx, event)
-    validate_step(ctx)
-    result = plan_step(ctx, push_base(ctx, event, PROD), GitCommit(ctx.repo, "HEAD"), keyed=True)
-    client = ctx.client()
-    with ctx.report.step("build and push"):
-        hubs = discover_hubs(WorkTree(ctx.repo))
-        for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
-            print(f"{image.name}:{image.tag}: {image.digest}")
-    if not deploy_step(ctx, STAGING, result, client, ours):
-        ctx.report.skip("promote", "a staging deploy failed")
-        return 1
-    record_run_step(ctx, client, ours, result)
-    with ctx.report.step("promote"):
-        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact, ctx.trust(client))
-        url = promotion.pull.get("html_url", "")
-        action = "opened" if promotion.created else "updated"
-        print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")
-        ctx.report.sections.append(f"Promotion PR {action}: {url}\n")
-    return 0
+    if branch == PROD:
+        # Before anything runs: prod ships a commit, never a working tree.
+        freight.require_committed(ours)
+    base = push_base(ctx, event, PROD if branch == STAGING else STAGING)
+    validate_step(ctx, base)
+    secrets_step(ctx)
+    result = only_env(plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True), branch)
+    startup_gate(ctx, result, branch)
+    if branch == STAGING:
+        with ctx.report.step("build and push"):
+            hubs = discover_hubs(WorkTree(ctx.repo))
+            for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
+                print(f"{image.name}:{image.tag}: {image.digest}")
+        if not targets_in(result, STAGING):
+            record_run_step(ctx, ours)
+    else:
+        verify_freight_step(ctx, result.deployable(), ours)
+    return result
 
 
-def record_run_step(
-    ctx: Context, client: github.Client, ours: freight.Checkout, result: Plan
-) -> None:
-    """Every affected staging pair deployed: record that this tree went through staging,
-    which is what lets prod deploy a change only prod receives."""
+def record_run_step(ctx: Context, ours: freight.Checkout) -> None:
+    """No staging pair to deploy (a change only prod receives): record that this commit's
+    tree went through staging, since no staging deployment of it will."""
     key = ctx.record_key()
     if key is None:
         ctx.report.skip(
-            "record staging run", f"{records.KEY_VARIABLE} is not set: prod will not deploy it"
+            "record staging run", f"{records.KEY_VARIABLE} is not set: prod will not count it"
         )
         return
     if ours.uncommitted:
         ctx.report.skip("record staging run", "the working tree differs from its commit")
         return
     with ctx.report.step("record staging run"):
-        pairs = [f"{p.hub}/{p.env}" for p in result.deployable() if p.env == STAGING]
-        freight.record_staging_run(client, ours, key, pairs)
+        freight.record_staging_run(ctx.client(), ours, key)
+
+
+def push_to_staging(ctx: Context, event: Event) -> int:
+    result = plan_push(ctx, event, STAGING)
+    outcomes = deploy_step(ctx, event, STAGING, targets_in(result, STAGING), ctx.client())
+    if not all(outcome.ok for outcome in outcomes):
+        ctx.report.skip("promote", "a staging deploy failed")
+        return 1
+    promote_step(ctx)
+    return 0
+
+
+def promote_step(ctx: Context) -> None:
+    with ctx.report.step("promote"):
+        client = ctx.client()
+        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact, ctx.trust(client))
+        url = promotion.pull.get("html_url", "")
+        action = "opened" if promotion.created else "updated"
+        print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")
+        ctx.report.sections.append(f"Promotion PR {action}: {url}\n")
 
 
 def push_to_prod(ctx: Context, event: Event) -> int:
-    ours = checked_out(ctx, event)
-    freight.require_committed(ours)
-    validate_step(ctx)
-    result = plan_step(
-        ctx, push_base(ctx, event, STAGING), GitCommit(ctx.repo, "HEAD"), keyed=True
-    )
-    client = ctx.client()
-    targets = [p for p in result.deployable() if p.env == PROD]
+    result = plan_push(ctx, event, PROD)
+    outcomes = deploy_step(ctx, event, PROD, targets_in(result, PROD), ctx.client())
+    return 0 if all(outcome.ok for outcome in outcomes) else 1
+
+
+def verify_freight_step(ctx: Context, targets: list[Pair], ours: freight.Checkout) -> None:
     with ctx.report.step("verify freight"):
         source = WorkTree(ctx.repo)
+        client = ctx.client()
         check = freight.freight_check(source, ctx.trust(client), ours)
         decrypt = sops.decryptor(ctx.redactor, cwd=ctx.repo)
         problems = []
@@ -395,7 +542,88 @@ def push_to_prod(ctx: Context, event: Event) -> int:
                 "prod freight does not match what staging ran; nothing was deployed: "
                 + " | ".join(problems)
             )
-    return 0 if deploy_step(ctx, PROD, result, client, ours) else 1
+
+
+# --- a push fanned out: plan job, one deploy job per pair, gather job -------------------
+
+
+def pushed_branch(event: Event) -> str:
+    branch = event.ref.removeprefix("refs/heads/")
+    if event.name != "push" or branch not in (STAGING, PROD):
+        raise HubbotError(
+            f"the plan, deploy and gather jobs run on pushes to {STAGING} or {PROD}, "
+            f"not on {event.name} {event.ref}".rstrip()
+        )
+    return branch
+
+
+def fan_out_job(ctx: Context, event: Event, args: argparse.Namespace) -> int:
+    branch = pushed_branch(event)
+    if args.job == "plan":
+        return plan_job(ctx, event, branch)
+    if args.job == "deploy":
+        if not (args.hub and args.env):
+            raise HubbotError("the deploy job needs its pair: --hub HUB --env ENV")
+        return deploy_job(ctx, event, branch, deploy.Target(args.hub, args.env), args.outcomes)
+    return gather_job(ctx, branch, args.matrix, args.plan_result, args.outcomes)
+
+
+def plan_job(ctx: Context, event: Event, branch: str) -> int:
+    """Plan once for the whole push; the matrix of the branch's pairs is the job's output."""
+    result = plan_push(ctx, event, branch)
+    pairs = targets_in(result, branch)
+    matrix = json.dumps(result.matrix(), separators=(",", ":"))
+    print(f"matrix: {matrix}")
+    actions.set_output("matrix", matrix, assert_clean=ctx.redactor.assert_clean)
+    actions.set_output("count", str(len(pairs)))
+    listed = ", ".join(str(pair) for pair in pairs) or "none"
+    ctx.report.sections.append(f"{len(pairs)} {branch} pair(s) to deploy, one job each: {listed}\n")
+    return 0
+
+
+def deploy_job(
+    ctx: Context, event: Event, branch: str, target: deploy.Target, outcomes: Path
+) -> int:
+    """Deploy one pair and write its outcome for the gather job, whatever happens."""
+    if target.env != branch:
+        raise HubbotError(
+            f"{target}: a push to {branch} deploys only {branch} pairs; {PROD} pairs deploy "
+            f"only on a push to {PROD} (the promotion merge)"
+        )
+    try:
+        (outcome,) = deploy_step(ctx, event, branch, [target], ctx.client())
+    except HubbotError as exc:
+        failed = deploy.Outcome(target, False, 0.0, ctx.redactor.redact(str(exc)))
+        write_outcome(outcomes, failed, ctx.redactor.assert_clean)
+        raise
+    write_outcome(outcomes, outcome, ctx.redactor.assert_clean)
+    return 0 if outcome.ok else 1
+
+
+def gather_job(
+    ctx: Context, branch: str, matrix: str | None, plan_result: str | None, outcomes: Path
+) -> int:
+    """Every pair's outcome in one table; the promotion only when every staging pair
+    succeeded (a pair that reported nothing has failed)."""
+    with ctx.report.step("gather") as failures:
+        if plan_result not in (None, "success"):
+            raise HubbotError(
+                f"the plan job ended with {plan_result!r}: no pair was deployed"
+                + (", and the promotion PR is left as it is" if branch == STAGING else "")
+            )
+        expected = targets_of(matrix or "", "the plan job's matrix (--matrix)")
+        gathered = gather(expected, read_outcomes(outcomes))
+        table = deploy.table(gathered) if gathered else f"no {branch} pair changed"
+        print(table)
+        ctx.report.sections.append(f"## Deploy {branch}\n\n{markdown.fence(table)}\n")
+        failures += [str(outcome.target) for outcome in gathered if not outcome.ok]
+    if failures:
+        if branch == STAGING:
+            ctx.report.skip("promote", f"staging deploys failed: {', '.join(failures)}")
+        return 1
+    if branch == STAGING:
+        promote_step(ctx)
+    return 0
 
 
 # --- AWS through GitHub's OIDC token ----------------------------------------------------

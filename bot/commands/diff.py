@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from bot import actions, diffreport, sops
 from bot.diffs import build_report
+from bot.errors import HubbotError
 from bot.plan import plan
 from bot.source import open_source
 
@@ -62,4 +64,8 @@ def run(args: argparse.Namespace) -> int:
         if output is not None:
             output.write_text(full, encoding="utf-8")
         actions.append_summary(full, assert_clean=args.redactor.assert_clean)
-    return 0
+    for failure in result.failed:
+        print(f"hubbot: error: {failure.hub} not diffed: {failure.error}", file=sys.stderr)
+    if report.refused:
+        raise HubbotError(f"this change cannot be deployed: {'; '.join(report.refused)}")
+    return 1 if result.failed else 0

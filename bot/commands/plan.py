@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     matrix = json.dumps(result.matrix(), separators=(",", ":"))
     actions.set_output("matrix", matrix, assert_clean=args.redactor.assert_clean)
     actions.set_output("count", str(len(result.deployable())))
-    return 0
+    for failure in result.failed:
+        print(f"hubbot: error: {failure.hub} not planned: {failure.error}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def registry_check(deployment: Deployment, image: ImageRef) -> bool | None:

@@ -20,12 +20,13 @@ from bot.hubploy import DEPLOYMENTS, discover_hubs, environment, load_deployment
 from bot.memfs import private_dir
 from bot.redact import Redactor
 from bot.sops_config import (
-    CONFIG_FILE,
     CreationRule,
-    Recipients,
-    file_recipients,
-    parse_config,
-    rule_for,
+    check_against_rules,
+    load_rules,
+    matching_rule,
+    mismatch,
+    recipients_of,
+    secrets_files,
 )
 from bot.sops_format import read_shape
 from bot.source import Source, WorkTree
@@ -33,7 +34,7 @@ from bot.values import Decryptor
 from bot.yamlfile import load_yaml
 
 EXIT_NOT_MODIFIED = 200  # sops edit: the file was left as it was
-UPDATEKEYS = "run `hubbot secrets updatekeys`"
+EXIT_EDITOR_FAILED = 201  # sops edit: the editor could not be started, or failed
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,41 +83,6 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def secrets_files(source: Source, hubs: list[str] | None = None) -> list[str]:
-    """Every file under deployments/<hub>/secrets/, as repo paths."""
-    names = hubs if hubs else source.children(DEPLOYMENTS)
-    return [
-        f"{DEPLOYMENTS}/{hub}/secrets/{name}"
-        for hub in names
-        for name in source.children(f"{DEPLOYMENTS}/{hub}/secrets")
-    ]
-
-
-def load_rules(source: Source) -> list[CreationRule]:
-    text = source.read(CONFIG_FILE)
-    if text is None:
-        raise HubbotError(
-            "missing: it names the keys each secrets file is encrypted for", Location(CONFIG_FILE)
-        )
-    return parse_config(text)
-
-
-def matching_rule(rules: list[CreationRule], file: str) -> CreationRule:
-    rule = rule_for(rules, file)
-    if rule is None:
-        raise HubbotError(
-            f"no creation rule in {CONFIG_FILE} matches this path: add one for its environment",
-            Location(file),
-        )
-    return rule
-
-
-def recipients_of(file: str, text: str) -> Recipients:
-    data = load_yaml(file, text).data
-    meta = data.get("sops") if isinstance(data, dict) else None
-    return file_recipients(file, meta if isinstance(meta, dict) else {})
-
-
 # check
 
 
@@ -125,7 +91,8 @@ def check(args: argparse.Namespace) -> int:
     rules = load_rules(source)
     decrypt = sops.decryptor(args.redactor, cwd=args.repo)
     files = secrets_files(source)
-    failed = unverified = 0
+    failed = 0
+    unverified: list[str] = []
     for file in files:
         try:
             verified = check_file(source, rules, file, decrypt)
@@ -133,12 +100,24 @@ def check(args: argparse.Namespace) -> int:
             print(f"FAILED  {file}\n  {exc}")
             failed += 1
             continue
-        unverified += not verified
+        if not verified:
+            unverified.append(file)
         print(f"ok      {file}" + ("" if verified else " (MAC not verified: no key here)"))
     print(f"{len(files) - failed} of {len(files)} secrets files ok")
+    key_file = os.environ.get("SOPS_AGE_KEY_FILE")
+    if key_file and unverified and len(unverified) == len(files) - failed:
+        # A key was given and opens nothing: a wrong key, not a machine without keys.
+        print(
+            f"FAILED  the age key in SOPS_AGE_KEY_FILE ({key_file}) opens none of the secrets "
+            "files: set it to the key file of one of their recipients"
+        )
+        for file in unverified:
+            keys = recipients_of(file, source.read(file) or "").describe()
+            print(f"  {file}: encrypted for {', '.join(keys) or 'no key'}")
+        return 1
     if unverified:
         print(
-            f"note: the MAC of {unverified} file(s) was not verified: no key here could open "
+            f"note: the MAC of {len(unverified)} file(s) was not verified: no key here could open "
             "them (set SOPS_AGE_KEY_FILE, or AWS credentials for KMS, to verify)"
         )
     return 1 if failed else 0
@@ -147,29 +126,12 @@ def check(args: argparse.Namespace) -> int:
 def check_file(source: Source, rules: list[CreationRule], file: str, decrypt: Decryptor) -> bool:
     """Raise on the first problem; True if the MAC was verified by decrypting."""
     text = source.read(file) or ""
-    read_shape(file, text)
-    rule = matching_rule(rules, file)
-    actual = recipients_of(file, text)
-    if actual != rule.recipients:
-        raise HubbotError(_mismatch(actual, rule), Location(file))
+    check_against_rules(rules, file, text)
     try:
         decrypt(file, text)
     except sops.NoKeyError:
         return False
     return True
-
-
-def _mismatch(actual: Recipients, rule: CreationRule) -> str:
-    wanted, have = set(rule.recipients.describe()), set(actual.describe())
-    parts = []
-    if wanted - have:
-        parts.append("missing " + ", ".join(sorted(wanted - have)))
-    if have - wanted:
-        parts.append("not in the rule: " + ", ".join(sorted(have - wanted)))
-    return (
-        f"encrypted for other keys than the creation rule at {CONFIG_FILE}:{rule.line} names "
-        f"({'; '.join(parts)}): {UPDATEKEYS}"
-    )
 
 
 # edit, encrypt, decrypt
@@ -199,6 +161,13 @@ def edit(args: argparse.Namespace) -> int:
     if result.returncode == EXIT_NOT_MODIFIED:
         print(f"{file}: not changed")
         return 0
+    if result.returncode == EXIT_EDITOR_FAILED:
+        editor = os.environ.get("SOPS_EDITOR") or os.environ.get("EDITOR") or "vim, nano or vi"
+        raise HubbotError(
+            f"the editor ({editor}) failed or could not be started: nothing was saved; "
+            "check EDITOR (or SOPS_EDITOR)",
+            Location(file),
+        )
     if result.returncode != 0:
         raise sops.failure(
             file, source.read(file) or "", result.returncode, result.stderr.decode(errors="replace")
@@ -276,18 +245,7 @@ def _register_plaintext(file: str, text: str, redactor: Redactor) -> None:
 
 
 def _encrypt_text(repo: Path, file: str, plaintext: str) -> str:
-    result = sops.run(
-        ["encrypt", "--filename-override", file, "--input-type", "yaml", "--output-type", "yaml"],
-        stdin=plaintext,
-        cwd=repo,
-    )
-    if result.returncode != 0:
-        raise HubbotError(
-            f"sops could not encrypt it (exit status {result.returncode}): check the creation "
-            f"rule in {CONFIG_FILE} and that its KMS keys are reachable",
-            Location(file),
-        )
-    return result.stdout.decode()
+    return sops.encrypt_text(file, plaintext, cwd=repo)
 
 
 def _write(repo: Path, file: str, ciphertext: str) -> None:
@@ -339,5 +297,5 @@ def _updatekeys_file(source: Source, rules: list[CreationRule], file: str, repo:
         raise sops.failure(file, text, result.returncode, result.stderr.decode(errors="replace"))
     after = recipients_of(file, source.read(file) or "")
     if after != rule.recipients:
-        raise HubbotError(_mismatch(after, rule) + " (sops left it so)", Location(file))
+        raise HubbotError(mismatch(after, rule) + " (sops left it so)", Location(file))
     return "updated "

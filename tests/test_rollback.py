@@ -1,0 +1,159 @@
+"""`hubbot rollback HUB ENV`: a PR into staging with the config of the last good deploy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import github
+from bot.main import main
+from tests.fixtures.github import FakeGitHub
+from tests.fixtures.repos import commit_all, git, replace_in
+
+COMMON = "deployments/tess-public/config/common.yaml"
+
+
+@pytest.fixture
+def api(github_api: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
+    for name, value in github_api.env().items():
+        monkeypatch.setenv(name, value)
+    return github_api
+
+
+@pytest.fixture
+def remote(hub_repo: Path, tmp_path: Path) -> Path:
+    """A bare `origin` holding staging and prod, as a CI checkout has."""
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(hub_repo, "remote", "add", "origin", str(bare))
+    git(hub_repo, "push", "-q", "origin", "staging", "prod")
+    git(hub_repo, "fetch", "-q", "origin")
+    return bare
+
+
+def record(api: FakeGitHub, env: str, sha: str, common: str, state: str = "success") -> int:
+    client = github.client_from_env(api.env())
+    payload: dict[str, Any] = {
+        "hubbot_freight": 1,
+        "hub": "tess-public",
+        "env": env,
+        "images": [],
+        "chart": {"name": "tess-hub", "version": "0.1.0"},
+        "fingerprints": {"common": common, "values": "hmac-sha256:" + common[-8:]},
+    }
+    deployment = github.create_deployment(client, sha, f"tess-public-{env}", payload)
+    github.create_deployment_status(client, deployment["id"], state)
+    return int(deployment["id"])
+
+
+def history(repo: Path, api: FakeGitHub, env: str) -> tuple[str, str, int]:
+    """Good (timeout 600), then 900, then a bad 1200 that runs now; a failed deploy after it.
+    Returns the good and bad commits and the good deployment's id."""
+    good = git(repo, "rev-parse", "HEAD")
+    record(api, env, good, "sha256:good")
+    replace_in(repo, COMMON, "timeout: 600", "timeout: 900")
+    middle = commit_all(repo, "cull after 15 min")
+    middle_id = record(api, env, middle, "sha256:middle")
+    replace_in(repo, COMMON, "timeout: 900", "timeout: 1200")
+    bad = commit_all(repo, "cull after 20 min")
+    record(api, env, bad, "sha256:bad")
+    replace_in(repo, COMMON, "timeout: 1200", "timeout: 1500")
+    record(api, env, commit_all(repo, "cull after 25 min"), "sha256:failed", state="failure")
+    git(repo, "push", "-q", "origin", "staging")
+    git(repo, "fetch", "-q", "origin")
+    return middle, bad, middle_id
+
+
+def running_id(api: FakeGitHub) -> int:
+    """The newest deployment whose latest status is success."""
+    return max(i for i, statuses in api.statuses.items() if statuses[-1]["state"] == "success")
+
+
+@pytest.mark.usefixtures("remote")
+def test_a_prod_rollback_is_a_pull_request_into_staging_with_the_last_good_config(
+    hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad, good_id = history(hub_repo, api, "prod")
+    head_before = git(hub_repo, "rev-parse", "HEAD")
+    status = main(["--repo", str(hub_repo), "rollback", "tess-public", "prod"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    branch = f"hubbot/rollback-tess-public-prod-{good_id}"
+    assert out.splitlines() == [
+        f"tess-public/prod runs deployment {running_id(api)} (commit {bad[:12]}); the last good "
+        f"deploy before it with other freight is {good_id} (commit {good[:12]})",
+        f"branch {branch} from origin/staging puts back:",
+        f"  {COMMON}",
+        "opened PR #1 into staging: https://github.com/tess-org/tess-hubs/pull/1",
+    ]
+    # The branch is staging's tip with the pair's files as the good deploy had them.
+    assert git(hub_repo, "rev-parse", f"origin/{branch}^") == git(
+        hub_repo, "rev-parse", "origin/staging"
+    )
+    assert git(hub_repo, "diff", "--name-only", "origin/staging", f"origin/{branch}") == COMMON
+    assert git(hub_repo, "show", f"origin/{branch}:{COMMON}") == git(
+        hub_repo, "show", f"{good}:{COMMON}"
+    )
+    # The work tree and its branch are untouched.
+    assert git(hub_repo, "rev-parse", "HEAD") == head_before
+    assert git(hub_repo, "status", "--porcelain") == ""
+    pull = api.pulls[1]
+    assert (pull["head"]["ref"], pull["base"]["ref"]) == (branch, "staging")
+    assert pull["title"] == f"Rollback tess-public/prod to deployment {good_id}"
+    assert "the promotion PR then carries the same freight to prod" in pull["body"]
+    assert f"- `{COMMON}`" in pull["body"]
+
+
+def test_without_an_earlier_good_deploy_nothing_is_made(
+    hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha = git(hub_repo, "rev-parse", "HEAD")
+    only = record(api, "staging", sha, "sha256:one")
+    record(api, "staging", sha, "sha256:one")  # a redeploy of the same freight
+    status = main(["--repo", str(hub_repo), "rollback", "tess-public", "staging"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err == (
+        f"hubbot: error: tess-public/staging runs deployment {only + 2} (commit {sha[:12]}), "
+        "and no earlier successful deployment in the last 50 shipped other freight: there is "
+        "nothing to roll back to\n"
+    )
+    assert git(hub_repo, "branch", "--list", "hubbot/*") == ""
+
+
+def test_without_records_or_a_token_the_message_says_so(
+    hub_repo: Path,
+    api: FakeGitHub,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert main(["--repo", str(hub_repo), "rollback", "tess-public", "prod"]) == 1
+    assert capsys.readouterr().err == (
+        "hubbot: error: no successful deployment of tess-public/prod is recorded (GitHub "
+        "environment tess-public-prod): there is nothing to roll back to\n"
+    )
+    monkeypatch.delenv("GITHUB_TOKEN")
+    assert main(["--repo", str(hub_repo), "rollback", "tess-public", "prod"]) == 1
+    assert capsys.readouterr().err == (
+        "hubbot: error: hubbot rollback reads the deployment records on GitHub: GITHUB_TOKEN "
+        "is not set: the GitHub API needs a token\n"
+    )
+
+
+def test_a_rollback_staging_already_holds_is_not_made_again(
+    hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = git(hub_repo, "rev-parse", "HEAD")
+    record(api, "prod", good, "sha256:good")
+    replace_in(hub_repo, COMMON, "timeout: 600", "timeout: 900")
+    bad = commit_all(hub_repo, "cull after 15 min")
+    record(api, "prod", bad, "sha256:bad")
+    replace_in(hub_repo, COMMON, "timeout: 900", "timeout: 600")
+    commit_all(hub_repo, "revert: cull after 10 min")
+    status = main(["--repo", str(hub_repo), "rollback", "tess-public", "prod", "--no-push"])
+    assert status == 1
+    assert "nothing to revert; merge the promotion PR to ship it to prod" in (
+        capsys.readouterr().err
+    )

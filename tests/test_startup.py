@@ -1,0 +1,224 @@
+"""The start-up check: the real JupyterHub, authenticators and KubeSpawner of chart 4.2.0.
+
+They are installed from PyPI once per machine (bot/jupyterhub_runtime.py caches the
+virtualenv); every test here runs `hubbot validate` on a copy of this repository, the
+real chart package and the real probe.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot import jupyterhub_runtime as runtime
+from bot.errors import HubbotError
+from tests.fixtures.repos import PROJECT, replace_in, validate
+from tests.fixtures.tools import missing
+
+PUBLIC = "deployments/tess-public/config/common.yaml"
+PRIVATE = "deployments/tess-private/config/common.yaml"
+CHART_VERSION = "4.2.0"
+
+
+def chart_packages() -> Path:
+    return Path(os.environ.get("HUBBOT_CHART_PACKAGES", PROJECT.parent / "shared" / "charts"))
+
+
+@pytest.fixture(scope="session")
+def hub_python() -> Path:
+    """The cached virtualenv of chart 4.2.0's hub packages: installed once per machine."""
+    packages = chart_packages()
+    requirements = packages / f"hub-image-requirements-{CHART_VERSION}.txt"
+    if not requirements.is_file():
+        missing(f"{requirements}", "set HUBBOT_CHART_PACKAGES to the shared chart packages")
+    return runtime.environment(CHART_VERSION, requirements)
+
+
+@pytest.fixture
+def startup_env(hub_python: Path, helm_bin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real helm, the real chart packages and the installed hub runtime."""
+    monkeypatch.setenv("HUBBOT_CHART_PACKAGES", str(chart_packages()))
+
+
+def line_of(repo: Path, relative: str, text: str) -> int:
+    lines = (repo / relative).read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
+
+
+def as_first_committed(repo: Path) -> None:
+    """tess-public and hub/values.yaml as they were before the start-up check existed."""
+    replace_in(
+        repo,
+        PUBLIC,
+        "      Authenticator:\n",
+        "      TmpAuthenticator:\n        force_new_server: true\n      Authenticator:\n",
+    )
+    replace_in(repo, PUBLIC, "        allow_all: true\n", "        admin_users: []\n")
+    replace_in(repo, "hub/values.yaml", "admin_access: null", "admin_access: false")
+
+
+@pytest.mark.slow
+def test_tmp_without_allow_all_admits_nobody_and_unknown_settings_fail(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    as_first_committed(hub_repo)
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
+    assert status == 1, out
+    tmp_line = line_of(hub_repo, PUBLIC, "authenticator_class: tmp")
+    assert f"{PUBLIC}:{tmp_line}: nobody can log in: TmpAuthenticator admits no one" in out
+    force_line = line_of(hub_repo, PUBLIC, "force_new_server")
+    assert (
+        f"{PUBLIC}:{force_line}: `TmpAuthenticator.force_new_server` is not a setting of "
+        "TmpAuthenticator in jupyterhub-tmpauthenticator 1.0.0" in out
+    )
+    admin_line = line_of(hub_repo, "hub/values.yaml", "admin_access")
+    assert f"warning: hub/values.yaml:{admin_line}: `JupyterHub.admin_access` is deprecated" in out
+    assert "start-up: starts; login: nobody can log in" in out
+
+
+@pytest.mark.slow
+def test_the_charts_own_deprecated_default_is_named_as_such(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, "hub/values.yaml", "        admin_access: null\n", "")
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
+    assert status == 0, out
+    assert (
+        "`JupyterHub.admin_access (a default of the jupyterhub chart: `admin_access: null` "
+        "under hub.config.JupyterHub drops it)` is deprecated"
+    ) in out
+
+
+@pytest.mark.slow
+def test_the_committed_public_hub_admits_a_temporary_user(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
+    assert status == 0, out
+    assert "ok      tess-public/staging" in out
+    assert "start-up: starts; login: a temporary user is admitted" in out
+    assert "warning" not in out
+
+
+@pytest.mark.slow
+def test_github_verdict_names_the_org_and_the_hubs_own_callback(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "staging", startup=True)
+    assert status == 0, out
+    assert (
+        "start-up: starts; login: GitHub, org tess-science, callback "
+        "https://staging.private.tess.omgwtf.in/hub/oauth_callback, client id set from secrets"
+    ) in out
+
+
+@pytest.mark.slow
+def test_github_without_an_org_admits_nobody_and_a_foreign_callback_fails(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, PRIVATE, "        allowed_organizations: [tess-science]\n", "")
+    staging = "deployments/tess-private/config/staging.yaml"
+    replace_in(hub_repo, staging, "https://staging.private.", "https://private.")
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "staging", startup=True)
+    assert status == 1, out
+    github_line = line_of(hub_repo, PRIVATE, "authenticator_class: github")
+    assert f"{PRIVATE}:{github_line}: nobody can log in: GitHubOAuthenticator" in out
+    callback_line = line_of(hub_repo, staging, "oauth_callback_url")
+    assert (
+        f"{staging}:{callback_line}: the OAuth callback "
+        "https://private.tess.omgwtf.in/hub/oauth_callback is not on this hub's host"
+    ) in out
+
+
+@pytest.mark.slow
+def test_user_pod_as_root_or_with_a_shared_sub_path_fails(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(
+        hub_repo,
+        PRIVATE,
+        "      GitHubOAuthenticator:\n",
+        "      KubeSpawner: {uid: 0}\n      GitHubOAuthenticator:\n",
+    )
+    replace_in(hub_repo, PRIVATE, 'subPath: "{username}"', "subPath: homes")
+    replace_in(hub_repo, PRIVATE, "guarantee: 2G", "guarantee: 16G")
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "staging", startup=True)
+    assert status == 1, out
+    uid_line = line_of(hub_repo, PRIVATE, "KubeSpawner: {uid: 0}")
+    assert f"{PRIVATE}:{uid_line}: user pods would run as root (uid 0)" in out
+    sub_path_line = line_of(hub_repo, PRIVATE, "subPath: homes")
+    assert (
+        f"{PRIVATE}:{sub_path_line}: user pods would mount the shared volume claim home-nfs "
+        "with sub-path 'homes', not the user's own directory"
+    ) in out
+    limit_line = line_of(hub_repo, PRIVATE, "limit: 8G")
+    assert f"{PRIVATE}:{limit_line}: user pods' memory limit" in out
+
+
+@pytest.mark.slow
+def test_public_user_pod_mounts_no_volume_claim(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The house policy refuses singleuser.storage here; hub.config reaches KubeSpawner directly.
+    volumes = (
+        "      KubeSpawner:\n"
+        "        volumes: [{name: data, persistentVolumeClaim: {claimName: home-nfs}}]\n"
+        "        volume_mounts: [{name: data, mountPath: /data}]\n"
+    )
+    replace_in(hub_repo, PUBLIC, "      Authenticator:\n", volumes + "      Authenticator:\n")
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
+    assert status == 1, out
+    storage_line = line_of(hub_repo, PUBLIC, "volumes: [{name: data")
+    assert (
+        f"{PUBLIC}:{storage_line}: user pods would mount the volume claim home-nfs, though "
+        "homeStorage.enabled is false"
+    ) in out
+
+
+def test_missing_requirements_file_says_what_to_set(
+    hub_repo: Path, helm_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    monkeypatch.setenv("HUBBOT_CHART_PACKAGES", str(packages))
+    with pytest.raises(HubbotError) as raised:
+        runtime.requirements_file(CHART_VERSION)
+    assert "hub-image-requirements-4.2.0.txt" in raised.value.message
+    assert "--no-startup" in raised.value.message
+    monkeypatch.delenv("HUBBOT_CHART_PACKAGES")
+    with pytest.raises(HubbotError, match="set HUBBOT_CHART_PACKAGES"):
+        runtime.requirements_file(CHART_VERSION)
+
+
+def test_validate_without_the_pins_fails_the_pair_in_one_line(
+    hub_repo: Path,
+    helm_bin: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("HUBBOT_CHART_PACKAGES", raising=False)
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
+    assert status == 1
+    assert "the start-up check needs hub-image-requirements-4.2.0.txt" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_failed_install_is_one_error_and_leaves_no_environment(tmp_path: Path) -> None:
+    requirements = tmp_path / "pins.txt"
+    requirements.write_text("jupyterhub==0.0.0.0.1\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(HubbotError) as raised:
+        runtime.environment("0.0.0", requirements, cache)
+    assert "cannot install JupyterHub for chart 0.0.0 from PyPI" in raised.value.message
+    assert list(cache.iterdir()) == []
+
+
+def test_quantities_compare_as_kubernetes_reads_them() -> None:
+    from bot.startup import quantity
+
+    assert quantity("500m") < quantity(1) < quantity("1G") < quantity("1Gi") < quantity(2e9)
+    with pytest.raises(HubbotError):
+        quantity("lots")
