@@ -617,6 +617,27 @@ def test_a_change_made_directly_on_prod_is_refused(
     ) in out
 
 
+def test_a_squashed_promotion_deploys_every_hub_of_a_tree_staging_ran(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    assert deploy(deployable, "tess-private", "staging") == 0
+    common = deployable.repo / "deployments/tess-public/config/common.yaml"
+    common.write_text(common.read_text().replace("timeout: 600", "timeout: 900"))
+    commit_all(deployable.repo, "tess-public culls later")
+    # Only tess-public changed, so only it deploys to staging at this commit.
+    assert deploy(deployable, "tess-public", "staging") == 0
+    tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
+    squashed = git(deployable.repo, "commit-tree", tree, "-p", "prod", "-m", "Promote")
+    git(deployable.repo, "checkout", "-q", "-B", "prod", squashed)
+
+    assert deploy(deployable, "tess-private", "prod") == 0
+    assert deploy(deployable, "tess-public", "prod") == 0
+
+    prod = [d for d in recorded.deployments.values() if d["environment"].endswith("-prod")]
+    assert [d["sha"] for d in prod] == [squashed, squashed]
+
+
 def test_a_working_tree_that_differs_from_its_commit_never_deploys_prod(
     deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
