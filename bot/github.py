@@ -309,6 +309,21 @@ def upsert_sticky(client: Client, number: int, parts: list[str], key: str = "dif
     return result
 
 
+def read_sticky(client: Client, number: int, key: str = "diff") -> str | None:
+    """The document sticky comment `key` shows now (its parts joined, markers and part
+    headers removed), or None when the PR has none."""
+    parts: dict[int, str] = {}
+    for comment in list_comments(client, number):
+        body = comment.get("body") or ""
+        found = _MARKER_RE.match(body)
+        if found and found.group("key") == key and _trusted(comment):
+            text = body[found.end() :].removeprefix("\n")
+            parts.setdefault(int(found.group("index")), markdown.strip_part_header(text))
+    if not parts:
+        return None
+    return "\n".join(parts[index].rstrip("\n") for index in sorted(parts)) + "\n"
+
+
 def publish_comment(
     client: Client,
     number: int,

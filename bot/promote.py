@@ -114,7 +114,7 @@ def body(
         f"Merging this deploys to {PROD} exactly what {STAGING} runs: the same image digests, "
         "chart and common config (checked again at deploy time; nothing is built).\n\n"
         f"## Freight\n\n{freight}\n"
-        f"## What {PROD} will receive\n\n{diffreport.markdown(report)}"
+        f"## What {PROD} will receive\n\n{diffreport.markdown(report, promotion=True)}"
     )
     return markdown.truncate(
         document, BODY_LIMIT, "_The diff is cut here: the full report is in the job summary._"

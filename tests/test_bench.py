@@ -23,7 +23,7 @@ from bench.generate import ENVS, KINDS, Change, Generated, generate, hub_name, i
 from bench.replay import Replay, replay
 from bot.helm import PACKAGES_ENV
 from bot.main import main
-from tests.fixtures.charts import chart_packages_directory
+from tests.fixtures.charts import REAL_CHART, chart_packages_directory
 from tests.fixtures.tools import require_binary
 
 PAIRS = [(hub, env) for hub in ("hub-a", "hub-ab") for env in ("staging", "prod")]
@@ -109,7 +109,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Generated:
 
 def test_the_synthetic_repository_renders_the_real_chart(synthetic: Generated) -> None:
     committed = git(synthetic.root, "ls-files", "hub/charts")
-    assert committed == "hub/charts/jupyterhub-4.2.0.tgz"
+    assert committed == f"hub/charts/{REAL_CHART}"
 
 
 def test_generated_history_has_every_change_kind_once(synthetic: Generated) -> None:

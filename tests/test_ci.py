@@ -34,7 +34,6 @@ from tests.fixtures.helm_standin import (
     point_urls,
 )
 from tests.fixtures.jupyterhub import Hub
-from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git
 from tests.fixtures.secrets import AgeKey, age_rules, encrypt_yaml, write_secrets
 
@@ -154,7 +153,10 @@ def test_a_pull_request_resizing_the_static_home_volume_fails_validation(
     ) in out
     assert "<== validate: failed in " in out
     assert err == "hubbot: error: validation failed: fix the problems listed above\n"
-    assert api.comments_on(number) == []
+    # The comment says so (issue 14: every run updates it, failing runs included).
+    (comment,) = api.comments_on(number)
+    assert "failed validation" in comment["body"]
+    assert f"/{common}#L3) (tess-private/prod): Kubernetes refuses to resize" in comment["body"]
 
 
 def test_a_pull_request_whose_manifests_resize_a_static_volume_is_commented_then_fails(
@@ -238,6 +240,9 @@ def test_the_promotion_pull_request_gets_the_prod_diff(
     (comment,) = api.comments_on(pull["number"])
     assert "tess-public/prod" in comment["body"]
     assert "tess-public/staging" not in comment["body"]
+    assert "Merging deploys tess-public/prod with exactly what staging ran; nothing is built." \
+        in comment["body"]
+    assert "to build" not in comment["body"]
 
 
 def test_an_unknown_event_is_one_clear_error(
@@ -277,7 +282,8 @@ def test_a_pull_request_that_loosens_the_schemas_is_held_to_its_base(
         "checked against\n"
     ) in out
     assert err == "hubbot: error: validation failed: fix the problems listed above\n"
-    assert api.comments_on(pull["number"]) == []
+    (comment,) = api.comments_on(pull["number"])
+    assert f"/deployments/tess-public/config/common.yaml#L{line}) " in comment["body"]
 
 
 def test_a_policy_change_is_flagged_in_the_comment(
@@ -294,11 +300,12 @@ def test_a_policy_change_is_flagged_in_the_comment(
     assert ci(hub_repo, "pull_request", event) == 0
 
     (comment,) = api.comments_on(pull["number"])
-    assert (
-        "**Policy change**: this pull request changes `schemas/policy.schema.yaml`. The owners "
-        "named in `.github/CODEOWNERS` must review it."
-    ) in comment["body"]
-    assert "**Policy change**" in summary(tmp_path)
+    flag = (
+        "policy change (schemas/policy.schema.yaml): it decides what every hub may do; the "
+        "owners named in .github/CODEOWNERS must review it"
+    )
+    assert flag in comment["body"].replace("\\", "")
+    assert flag in summary(tmp_path).replace("\\", "")
 
 
 @pytest.mark.parametrize("change", ["extra recipient", "prod over staging", "unencrypted_regex"])
@@ -599,25 +606,3 @@ def test_a_refused_oidc_token_says_what_the_workflow_lacks(oidc_env: HTTPServer)
         "cannot get the job's OIDC token for AWS_ROLE_ARN (HTTPError): does the workflow "
         "grant `id-token: write`?"
     )
-
-
-def test_a_pull_request_whose_registry_cannot_be_asked_skips_the_build_and_still_comments(
-    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    port = free_port()
-    unreachable = LocalRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", tmp_path)
-    image = point_hubs_at(hub_repo, unreachable)
-    base_sha = git(hub_repo, "rev-parse", "staging")
-    git(hub_repo, "checkout", "-q", "-b", "new-image")
-    busybox_image(hub_repo / USER_IMAGE_DIR, extra='LABEL change="new-image"')
-    head_sha = commit_all(hub_repo, "a new user image")
-    pull = api.add_pull("new-image", "staging")
-    event = pull_event(tmp_path, pull["number"], "staging", base_sha, "new-image", head_sha)
-
-    assert ci(hub_repo, "pull_request", event) == 0
-
-    out, _ = capsys.readouterr()
-    skipped = next(line for line in out.splitlines() if line.startswith("==> build: skipped"))
-    assert skipped.startswith("==> build: skipped (cannot ask the registry which tags exist: ")
-    assert image.split("/")[0] in skipped
-    assert len(api.comments_on(pull["number"])) == 1

@@ -26,7 +26,7 @@ from bot.helm import PACKAGES_ENV
 from bot.main import main
 from bot.source import WorkTree
 from bot.values import build
-from tests.fixtures.charts import REAL_CHART, chart_packages_directory
+from tests.fixtures.charts import CHART_VERSION, REAL_CHART, chart_packages_directory
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
     HUBS,
@@ -257,7 +257,7 @@ def test_offline_chart_dependencies_are_one_clear_error_and_nothing_deploys(
 
     _, err = capsys.readouterr()
     assert err == (
-        "hubbot: error: chart dependency jupyterhub 4.2.0 from "
+        f"hubbot: error: chart dependency jupyterhub {CHART_VERSION} from "
         "https://hub.jupyter.org/helm-chart/ cannot be fetched (offline? set "
         "HUBBOT_CHART_PACKAGES to a directory of chart packages)\n"
     )

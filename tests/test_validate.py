@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.main import main
+from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import commit_all, git, replace_in, validate, write
 from tests.test_yamlfile import alias_bomb
 
@@ -30,7 +31,7 @@ def test_the_repository_is_valid(hub_repo: Path, capsys: pytest.CaptureFixture[s
 def test_a_chart_lock_out_of_sync_with_chart_yaml(
     hub_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    replace_in(hub_repo, "hub/Chart.yaml", "version: 4.2.0", "version: 4.3.0")
+    replace_in(hub_repo, "hub/Chart.yaml", f"version: {CHART_VERSION}", "version: 4.3.0")
     status, out = validate(hub_repo, capsys)
     assert status == 1
     assert "4 of 4 hub environments valid" in out

@@ -47,9 +47,10 @@ from bot import (
     freight,
     git,
     github,
+    imagediff,
     markdown,
     memfs,
-    policy,
+    prcomment,
     promote,
     records,
     sops,
@@ -59,10 +60,11 @@ from bot import (
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
+from bot.engine import Engine, connect
 from bot.errors import HubbotError
 from bot.fanout import gather, read_outcomes, targets_of, write_outcome
 from bot.hubploy import discover_hubs
-from bot.plan import Pair, Plan, plan
+from bot.plan import ImagePlan, Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
 from bot.values import build
@@ -82,6 +84,11 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--event-path", type=Path, metavar="FILE", help="default: $GITHUB_EVENT_PATH"
     )
     parser.add_argument("--ref", metavar="REF", help="default: $GITHUB_REF")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the comment it would post; no GitHub, no builds, pushes or deploys",
+    )
     fan_out = parser.add_argument_group("deploys fanned out over jobs (pushes only)")
     fan_out.add_argument(
         "--job", choices=JOBS, default="all", help="the part of a push's pipeline to run"
@@ -172,6 +179,7 @@ class Context:
     repo: Path
     redactor: Redactor
     report: Report
+    dry_run: bool = False
 
     def client(self) -> github.Client:
         return github.client_from_env(assert_clean=self.redactor.assert_clean)
@@ -187,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     event = read_event(args)
     job = "" if args.job == "all" else f" ({args.job} job)"
     report = Report(f"hubbot ci: {event.name} {event.ref}{job}".strip())
-    ctx = Context(args.repo, args.redactor, report)
+    ctx = Context(args.repo, args.redactor, report, args.dry_run)
     try:
         with oidc_credentials():
             return pipeline(ctx, event) if args.job == "all" else fan_out_job(ctx, event, args)
@@ -219,16 +227,23 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context, base_ref: str) -> None:
+def validate_step(
+    ctx: Context, base_ref: str, problems: list[prcomment.Problem] | None = None
+) -> None:
     """Validate the checkout, against the schemas at `base_ref` too, refusing what
-    Kubernetes would refuse in the change from it."""
+    Kubernetes would refuse in the change from it; each problem also goes to `problems`
+    (for the PR comment)."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
         # The start-up check runs in its own step, for the affected pairs only.
         args = argparse.Namespace(
             repo=ctx.repo, hubs=[], env=None, format=output, base=base_ref, no_startup=True
         )
-        if validate.run(args) != 0:
+        found: list[tuple[str, HubbotError]] = []
+        status = validate.run(args, found)
+        if problems is not None:
+            problems += [prcomment.Problem(where, error) for where, error in found]
+        if status != 0:
             raise HubbotError("validation failed: fix the problems listed above")
 
 
@@ -271,27 +286,30 @@ def only_env(result: Plan, env: str) -> Plan:
     return dataclasses.replace(result, pairs=tuple(p for p in result.pairs if p.env == env))
 
 
-def diff_markdown(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+def diff_markdown(
+    ctx: Context, result: Plan, *, promotion: bool = False
+) -> tuple[str, list[str]]:
     """The diff report's markdown, and the changes in it that Kubernetes would refuse."""
     with ctx.report.step("diff"):
         report = build_report(result, redact=ctx.redactor.redact, render_manifests=True)
-        text = report_markdown(report)
+        text = report_markdown(report, promotion=promotion)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
         print(text, end="" if text.endswith("\n") else "\n")
     return text, report.refused
 
 
-def comment_and_check(ctx: Context, pull: dict[str, Any], result: Plan, notice: str) -> int:
-    """Comment `notice`, the start-up verdicts and the diff; the check fails (after
-    commenting) on a change that cannot ship."""
+def comment_and_check(
+    ctx: Context, result: Plan, review: prcomment.Review, *, promotion: bool = False
+) -> None:
+    """Put the start-up verdicts and the diff in the review (it becomes the comment); the
+    check fails on a change that cannot ship."""
     startup_text, failing = startup_step(ctx, result)
-    text, refused = diff_markdown(ctx, result)
-    comment_step(ctx, pull, notice + startup_text + text)
+    text, refused = diff_markdown(ctx, result, promotion=promotion)
+    review.diff = startup_text + text
     refused += [f"{pair}: the start-up check fails" for pair in failing]
     if refused:
         raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
-    return 0
 
 
 def startup_step(ctx: Context, result: Plan) -> tuple[str, list[str]]:
@@ -332,7 +350,14 @@ def startup_gate(ctx: Context, result: Plan, env: str) -> None:
         raise HubbotError(f"not deploying: the start-up check fails for {', '.join(failing)}")
 
 
-def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
+def comment_step(ctx: Context, pull: dict[str, Any], review: prcomment.Review) -> None:
+    """Post the review as the PR's sticky comment (a dry run prints it instead)."""
+    if ctx.dry_run:
+        text = prcomment.render(review, ctx.report.steps, None)
+        ctx.redactor.assert_clean(text, "the PR comment")
+        print(f"--- the comment hubbot would post on #{pull['number']} ---\n{text}---")
+        ctx.report.skip("comment", "dry run: the comment is printed above")
+        return
     if is_fork(pull):
         ctx.report.skip(
             "comment",
@@ -340,10 +365,38 @@ def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
         )
         return
     with ctx.report.step("comment"):
+        client = ctx.client()
+        previous = github.read_sticky(client, pull["number"])
+        text = prcomment.render(review, ctx.report.steps, previous)
         comments = github.publish_comment(
-            ctx.client(), pull["number"], text, full_link=actions.run_url()
+            client, pull["number"], text, full_link=actions.run_url()
         )
         print(f"comment: {comments[0].get('html_url', '')}")
+
+
+def head_commit(ctx: Context, sha: str) -> str:
+    """The PR head as a full commit id (an example event may name a ref such as HEAD)."""
+    try:
+        return git.resolve(ctx.repo, sha)
+    except HubbotError:
+        return sha
+
+
+@contextmanager
+def reviewing(ctx: Context, pull: dict[str, Any]) -> Iterator[prcomment.Review]:
+    """A review of the PR's head that becomes its comment however the block ends."""
+    review = prcomment.Review(
+        repository=str(pull["base"]["repo"]["full_name"]),
+        head=head_commit(ctx, str(pull["head"]["sha"])),
+        server=os.environ.get("GITHUB_SERVER_URL") or prcomment.SERVER,
+    )
+    try:
+        yield review
+    except HubbotError as exc:
+        review.failure = exc.message
+        comment_step(ctx, pull, review)
+        raise
+    comment_step(ctx, pull, review)
 
 
 def is_fork(pull: dict[str, Any]) -> bool:
@@ -356,42 +409,94 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
-    validate_step(ctx, base)
-    secrets_step(ctx)
-    head = GitCommit(ctx.repo, "HEAD")
-    result = plan_step(ctx, base, head)
-    changed = [image for image in result.images if image.changed]
-    if is_fork(pull):
-        ctx.report.skip("build", "a fork's pull request has no registry access")
-    elif not changed:
-        ctx.report.skip("build", "no image changed")
-    else:
-        build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
-    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
+    with reviewing(ctx, pull) as review:
+        validate_step(ctx, base, review.problems)
+        secrets_step(ctx)
+        head = GitCommit(ctx.repo, "HEAD")
+        result = plan_step(ctx, base, head)
+        changed = [image for image in result.images if image.changed]
+        if is_fork(pull):
+            ctx.report.skip("build", "a fork's pull request has no registry access")
+            if changed:
+                review.images = imagediff.markdown(
+                    spec_diffs(ctx, result, changed, "not built: a fork's pull request")
+                )
+        elif not changed:
+            ctx.report.skip("build", "no image changed")
+        else:
+            review_build(ctx, review, result, changed)
+        comment_and_check(ctx, result, review)
+    return 1 if review.failed else 0
 
 
-def policy_notice(ctx: Context, base_sha: str, head: Source) -> str:
-    """The comment's warning when the pull request changes policy files (empty if none)."""
-    text = policy.notice(policy.changes(GitCommit(ctx.repo, base_sha), head))
-    if text:
-        ctx.report.sections.append(text)
-        print(text, end="")
-    return text
+def review_build(
+    ctx: Context,
+    review: prcomment.Review,
+    result: Plan,
+    changed: list[ImagePlan],
+) -> None:
+    """Build the PR's changed images without pushing, and say what their contents change.
 
-
-def build_without_push(ctx: Context, hubs: list[str]) -> None:
-    """Build the PR's missing images to prove they build; skipped when the registry cannot
-    be asked (pull request workflows get no cloud credentials), since then it is unknown
-    which tags are missing."""
-    source = WorkTree(ctx.repo)
-    try:
-        builder.plan(source, hubs, push=False)
-    except HubbotError as exc:
-        ctx.report.skip("build", f"cannot ask the registry which tags exist: {exc}")
+    Built whenever the registry cannot tell that the tag exists (pull request
+    workflows may have no cloud credentials): an image that does not build fails
+    the check. Without a build, the packages come from the environment spec.
+    """
+    hubs = sorted({hub for image in changed for hub in image.hubs})
+    if ctx.dry_run:
+        ctx.report.skip("build", "dry run: builds nothing")
+        review.images = imagediff.markdown(spec_diffs(ctx, result, changed, "not built: dry run"))
         return
-    with ctx.report.step("build (no push)"):
-        for image in builder.ensure_images(source, hubs, False, on_line=print):
-            print(f"{image.name}:{image.tag}: built={image.built} pushed={image.pushed}")
+    source = WorkTree(ctx.repo)
+    registry = True
+    try:
+        wanted = {s.reference for s in builder.plan(source, hubs, push=False) if not s.exists}
+    except HubbotError as exc:
+        registry = False
+        wanted = {image.reference for image in changed}
+        print(f"cannot ask the registry which tags exist ({exc}): building the changed images")
+    if not wanted:
+        ctx.report.skip("build", "every changed image is already in the registry")
+        review.images = imagediff.markdown(
+            spec_diffs(ctx, result, changed, "not built: the registry has it already")
+        )
+        return
+    title = "build (no push)" + ("" if registry else ": the registry cannot be asked")
+    with ctx.report.step(title) as failures:
+        try:
+            engine = Engine(connect())
+            assert result.sources is not None, "plan() always records its sources"
+            reviewed = builder.build_for_review(
+                result.sources[0], source, hubs, wanted,
+                registry=registry, on_line=print, engine=engine,
+            )
+            review.images = imagediff.markdown([compare(engine, item) for item in reviewed])
+        except HubbotError as exc:
+            print(exc)
+            failures.append(exc.message)
+            review.build_failure = str(exc)
+
+
+def compare(engine: Engine, item: builder.Reviewed) -> imagediff.ImageDiff:
+    diff = imagediff.from_images(engine, item.previous, item.head.reference, item.head.hubs)
+    return dataclasses.replace(diff, note=item.note) if item.note else diff
+
+
+def spec_diffs(
+    ctx: Context, result: Plan, changed: list[ImagePlan], why: str
+) -> list[imagediff.ImageDiff]:
+    assert result.sources is not None, "plan() always records its sources"
+    base, head = result.sources
+    previous = {
+        ref.name: (ref.reference, ref.directory)
+        for ref in (w.ref for w in builder.collect(base, discover_hubs(base)))
+    }
+    return [
+        imagediff.from_specs(
+            base, head, previous.get(image.name), (image.reference, image.directory),
+            image.hubs, why,
+        )
+        for image in changed
+    ]
 
 
 def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
@@ -399,9 +504,11 @@ def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
         promote.check_pull_into_prod(pull)
     secrets_step(ctx)
     base = pull["base"]["sha"]
-    head = GitCommit(ctx.repo, "HEAD")
-    result = only_env(plan_step(ctx, base, head), PROD)
-    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
+    with reviewing(ctx, pull) as review:
+        head = GitCommit(ctx.repo, "HEAD")
+        result = only_env(plan_step(ctx, base, head), PROD)
+        comment_and_check(ctx, result, review, promotion=True)
+    return 0
 
 
 # --- pushes -----------------------------------------------------------------------------
@@ -469,6 +576,8 @@ def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
     secrets_step(ctx)
     result = only_env(plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True), branch)
     startup_gate(ctx, result, branch)
+    if dry_run_ends(ctx, ("build and push" if branch == STAGING else "verify freight",)):
+        return result
     if branch == STAGING:
         with ctx.report.step("build and push"):
             hubs = discover_hubs(WorkTree(ctx.repo))
@@ -497,8 +606,18 @@ def record_run_step(ctx: Context, ours: freight.Checkout) -> None:
         freight.record_staging_run(ctx.client(), ours, key)
 
 
+def dry_run_ends(ctx: Context, steps: tuple[str, ...]) -> bool:
+    """In a dry run, skip `steps` (they need GitHub, a registry or a cluster): True."""
+    if ctx.dry_run:
+        for title in steps:
+            ctx.report.skip(title, "dry run")
+    return ctx.dry_run
+
+
 def push_to_staging(ctx: Context, event: Event) -> int:
     result = plan_push(ctx, event, STAGING)
+    if dry_run_ends(ctx, (f"deploy {STAGING}", "promote")):
+        return 0
     outcomes = deploy_step(ctx, event, STAGING, targets_in(result, STAGING), ctx.client())
     if not all(outcome.ok for outcome in outcomes):
         ctx.report.skip("promote", "a staging deploy failed")
@@ -519,6 +638,8 @@ def promote_step(ctx: Context) -> None:
 
 def push_to_prod(ctx: Context, event: Event) -> int:
     result = plan_push(ctx, event, PROD)
+    if dry_run_ends(ctx, (f"deploy {PROD}",)):
+        return 0
     outcomes = deploy_step(ctx, event, PROD, targets_in(result, PROD), ctx.client())
     return 0 if all(outcome.ok for outcome in outcomes) else 1
 

@@ -35,7 +35,9 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = None) -> int:
+    """Validate, printing each problem; `found` also receives each (where, problem)."""
+    collected = found if found is not None else []
     source = WorkTree(args.repo)
     trusted = trusted_base(args.repo, args.base) if args.base else None
     hubs = args.hubs or discover_hubs(source)
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
         except HubbotError as exc:
             # This hub's pairs fail; the other hubs are still validated.
-            report(f"{hub}", exc.problems if isinstance(exc, SchemaErrors) else [exc], args.format)
+            problems = exc.problems if isinstance(exc, SchemaErrors) else [exc]
+            report(f"{hub}", problems, args.format, found=collected)
             failed += 1
             pairs += 1
             continue
@@ -69,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
                 problems = exc.problems
             except HubbotError as exc:
                 problems = [exc]
-            report(f"{hub}/{env}", problems, args.format, checked_by(source))
+            report(f"{hub}/{env}", problems, args.format, checked_by(source), collected)
             report_warnings(f"{hub}/{env}", warnings, args.format)
             if verdict is not None:
                 print(f"        start-up: {verdict}")
             failed += bool(problems)
     chart_problems = chart_lock_problems(source)
-    report(f"{CHART_DIR}/ chart lock", chart_problems, args.format)
+    report(f"{CHART_DIR}/ chart lock", chart_problems, args.format, found=collected)
     print(f"{pairs - failed} of {pairs} hub environments valid")
     failed += bool(chart_problems)
     if has_infra(source):
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             mismatches = cross_check(source, hubs, [args.env] if args.env else None)
         except HubbotError as exc:
             mismatches = [exc]
-        report("infra/ cross-check", mismatches, args.format)
+        report("infra/ cross-check", mismatches, args.format, found=collected)
         failed += bool(mismatches)
     return 1 if failed else 0
 
@@ -126,8 +129,14 @@ def checked_by(source: WorkTree) -> str:
 
 
 def report(
-    name: str, problems: list[HubbotError], output_format: str, checked: str = ""
+    name: str,
+    problems: list[HubbotError],
+    output_format: str,
+    checked: str = "",
+    found: list[tuple[str, HubbotError]] | None = None,
 ) -> None:
+    if found is not None:
+        found += [(name, problem) for problem in problems]
     if not problems:
         print(f"ok      {name}" + (f" ({checked})" if checked else ""))
         return
