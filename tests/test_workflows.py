@@ -131,7 +131,7 @@ def test_each_job_has_only_the_permissions_it_uses() -> None:
     }
     assert grants == {
         "pr:hubbot": {"contents": "read", "pull-requests": "write"},
-        "deploy:plan": {"contents": "read", "deployments": "read", "id-token": "write"},
+        "deploy:plan": {"contents": "read", "deployments": "write", "id-token": "write"},
         "deploy:deploy": {"contents": "read", "deployments": "write", "id-token": "write"},
         "deploy:gather": {"contents": "read", "deployments": "read", "pull-requests": "write"},
     }

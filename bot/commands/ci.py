@@ -8,10 +8,11 @@ the flags) and runs, step by step, printing a heading and a duration for each:
   flags a policy change);
 - pull_request to prod: the head check, the secrets check, then the prod diff
   and comment;
-- push to staging: validate, check secrets, plan, build and push, deploy the
-  affected staging pairs (recorded as GitHub deployments), promote;
-- push to prod: validate, check secrets, plan, verify the freight, deploy the
-  affected prod pairs.
+- push to staging: validate, check secrets, plan, build and push (with no staging
+  pair to deploy, record the staging run), deploy the affected staging pairs
+  (recorded as GitHub deployments), promote;
+- push to prod: refuse a working tree that differs from its commit, validate, check
+  secrets, plan, verify the commit tree and freight, deploy the affected prod pairs.
 
 That is `--job all`, for a laptop or a small fleet. The deploy workflow fans a push
 out instead (see bot/fanout.py): `--job plan` validates, plans, builds and pushes (or
@@ -51,6 +52,7 @@ from bot import (
     memfs,
     prcomment,
     promote,
+    records,
     sops,
     sops_config,
     startup,
@@ -181,6 +183,12 @@ class Context:
 
     def client(self) -> github.Client:
         return github.client_from_env(assert_clean=self.redactor.assert_clean)
+
+    def record_key(self) -> records.RecordKey | None:
+        return records.key_from_env(os.environ, self.redactor.register)
+
+    def trust(self, client: github.Client) -> records.Trust | None:
+        return records.trust_from_env(client, self.repo, os.environ, self.redactor.register)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -518,10 +526,11 @@ def push_base(ctx: Context, event: Event, fallback_branch: str) -> str:
     return promote.branch_ref(ctx.repo, fallback_branch)
 
 
-def head_sha(ctx: Context, event: Event) -> str:
-    return str(
-        os.environ.get("GITHUB_SHA") or event.payload.get("after") or git.resolve(ctx.repo, "HEAD")
-    )
+def checked_out(ctx: Context, event: Event) -> freight.Checkout:
+    """The commit this run ships: the event's (GITHUB_SHA, else the push's `after`) must be
+    the one checked out."""
+    claimed = os.environ.get("GITHUB_SHA") or str(event.payload.get("after") or "") or None
+    return freight.checkout(ctx.repo, claimed)
 
 
 def targets_in(result: Plan, env: str) -> list[deploy.Target]:
@@ -534,6 +543,7 @@ def deploy_step(
     if not targets:
         ctx.report.skip(f"deploy {env}", "no pair changed")
         return []
+    ours = checked_out(ctx, event)
     with ctx.report.step(f"deploy {env}") as failures:
         source = WorkTree(ctx.repo)
         outcomes, stopped = deploy.deploy_targets(
@@ -542,8 +552,8 @@ def deploy_step(
             sops.decryptor(ctx.redactor, cwd=ctx.repo),
             ctx.redactor,
             targets,
-            freight.GitHubRecorder(client, head_sha(ctx, event)),
-            freight.freight_check(source, client),
+            freight.GitHubRecorder(client, ours, ctx.record_key()),
+            freight.freight_check(source, ctx.trust(client), ours),
         )
         table = deploy.table(outcomes)
         print(table)
@@ -557,6 +567,10 @@ def deploy_step(
 def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
     """Validate and plan the push; then build and push every image (staging) or prove
     prod's freight is what staging ran (prod). The plan holds the branch's pairs only."""
+    ours = checked_out(ctx, event)
+    if branch == PROD:
+        # Before anything runs: prod ships a commit, never a working tree.
+        freight.require_committed(ours)
     base = push_base(ctx, event, PROD if branch == STAGING else STAGING)
     validate_step(ctx, base)
     secrets_step(ctx)
@@ -569,9 +583,27 @@ def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
             hubs = discover_hubs(WorkTree(ctx.repo))
             for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
                 print(f"{image.name}:{image.tag}: {image.digest}")
+        if not targets_in(result, STAGING):
+            record_run_step(ctx, ours)
     else:
-        verify_freight_step(ctx, result.deployable())
+        verify_freight_step(ctx, result.deployable(), ours)
     return result
+
+
+def record_run_step(ctx: Context, ours: freight.Checkout) -> None:
+    """No staging pair to deploy (a change only prod receives): record that this commit's
+    tree went through staging, since no staging deployment of it will."""
+    key = ctx.record_key()
+    if key is None:
+        ctx.report.skip(
+            "record staging run", f"{records.KEY_VARIABLE} is not set: prod will not count it"
+        )
+        return
+    if ours.uncommitted:
+        ctx.report.skip("record staging run", "the working tree differs from its commit")
+        return
+    with ctx.report.step("record staging run"):
+        freight.record_staging_run(ctx.client(), ours, key)
 
 
 def dry_run_ends(ctx: Context, steps: tuple[str, ...]) -> bool:
@@ -596,7 +628,8 @@ def push_to_staging(ctx: Context, event: Event) -> int:
 
 def promote_step(ctx: Context) -> None:
     with ctx.report.step("promote"):
-        promotion = promote.promote(ctx.repo, ctx.client(), ctx.redactor.redact)
+        client = ctx.client()
+        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact, ctx.trust(client))
         url = promotion.pull.get("html_url", "")
         action = "opened" if promotion.created else "updated"
         print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")
@@ -611,10 +644,11 @@ def push_to_prod(ctx: Context, event: Event) -> int:
     return 0 if all(outcome.ok for outcome in outcomes) else 1
 
 
-def verify_freight_step(ctx: Context, targets: list[Pair]) -> None:
+def verify_freight_step(ctx: Context, targets: list[Pair], ours: freight.Checkout) -> None:
     with ctx.report.step("verify freight"):
         source = WorkTree(ctx.repo)
-        check = freight.freight_check(source, ctx.client())
+        client = ctx.client()
+        check = freight.freight_check(source, ctx.trust(client), ours)
         decrypt = sops.decryptor(ctx.redactor, cwd=ctx.repo)
         problems = []
         for pair in targets:
