@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.errors import HubbotError, Location
 from bot.hubploy import DEPLOYMENTS
-from bot.sops_format import read_shape
+from bot.sops_format import read_shape, refuse_numbers
 from bot.source import Source
 from bot.yamlfile import Path_, YamlDoc, load_yaml
 
@@ -139,7 +139,7 @@ def check_against_rules(rules: list[CreationRule], file: str, text: str) -> None
     So a file encrypted for an extra key, a prod file copied over a staging one,
     or plaintext let through by a setting of the file's own is caught anywhere.
     """
-    read_shape(file, text)
+    refuse_numbers(read_shape(file, text))
     rule = matching_rule(rules, file)
     doc = load_yaml(file, text)
     metadata = _metadata(doc)

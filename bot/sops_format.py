@@ -9,7 +9,9 @@ whether a secret changed (by its ciphertext) without decrypting anything.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,50 @@ def read_shape(file: str, text: str) -> SecretsShape:
     body = {key: value for key, value in doc.data.items() if key != "sops"}
     shaped = _shape(body, (), doc.lines, file, suffix, regex)
     return SecretsShape(file, shaped, doc.lines, suffix, regex)
+
+
+NUMERIC_TYPES = ("int", "float")
+
+
+def refuse_numbers(shape: SecretsShape) -> None:
+    """A number in a secrets file is an error: helm cannot print it in a redactable form.
+
+    helm reads every number as float64 and prints it as a template asks (799679631873 as
+    7.99679631873e+11, or at any precision), so no list of renderings is complete. A quoted
+    value is a string, printed as written and so redacted.
+    """
+    for path, leaf in _leaves(shape.data, ()):
+        if leaf.sops_type in NUMERIC_TYPES:
+            raise HubbotError(number_message(shape.file, path, leaf.sops_type),
+                              Location(shape.file, shape.lines.get(path)))
+
+
+def number_message(file: str, path: Path_, sops_type: str) -> str:
+    dotted = ".".join(str(part) for part in path)
+    return (
+        f"`{dotted}` is a number (sops type {sops_type}): helm reads numbers as float64 and "
+        "prints them in forms (12345678901 as 1.2345678901e+10) that cannot be redacted; "
+        f"a secret must be a string: quote it ({edit_command(file)})"
+    )
+
+
+def edit_command(file: str) -> str:
+    """`hubbot secrets edit HUB ENV` for deployments/HUB/secrets/ENV.yaml."""
+    parts = file.split("/")
+    if len(parts) == 4 and parts[2] == "secrets":
+        return f"`hubbot secrets edit {parts[1]} {posixpath.splitext(parts[3])[0]}`"
+    return "`hubbot secrets edit`"
+
+
+def _leaves(node: Any, path: Path_) -> Iterator[tuple[Path_, SecretLeaf]]:
+    if isinstance(node, SecretLeaf):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _leaves(value, (*path, index))
 
 
 def _plaintext_allowed(key: str, suffix: str | None, regex: str | None) -> bool:

@@ -16,7 +16,7 @@ from bot.errors import HubbotError, Location
 from bot.hubploy import DEPLOYMENTS, Deployment, Environment, environment, load_deployment
 from bot.imagetag import tag_for_tree
 from bot.merge import Layer, Merged, merge_layers, set_path
-from bot.sops_format import read_shape
+from bot.sops_format import read_shape, refuse_numbers
 from bot.source import Source, memoized
 from bot.yamlfile import Path_, load_yaml
 
@@ -142,5 +142,6 @@ def _parse_values_layer(source: Source, file: str) -> Layer:
 def _secrets_layer(source: Source, file: str, decrypt: Decryptor | None) -> Layer:
     text = _read_layer(source, file)
     shape = read_shape(file, text)
+    refuse_numbers(shape)
     data = shape.data if decrypt is None else decrypt(file, text)
     return Layer(file, data, shape.lines, secret=True)

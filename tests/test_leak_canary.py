@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from bot.main import main
+from tests.fixtures.charts import MINI_Z2JH
 from tests.fixtures.repos import commit_all, write
 from tests.fixtures.secrets import AgeKey, age_rules, secrets_path, write_secrets
 
@@ -369,3 +371,69 @@ def test_the_checker_finds_a_leak(canaries: dict[str, str], tmp_path: Path) -> N
     (tmp_path / "leak.txt").write_text(f"x={encoded}")
     with pytest.raises(AssertionError, match="a canary leaked into"):
         checker.check_files()
+
+
+# helm reads every number as float64 and prints 799679631873 as 7.99679631873e+11, or
+# with any precision a template asks for: no list of encodings can cover that.
+NUMBER = 799679631873
+NUMBER_FORMS = ("799679631873", "7.99679631873e+11", "7.99679631873e11", "7.99679631873E+11")
+
+
+def numeric_secret_repo(repo: Path, age: AgeKey, timeout: str) -> Path:
+    """tess-public staging holds `jupyterhub.cull.timeout` as a secret."""
+    write(repo, ".sops.yaml", age_rules(("staging", age.recipient), ("prod", age.recipient)))
+    shutil.copytree(MINI_Z2JH, repo / "hub" / "charts" / "jupyterhub")
+    document = (
+        "jupyterhub:\n"
+        f"  proxy: {{secretToken: canary{secrets.token_hex(16)}}}\n"
+        f"  hub: {{cookieSecret: {secrets.token_hex(32)}}}\n"
+        "  cull:\n"
+        f"    timeout: {timeout}\n"
+    )
+    write_secrets(repo, "tess-public", "staging", document)
+    return repo
+
+
+@pytest.mark.parametrize("value", [str(NUMBER), f"{NUMBER}.5", "7.99679631873e+11"])
+def test_a_numeric_secret_is_refused_with_quote_it_by_every_command(
+    hub_repo: Path, age_env: AgeKey, helm_bin: str, value: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = numeric_secret_repo(hub_repo, age_env, value)
+    kind = "int" if value == str(NUMBER) else "float"
+    file = secrets_path("tess-public", "staging")
+    lines = (repo / file).read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if text.strip().startswith("timeout: ENC["))
+    message = (
+        f"{file}:{line}: `jupyterhub.cull.timeout` is a number "
+        f"(sops type {kind}): helm reads numbers as float64 and prints them in forms "
+        "(12345678901 as 1.2345678901e+10) that cannot be redacted; a secret must be a string: "
+        "quote it (`hubbot secrets edit tess-public staging`)"
+    )
+    for args in (
+        ["render", "tess-public", "staging", "--manifests", "--decrypt"],
+        ["render", "tess-public", "staging", "--decrypt"],
+        ["render", "tess-public", "staging"],
+        ["secrets", "check"],
+    ):
+        status = main(["--repo", str(repo), *args])
+        captured = capsys.readouterr()
+        assert not [form for form in NUMBER_FORMS if form in captured.out + captured.err], args
+        assert status == 1, args
+        assert message in captured.out + captured.err, args
+    status = main(["--repo", str(repo), "validate", "--no-startup", "tess-public"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert message in captured.out
+
+
+def test_a_quoted_number_is_a_string_and_redacted_in_every_rendering(
+    hub_repo: Path, age_env: AgeKey, helm_bin: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = numeric_secret_repo(hub_repo, age_env, f'"{NUMBER}"')
+    status = main(["--repo", str(repo), "render", "tess-public", "staging", "--manifests",
+                   "--decrypt"])
+    captured = capsys.readouterr()
+    assert (status, captured.err) == (0, "")
+    assert "  cull.timeout: <redacted>\n" in captured.out
+    assert not [form for form in NUMBER_FORMS if form in captured.out]

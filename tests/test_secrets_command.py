@@ -302,6 +302,42 @@ def test_encrypt_from_standard_input(
     assert decrypt_text(FILES[3], text) == {"a": {"token": TOKEN}}
 
 
+NUMBER_HINT = (
+    "helm reads numbers as float64 and prints them in forms (12345678901 as 1.2345678901e+10) "
+    "that cannot be redacted; a secret must be a string: quote it"
+)
+
+
+def test_encrypt_refuses_a_number_and_writes_nothing(
+    keyed_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (keyed_repo / FILES[3]).read_text()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"a:\n  token: {TOKEN}\n  pin: 799679631873\n"))
+    status, out, err = run(
+        keyed_repo, capsys, "encrypt", "tess-public", "staging", "--input", "-", "--force"
+    )
+    assert (status, out) == (1, "")
+    assert err == (
+        f"hubbot: error: {FILES[3]}:3: `a.pin` is a number (sops type int): {NUMBER_HINT} "
+        "(`hubbot secrets edit tess-public staging`)\n"
+    )
+    assert "799679631873" not in err
+    assert (keyed_repo / FILES[3]).read_text() == before
+
+
+def test_edit_that_saves_a_number_says_to_quote_it(
+    keyed_repo: Path, editor: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HUBBOT_TEST_VALUE", "0.75")
+    status, out, err = run(keyed_repo, capsys, "edit", "tess-private", "staging")
+    assert (status, out) == (1, f"saved {FILES[1]}\n")
+    assert err == (
+        f"hubbot: error: {FILES[1]}:3: `jupyterhub.proxy.secretToken` is a number (sops type "
+        f"float): {NUMBER_HINT} (`hubbot secrets edit tess-private staging`)\n"
+    )
+
+
 def test_encrypt_from_a_file_says_to_delete_it(
     keyed_repo: Path, age_env: AgeKey, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -108,7 +108,7 @@ def test_a_short_value_is_refused_in_prod(
     hub_repo: Path, age_env: AgeKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_secrets(
-        hub_repo, HUB, "prod", "a:\n  pin: 123\n  ok: long-enough\n", age=[age_env.recipient]
+        hub_repo, HUB, "prod", "a:\n  pin: '123'\n  ok: long-enough\n", age=[age_env.recipient]
     )
     status, out, err = render(hub_repo, capsys, "prod")
     assert (status, out) == (1, "")

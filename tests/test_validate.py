@@ -111,11 +111,11 @@ def test_wrong_type_in_the_secrets_layer(
     text = (hub_repo / secrets).read_text()
     start = text.index("secretToken: ENC[")
     end = text.index("type:str]", start)
-    (hub_repo / secrets).write_text(text[:end] + "type:int]" + text[end + len("type:str]") :])
+    (hub_repo / secrets).write_text(text[:end] + "type:bool]" + text[end + len("type:str]") :])
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
     assert status == 1
     assert (
-        f"{secrets}:3: `jupyterhub.proxy.secretToken` is encrypted as sops type int, "
+        f"{secrets}:3: `jupyterhub.proxy.secretToken` is encrypted as sops type bool, "
         "which the schema does not allow here"
     ) in out
 
