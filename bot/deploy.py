@@ -21,8 +21,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from bot import health, helm
+from bot import health, helm, sops
 from bot.clusters import kubeconfig_file, provider_for
+from bot.clusters.kubeconfig import credential_leaves
 from bot.errors import HubbotError
 from bot.freight import Freight
 from bot.merge import masked
@@ -140,7 +141,9 @@ def _deploy(run: Run, target: Target, values: HubValues) -> tuple[str, str]:
     """The running hub's version and what logging in did."""
     _check_stopped(run)
     run.say(f"{target}: cluster credentials")
-    config = provider_for(run.source, values.deployment, run.decrypt).kubeconfig()
+    # A kubeconfig's structure is no secret: only its credentials go to the redactor.
+    credentials = sops.decryptor(run.redactor, cwd=run.repo, secret_leaves=credential_leaves)
+    config = provider_for(run.source, values.deployment, credentials).kubeconfig()
     for secret in config.secrets:
         run.redactor.register(secret)
     release = release_of(values)

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,17 +133,39 @@ def encrypt_text(file: str, plaintext: str, *, cwd: Path) -> str:
     return result.stdout.decode()
 
 
+def every_leaf(node: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    """Every string and number below `node`, with its path: all of a secrets file is secret."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from every_leaf(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from every_leaf(value, (*path, index))
+    # Booleans and nulls carry no secret; an empty string has nothing to hide.
+    elif not (isinstance(node, bool) or node is None or node == ""):
+        yield path, node
+
+
+# Picks the leaves of a decrypted document that are secret.
+SecretLeaves = Callable[[Any], Iterable[tuple[Path_, Any]]]
+
+
 def decryptor(
     redactor: Redactor,
     *,
     cwd: Path | None = None,
     warn: Callable[[str], None] | None = None,
+    secret_leaves: SecretLeaves = every_leaf,
 ) -> Decryptor:
-    """A values.Decryptor that registers every decrypted leaf with `redactor` at once."""
+    """A values.Decryptor that registers the secret leaves with `redactor` at once.
+
+    For a secrets file that is every leaf; a kubeconfig names its credentials, so that
+    its structure (`apiVersion: v1`, `kind: Config`) is neither warned about nor redacted.
+    """
 
     def decrypt(file: str, text: str) -> dict[str, Any]:
         data = decrypt_text(file, text, cwd=cwd)
-        short = register_leaves(data, redactor)
+        short = register_leaves(secret_leaves(data), redactor)
         if short:
             lines = load_yaml(file, text).lines
             _report_short(file, short, lines, warn or _stderr)
@@ -152,16 +174,9 @@ def decryptor(
     return decrypt
 
 
-def register_leaves(node: Any, redactor: Redactor, path: Path_ = ()) -> list[Path_]:
-    """Register every string and number below `node`; the paths of values too short."""
-    if isinstance(node, dict):
-        return [p for k, v in node.items() for p in register_leaves(v, redactor, (*path, k))]
-    if isinstance(node, list):
-        return [p for i, v in enumerate(node) for p in register_leaves(v, redactor, (*path, i))]
-    # Booleans and nulls carry no secret; an empty string has nothing to hide.
-    if isinstance(node, bool) or node is None or node == "":
-        return []
-    return [] if redactor.register(str(node)) else [path]
+def register_leaves(leaves: Iterable[tuple[Path_, Any]], redactor: Redactor) -> list[Path_]:
+    """Register each leaf's value; the paths of values too short to register."""
+    return [path for path, value in leaves if not redactor.register(str(value))]
 
 
 def _report_short(

@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from bot import sops
 from bot.clusters import KubeConfig, kubeconfig_file, provider_for
 from bot.clusters.eks import EksCluster
+from bot.clusters.kubeconfig import credential_leaves
 from bot.errors import HubbotError, Location
 from bot.hubploy import load_deployment
 from bot.redact import Redactor
@@ -137,6 +138,52 @@ def test_the_kubeconfig_file_is_private_and_removed_after_use() -> None:
         assert YAML(typ="safe").load(path.read_text()) == config.document
     assert not path.exists()
     assert not path.parent.exists()
+
+
+def test_only_the_kubeconfig_credentials_are_registered_not_its_structure(
+    hub_repo: Path, age_env: AgeKey
+) -> None:
+    use_kubeconfig_provider(hub_repo, "tess-public", age_env.recipient)
+    source = WorkTree(hub_repo)
+    redactor = Redactor()
+    warnings: list[str] = []
+    decrypt = sops.decryptor(
+        redactor, cwd=hub_repo, warn=warnings.append, secret_leaves=credential_leaves
+    )
+
+    config = provider_for(source, load_deployment(source, "tess-public"), decrypt).kubeconfig()
+
+    assert config.secrets == (LAB_TOKEN,)
+    assert warnings == []
+    structure = "apiVersion: v1, kind: Config, cluster lab at https://lab.example:6443, deployer"
+    assert redactor.redact(structure) == structure
+    assert redactor.redact(f"token {LAB_TOKEN}") == "token <redacted>"
+
+
+def test_credential_leaves_are_tokens_keys_passwords_and_exec_environment() -> None:
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "c", "cluster": {"server": "https://c", "certificate-authority-data": "Q0E="}}
+        ],
+        "users": [
+            {"name": "a", "user": {"client-key-data": "S0VZ", "client-certificate-data": "Q0U="}},
+            {"name": "b", "user": {"username": "admin", "password": "hunter22"}},
+            {"name": "c", "user": {"exec": {
+                "command": "aws", "args": ["eks", "get-token"],
+                "env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "abcdEFGH1234"}],
+            }}},
+            {"name": "d", "user": {"auth-provider": {"name": "oidc", "config": {
+                "client-id": "kubernetes", "client-secret": "oidc-secret",
+                "id-token": "eyJ.id", "refresh-token": "refresh-1",
+            }}}},
+        ],
+    }
+    assert sorted(value for _, value in credential_leaves(document)) == sorted([
+        "S0VZ", "Q0U=", "hunter22", "abcdEFGH1234", "oidc-secret", "eyJ.id", "refresh-1",
+    ])
+    assert ("users", 1, "user", "password") in dict(credential_leaves(document))
 
 
 def test_the_kubeconfig_provider_decrypts_the_file_named_in_hubploy(

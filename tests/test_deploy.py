@@ -805,6 +805,9 @@ def test_a_sops_encrypted_kubeconfig_reaches_helm_only_as_a_private_file(
     )
     assert not Path(upgrade.env["KUBECONFIG"]).exists()
     assert LAB_TOKEN not in out + err
+    # Only the token is a secret: the kubeconfig's structure is neither warned about nor redacted.
+    assert "warning" not in err
+    assert "<redacted>" not in out + err
     assert not any(LAB_TOKEN in arg for arg in upgrade.argv)
     assert files_holding(tmp_path, [LAB_TOKEN], skip=deployable.standin.directory) == []
 

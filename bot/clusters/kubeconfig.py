@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from bot.clusters import KubeConfig
 from bot.errors import HubbotError, Location
 from bot.source import Source
 from bot.values import Decryptor
+from bot.yamlfile import Path_
 
 # Kubeconfig fields that hold credentials, wherever they appear.
 CREDENTIAL_KEYS = frozenset(
@@ -33,18 +35,31 @@ class EncryptedKubeconfig:
         document = self.decrypt(self.file, text)
         if not isinstance(document, dict) or not document.get("clusters"):
             raise HubbotError("not a kubeconfig: it has no `clusters`", Location(self.file))
-        return KubeConfig(document, tuple(sorted(_credentials(document))))
+        credentials = {value for _, value in credential_leaves(document)}
+        return KubeConfig(document, tuple(sorted(credentials)))
 
 
-def _credentials(node: Any) -> set[str]:
-    found: set[str] = set()
+def credential_leaves(node: Any, path: Path_ = ()) -> Iterator[tuple[Path_, str]]:
+    """The credentials in a kubeconfig, with their paths: only these are secret.
+
+    A credential key's value anywhere, and the environment an `exec` plugin is given
+    (where AWS or cloud keys travel); names, servers and the rest are structure.
+    """
     if isinstance(node, dict):
         for key, value in node.items():
             if key in CREDENTIAL_KEYS and isinstance(value, str) and value:
-                found.add(value)
+                yield (*path, key), value
+            elif key == "exec" and isinstance(value, dict):
+                yield from _exec_environment(value.get("env"), (*path, key, "env"))
             else:
-                found |= _credentials(value)
+                yield from credential_leaves(value, (*path, key))
     elif isinstance(node, list):
-        for item in node:
-            found |= _credentials(item)
-    return found
+        for index, item in enumerate(node):
+            yield from credential_leaves(item, (*path, index))
+
+
+def _exec_environment(env: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
+    for index, variable in enumerate(env if isinstance(env, list) else []):
+        value = variable.get("value") if isinstance(variable, dict) else None
+        if isinstance(value, str) and value:
+            yield (*path, index, "value"), value

@@ -303,7 +303,7 @@ def _register_plaintext(file: str, text: str, redactor: Redactor) -> None:
     data: Any = doc.data
     if not isinstance(data, dict):
         raise HubbotError("plaintext secrets must be a YAML mapping", Location(file, 1))
-    sops.register_leaves(data, redactor)
+    sops.register_leaves(sops.every_leaf(data), redactor)
     number = next(_numbers(data, ()), None)
     if number is not None:
         path, value = number
