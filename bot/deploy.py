@@ -3,7 +3,8 @@
 Each pair runs in a worker of a bounded pool. A pair's failure is its outcome,
 never the others' end; the run's exit status says whether any failed. The
 values reach helm as one document on its standard input; the only file is the
-KUBECONFIG, 0600 on a memory filesystem, removed when the pair is done.
+KUBECONFIG, a sealed memory file with no name on disk (/dev/fd/N), closed when the
+pair is done. Each helm dies with the bot, even one killed by SIGKILL.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def stop_on_sigterm(processes: helm.Processes) -> Iterator[None]:
     """On SIGTERM, stop every helm process and start no new step; workers then unwind.
 
     Only the main thread receives signals, so this is where it is handled; the
-    workers' `finally` blocks remove their KUBECONFIG files and record failure.
+    workers' `finally` blocks close their KUBECONFIG files and record failure.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -243,7 +244,7 @@ def dry_run(source: Source, target: Target, chart: str, helm_major: int) -> str:
     command = shlex.join(["helm", *upgrade_args(values, chart, helm_major)])
     lines = [
         f"# {target}: dry run, nothing deployed",
-        f"# KUBECONFIG: a private temporary file with credentials from cluster provider "
+        f"# KUBECONFIG: a memory file (no name on disk) with credentials from cluster provider "
         f"{provider!r}",
         f"# stuck-release check: helm status {release.name} --namespace {release.namespace}",
         f"# deploy: {command}",

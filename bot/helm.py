@@ -7,6 +7,8 @@ never through a file, because they may hold decrypted secrets.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -18,13 +20,14 @@ import sys
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.errors import HubbotError, Location
+from bot.memfs import MemoryFile
 from bot.source import decode
 from bot.yamlfile import YamlDoc, load_yaml
 
@@ -404,11 +407,45 @@ class ReleaseStatus:
     revision: int
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up before any fork (the child then only calls it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    except OSError:
+        return None
+
+
+def die_with_the_bot() -> Callable[[], None] | None:
+    """A preexec_fn by which a child is killed (SIGKILL) when the bot dies, however it dies.
+
+    The kernel sends the signal when the thread that started the child ends; deploy
+    workers wait for their helm, so that is when the bot ends.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def arrange() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the bot died before the call took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arrange
+
+
 class Processes:
     """The helm processes a run has started, so that a signal can stop them all.
 
     Deploys run in worker threads; only the main thread receives SIGTERM, so it
-    stops the workers' helm processes through this, and no new one starts.
+    stops the workers' helm processes through this, and no new one starts. A
+    SIGKILL cannot be handled: each helm is then killed by the kernel with the bot.
     """
 
     def __init__(self) -> None:
@@ -418,7 +455,12 @@ class Processes:
         self.stopped = False
 
     def run(
-        self, argv: list[str], stdin: bytes | None, env: dict[str, str], cwd: Path
+        self,
+        argv: list[str],
+        stdin: bytes | None,
+        env: dict[str, str],
+        cwd: Path,
+        pass_fds: Sequence[int] = (),
     ) -> Result:
         with self._lock:
             if self.stopped:
@@ -431,6 +473,8 @@ class Processes:
                     stderr=subprocess.PIPE,
                     env=env,
                     cwd=cwd,
+                    pass_fds=pass_fds,
+                    preexec_fn=die_with_the_bot(),
                 )
             except OSError as exc:
                 raise cannot_start(argv[0], exc) from None
@@ -470,14 +514,15 @@ def major_version(processes: Processes, cwd: Path) -> int:
 
 
 def status(
-    release: Release, kubeconfig: Path, processes: Processes, cwd: Path
+    release: Release, kubeconfig: MemoryFile, processes: Processes, cwd: Path
 ) -> ReleaseStatus | None:
     """The release's current status, or None when it was never installed."""
     result = processes.run(
         [binary(), "status", release.name, "--namespace", release.namespace, "--output", "json"],
         None,
-        {**os.environ, "KUBECONFIG": str(kubeconfig)},
+        {**os.environ, "KUBECONFIG": kubeconfig.path},
         cwd,
+        (kubeconfig.fd,),
     )
     if result.returncode != 0:
         message = error_line(result.stderr, result.returncode)
@@ -529,8 +574,12 @@ def upgrade_args(release: Release, chart: str, timeout: str, helm_major: int) ->
 
 
 def upgrade(
-    args: list[str], values: bytes, kubeconfig: Path, processes: Processes, cwd: Path
+    args: list[str], values: bytes, kubeconfig: MemoryFile, processes: Processes, cwd: Path
 ) -> Result:
     return processes.run(
-        [binary(), *args], values, {**os.environ, "KUBECONFIG": str(kubeconfig)}, cwd
+        [binary(), *args],
+        values,
+        {**os.environ, "KUBECONFIG": kubeconfig.path},
+        cwd,
+        (kubeconfig.fd,),
     )

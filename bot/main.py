@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib import import_module, metadata
 from pathlib import Path
 
-from bot import git
+from bot import git, memfs
 from bot.error_handler import Exit, error_handler
 from bot.errors import UsageError, did_you_mean
 from bot.redact import Redactor, installed
@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every value sops decrypts is registered here; all output of the process,
     # error messages included, passes through it.
     redactor = Redactor()
+    # A run killed together with its watchdog may have left decrypted files in memory.
+    memfs.sweep()
     try:
         with installed(redactor), error_handler(redactor.redact):
             argv = sys.argv[1:] if argv is None else argv

@@ -1,21 +1,39 @@
-"""The one way decrypted content may touch a file: 0600, in memory, short-lived.
+"""The one way decrypted content may touch a file: 0600, in memory, gone with the bot.
 
-When another process needs a decrypted document as a file rather than on its
-standard input, it goes to a private directory on a memory filesystem
-(/dev/shm or $XDG_RUNTIME_DIR). It is removed in a `finally`, and SIGTERM is
-turned into an exception for the duration so that `finally` runs then too
-(SIGINT already raises KeyboardInterrupt). A disk path is never used instead.
+Nothing decrypted keeps a name on disk, even when the bot is killed with SIGKILL:
+
+- `memory_file`: an anonymous memory file (memfd) with no name on any filesystem,
+  sealed read-only. A child reads it as /dev/fd/N, inherited (helm's KUBECONFIG). It
+  ends when its last descriptor closes, so with the bot and its children.
+- `private_dir`: for a program that writes plaintext of its own (sops edit's copy for
+  the editor, through TMPDIR), a fresh 0700 directory on a memory filesystem (/dev/shm
+  or $XDG_RUNTIME_DIR). It is removed in a `finally` (SIGTERM is turned into an
+  exception for the duration so that `finally` runs then too), and by a watchdog
+  process in a session of its own when the bot dies without unwinding (SIGKILL of the
+  bot or of its process group): the watchdog waits for the end of a pipe only the bot
+  holds, which the kernel closes however the bot ends.
+- `sweep`: run at start, removes what a killed earlier run left when even its watchdog
+  was killed: only hubbot's directories (by name), only this user's, only those whose
+  run (process id and start time, in the name) is gone.
+
+A disk path is never used instead.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import signal
+import stat
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -23,6 +41,15 @@ from bot.errors import HubbotError
 
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 EXIT_TERMINATED = 128 + signal.SIGTERM
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+# hubbot-<pid>-<process start time>-<random>: whose run left it, even after pid reuse.
+OWNED = re.compile(r"hubbot-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+")
+WATCHDOG = (
+    "import shutil, sys\n"
+    "sys.stdin.buffer.read()\n"  # returns at end of file: the bot has ended, however it ended
+    "shutil.rmtree(sys.argv[1], ignore_errors=True)\n"
+)
+WATCHDOG_WAIT = 10
 
 
 def candidate_dirs() -> list[Path]:
@@ -68,6 +95,37 @@ def memory_dir(candidates: Sequence[Path] | None = None) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class MemoryFile:
+    """An open anonymous memory file; a child given `fd` (pass_fds) opens it at `path`."""
+
+    fd: int
+
+    @property
+    def path(self) -> str:
+        return f"/dev/fd/{self.fd}"
+
+
+@contextmanager
+def memory_file(content: bytes, name: str) -> Iterator[MemoryFile]:
+    """`content` in a sealed 0600 memory file with no name on disk, for the block only."""
+    if not hasattr(os, "memfd_create"):
+        raise HubbotError(
+            "this system has no anonymous memory files (memfd, Linux): decrypted credentials "
+            "would need a name on disk; deploy from Linux (as CI does)"
+        )
+    fd = os.memfd_create(f"hubbot-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+        yield MemoryFile(fd)
+    finally:
+        os.close(fd)
+
+
 class Terminated(SystemExit):
     """SIGTERM arrived while decrypted data was in a file: unwind so it is removed."""
 
@@ -77,6 +135,41 @@ class Terminated(SystemExit):
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # Fields after the command name: state is field 3 of stat(5), starttime field 22.
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+@contextmanager
+def _watchdog(directory: Path) -> Iterator[None]:
+    """A process that removes `directory` when this one ends, even by SIGKILL.
+
+    In a session of its own, so a signal to the bot's process group spares it.
+    """
+    watchdog = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", WATCHDOG, str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield
+    finally:
+        assert watchdog.stdin is not None  # stdin=PIPE above
+        watchdog.stdin.close()
+        try:
+            watchdog.wait(WATCHDOG_WAIT)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait()
 
 
 @contextmanager
@@ -90,8 +183,10 @@ def private_dir(candidates: Sequence[Path] | None = None) -> Iterator[Path]:
     previous = signal.signal(signal.SIGTERM, _terminate) if handles_signals else None
     directory: Path | None = None
     try:
-        directory = Path(tempfile.mkdtemp(prefix="hubbot-", dir=base))
-        yield directory
+        prefix = f"hubbot-{os.getpid()}-{process_start(os.getpid())}-"
+        directory = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        with _watchdog(directory):
+            yield directory
     finally:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
@@ -110,3 +205,25 @@ def private_file(
         with os.fdopen(descriptor, "wb") as out:
             out.write(content)
         yield path
+
+
+def sweep(candidates: Sequence[Path] | None = None) -> list[Path]:
+    """Remove the private directories of hubbot runs that are gone; what was removed."""
+    removed = []
+    for base in candidate_dirs() if candidates is None else candidates:
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            owner = OWNED.fullmatch(entry.name)
+            if owner is None or process_start(int(owner["pid"])) == owner["start"]:
+                continue
+            try:
+                info = entry.lstat()
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import stat
 import uuid
 from pathlib import Path
@@ -131,13 +132,15 @@ def test_missing_aws_credentials_say_how_to_get_them(
     )
 
 
-def test_the_kubeconfig_file_is_private_and_removed_after_use() -> None:
+def test_the_kubeconfig_file_is_a_private_memory_file_with_no_name_on_disk() -> None:
     config = KubeConfig({"apiVersion": "v1", "users": [{"user": {"token": "t0ken-x"}}]}, ())
-    with kubeconfig_file(config) as path:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert YAML(typ="safe").load(path.read_text()) == config.document
-    assert not path.exists()
-    assert not path.parent.exists()
+    with kubeconfig_file(config) as file:
+        assert file.path == f"/dev/fd/{file.fd}"
+        assert os.readlink(f"/proc/self/fd/{file.fd}").startswith("/memfd:")
+        assert stat.S_IMODE(os.stat(file.path).st_mode) == 0o600
+        assert YAML(typ="safe").load(Path(file.path).read_text()) == config.document
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(file.fd)
 
 
 def test_only_the_kubeconfig_credentials_are_registered_not_its_structure(

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from ruamel.yaml import YAML
 from bot import github
 from bot.helm import PACKAGES_ENV
 from bot.main import main
+from bot.memfs import process_start
 from bot.source import WorkTree
 from bot.values import build
 from tests.fixtures.charts import CHART_VERSION, REAL_CHART, chart_packages_directory
@@ -43,7 +45,13 @@ from tests.fixtures.helm_standin import (
 )
 from tests.fixtures.jupyterhub import Hub, HubRuntime, StartHub
 from tests.fixtures.repos import commit_all, git
-from tests.fixtures.secrets import AgeKey, write_secrets
+from tests.fixtures.secrets import (
+    AgeKey,
+    files_holding_since,
+    places_decrypted_data_could_stay,
+    wait_until,
+    write_secrets,
+)
 
 IMAGE_REPOSITORY = "tess-user-image"
 RECORD_KEY = "record-key-" + secrets.token_hex(24)
@@ -145,11 +153,10 @@ def test_deploy_runs_helm_with_exact_flags_values_on_stdin_and_a_private_kubecon
     for call in standin.calls():
         assert not any(token in arg for arg in call.argv)
         assert not any(token in value for value in call.env.values())
-    kubeconfig = Path(upgrade.env["KUBECONFIG"])
+    # A memory file with no name on disk, inherited by helm: nothing to remove afterwards.
+    assert re.fullmatch(r"/dev/fd/\d+", upgrade.env["KUBECONFIG"])
     assert upgrade.kubeconfig_mode == 0o600
     assert "k8s-aws-v1." in (upgrade.kubeconfig or "")
-    assert not kubeconfig.exists()
-    assert not kubeconfig.parent.exists()
     assert files_holding(tmp_path, deployable.all_secrets(), skip=standin.directory) == []
     assert token not in out + err
     assert "tess-public/staging  ok" in out
@@ -333,14 +340,13 @@ def test_sigterm_mid_deploy_stops_helm_leaves_no_plaintext_and_records_failure(
     proc = hubbot(deployable.repo, "deploy", "tess-public", "staging", env=dict(os.environ))
     deployable.standin.wait_until_hanging()
     (upgrade,) = deployable.standin.calls("upgrade")
-    kubeconfig = Path(upgrade.env["KUBECONFIG"])
-    assert kubeconfig.exists()
+    assert "k8s-aws-v1." in (upgrade.kubeconfig or "")
 
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
 
     assert proc.returncode == 128 + signal.SIGTERM
-    assert not kubeconfig.exists()
+    assert not helm_alive(upgrade.pid)
     assert "tess-public/staging  FAILED" in out
     assert "interrupted (SIGTERM) while helm was upgrading" in out
     assert not any(token in out + err for token in deployable.all_secrets())
@@ -348,6 +354,50 @@ def test_sigterm_mid_deploy_stops_helm_leaves_no_plaintext_and_records_failure(
         == []
     (deployment,) = recorded.deployments.values()
     assert [s["state"] for s in recorded.statuses[deployment["id"]]] == ["in_progress", "failure"]
+
+
+def helm_alive(pid: int) -> bool:
+    """Whether helm (the stand-in) still runs; a zombie waiting to be reaped does not."""
+    return process_start(pid) is not None
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["process group", "the bot alone"])
+def test_sigkill_mid_deploy_leaves_nothing_decrypted_and_no_helm_running(
+    deployable: Deployable, age_env: AgeKey, group: bool
+) -> None:
+    """SIGKILL cannot be handled: nothing decrypted may have a name, and helm dies with the bot."""
+    kube_token = "canary-kube-" + secrets.token_hex(16)
+    use_kubeconfig_provider(deployable.repo, "tess-public", age_env.recipient, kube_token)
+    deployable.standin.release("tess-public-staging", upgrade="hang")
+    since = time.time() - 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--repo", str(deployable.repo), "deploy", "tess-public",
+         "staging"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the bot and its helm
+    )
+    try:
+        deployable.standin.wait_until_hanging()
+        (upgrade,) = deployable.standin.calls("upgrade")
+        assert kube_token in (upgrade.kubeconfig or "")
+        assert helm_alive(upgrade.pid)
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert wait_until(lambda: not helm_alive(upgrade.pid)), "helm outlived the bot"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    leftovers = files_holding_since(
+        [kube_token, *deployable.all_secrets()],
+        places_decrypted_data_could_stay(deployable.repo),
+        since,
+        skip=[deployable.standin.directory],  # its record of what helm was given
+    )
+    assert leftovers == []
 
 
 def deploy(d: Deployable, *args: str) -> int:
@@ -803,7 +853,7 @@ def test_a_sops_encrypted_kubeconfig_reaches_helm_only_as_a_private_file(
     assert YAML(typ="safe").load(upgrade.kubeconfig or "") == YAML(typ="safe").load(
         LAB_KUBECONFIG
     )
-    assert not Path(upgrade.env["KUBECONFIG"]).exists()
+    assert re.fullmatch(r"/dev/fd/\d+", upgrade.env["KUBECONFIG"])
     assert LAB_TOKEN not in out + err
     # Only the token is a secret: the kubeconfig's structure is neither warned about nor redacted.
     assert "warning" not in err

@@ -29,7 +29,15 @@ import pytest
 from bot.main import main
 from tests.fixtures.charts import MINI_Z2JH
 from tests.fixtures.repos import commit_all, write
-from tests.fixtures.secrets import AgeKey, age_rules, secrets_path, write_secrets
+from tests.fixtures.secrets import (
+    AgeKey,
+    age_rules,
+    files_holding_since,
+    places_decrypted_data_could_stay,
+    secrets_path,
+    wait_until,
+    write_secrets,
+)
 
 HUBS = ("tess-private", "tess-public")
 ENVS = ("staging", "prod")
@@ -362,6 +370,43 @@ def test_sigterm_while_editing_leaves_no_plaintext(
     assert not held.exists()
     assert not any(parent.exists() for parent in held.parents if parent.name.startswith("hubbot-"))
     leaks.check_text(out + err, "the output")
+
+
+def test_sigkill_of_the_process_group_mid_edit_leaves_no_plaintext_anywhere(
+    canary_repo: Path, canaries: dict[str, str], tmp_path: Path
+) -> None:
+    """Nothing can run at SIGKILL: the buffer's directory goes by the watchdog's hand."""
+    editor = tmp_path / "editor.sh"
+    editor.write_text(EDITOR)
+    editor.chmod(0o700)
+    record = tmp_path / "record"
+    env = dict(os.environ, EDITOR=str(editor), HUBBOT_TEST_RECORD=str(record))
+    env.pop("SOPS_EDITOR", None)
+    since = time.time() - 1
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--repo", str(canary_repo), "secrets", "edit",
+         "tess-private", "prod"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: bot, sops and the editor
+    )
+    try:
+        assert wait_until(record.exists, 60), "the editor never started"
+        held = Path(record.read_text().split(maxsplit=1)[1].strip())
+        assert canaries["long_random"] in held.read_text()  # sops's copy for the editor
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    buffer_dir = next(p for p in held.parents if p.name.startswith("hubbot-"))
+    assert wait_until(lambda: not buffer_dir.exists()), f"{buffer_dir} outlived the bot"
+    leftovers = files_holding_since(
+        list(canaries.values()), places_decrypted_data_could_stay(canary_repo), since
+    )
+    assert leftovers == []
 
 
 def test_the_checker_finds_a_leak(canaries: dict[str, str], tmp_path: Path) -> None:

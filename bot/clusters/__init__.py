@@ -2,8 +2,8 @@
 
 Each provider turns a hub's `cluster:` settings into a kubeconfig document plus
 the credential strings inside it (so they can be registered with the redactor).
-The document only ever reaches disk as a 0600 file on a memory filesystem that
-exists for the duration of one `with` block.
+The document never gets a name on disk: it is a sealed anonymous memory file
+(memfd) that helm reads as /dev/fd/N, for the duration of one `with` block.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from bot.errors import HubbotError, Location
 from bot.hubploy import Deployment, kubeconfig_path
-from bot.memfs import private_file
+from bot.memfs import MemoryFile, memory_file
 from bot.source import Source
 from bot.values import Decryptor
 from bot.yamlfile import dump_yaml
@@ -59,10 +58,10 @@ def provider_for(
 
 
 @contextmanager
-def kubeconfig_file(config: KubeConfig) -> Iterator[Path]:
-    """The kubeconfig as a private file for the block only (KUBECONFIG for helm)."""
-    with private_file(dump_yaml(config.document).encode(), "kubeconfig") as path:
-        yield path
+def kubeconfig_file(config: KubeConfig) -> Iterator[MemoryFile]:
+    """The kubeconfig as a memory file for the block only (KUBECONFIG for helm)."""
+    with memory_file(dump_yaml(config.document).encode(), "kubeconfig") as file:
+        yield file
 
 
 def single_cluster_config(
