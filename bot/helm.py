@@ -82,6 +82,7 @@ def run(
             capture_output=True,
             check=False,
             env={**os.environ, **env} if env else None,
+            preexec_fn=die_with_the_bot(),
         )
     except OSError as exc:
         raise cannot_start(helm, exc) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,10 @@ import pytest
 
 from bot import helm
 from bot.errors import HubbotError
+from bot.memfs import process_start
 from bot.yamlfile import load_yaml
 from tests.fixtures.charts import CHART_VERSION, HUB_CHART, REAL_CHART
+from tests.fixtures.secrets import wait_until
 
 JUPYTERHUB = helm.Dependency("jupyterhub", CHART_VERSION, "https://hub.jupyter.org/helm-chart/")
 # A released version other than the locked one (the shared directory holds both).
@@ -350,3 +354,36 @@ def test_a_go_stack_trace_gives_its_first_line(
         "`helm template` failed: stat /dev/null/.config/helm/registry/config.json: "
         "not a directory"
     )
+
+
+HANGING_HELM = """\
+#!/bin/sh
+echo $$ > "$0.pid"
+exec sleep 120
+"""
+
+
+@pytest.mark.parametrize("how", ["run", "Processes.run"])
+def test_helm_dies_with_the_bot_even_by_sigkill(tmp_path: Path, how: str) -> None:
+    fake = tmp_path / "helm"
+    fake.write_text(HANGING_HELM)
+    fake.chmod(0o700)
+    call = (
+        "helm.run(['upgrade'])"
+        if how == "run"
+        else "helm.Processes().run([helm.binary(), 'upgrade'], None, dict(os.environ), Path('.'))"
+    )
+    script = f"import os\nfrom pathlib import Path\nfrom bot import helm\n{call}\n"
+    bot = subprocess.Popen(
+        [sys.executable, "-c", script], env={**os.environ, "HELM": str(fake)}, cwd=tmp_path
+    )
+    pid_file = tmp_path / "helm.pid"
+    assert wait_until(lambda: pid_file.exists() and bool(pid_file.read_text().strip()))
+    helm_pid = int(pid_file.read_text())
+    try:
+        os.kill(bot.pid, signal.SIGKILL)  # the bot alone: its helm is in no signalled group
+        bot.wait(timeout=30)
+        assert wait_until(lambda: process_start(helm_pid) is None), "helm outlived the bot"
+    finally:
+        if process_start(helm_pid) is not None:
+            os.kill(helm_pid, signal.SIGKILL)
