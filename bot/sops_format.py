@@ -85,8 +85,8 @@ def refuse_numbers(shape: SecretsShape) -> None:
     """
     for path, leaf in _leaves(shape.data, ()):
         if leaf.sops_type in NUMERIC_TYPES:
-            raise HubbotError(number_message(shape.file, path, leaf.sops_type),
-                              Location(shape.file, shape.lines.get(path)))
+            where = Location(shape.file, shape.lines.get(path))
+            raise HubbotError(number_message(shape.file, path, leaf.sops_type), where)
 
 
 def number_message(file: str, path: Path_, sops_type: str) -> str:

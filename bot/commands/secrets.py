@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from bot.sops_config import (
 from bot.sops_format import number_message, read_shape, refuse_numbers
 from bot.source import Source, WorkTree
 from bot.values import Decryptor
-from bot.yamlfile import Path_, load_yaml
+from bot.yamlfile import load_yaml
 
 EXIT_NOT_MODIFIED = 200  # sops edit: the file was left as it was
 EXIT_EDITOR_FAILED = 201  # sops edit: the editor could not be started, or failed
@@ -303,24 +302,13 @@ def _register_plaintext(file: str, text: str, redactor: Redactor) -> None:
     data: Any = doc.data
     if not isinstance(data, dict):
         raise HubbotError("plaintext secrets must be a YAML mapping", Location(file, 1))
-    sops.register_leaves(sops.every_leaf(data), redactor)
-    number = next(_numbers(data, ()), None)
-    if number is not None:
-        path, value = number
-        sops_type = "float" if isinstance(value, float) else "int"
-        where = Location(file, doc.lines.get(path))
-        raise HubbotError(number_message(file, path, sops_type), where)
-
-
-def _numbers(node: Any, path: Path_) -> Iterator[tuple[Path_, int | float]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _numbers(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _numbers(value, (*path, index))
-    elif isinstance(node, int | float) and not isinstance(node, bool):
-        yield path, node
+    leaves = list(sops.every_leaf(data))
+    sops.register_leaves(leaves, redactor)
+    for path, value in leaves:
+        if isinstance(value, int | float):  # sops would encrypt it as type int or float
+            sops_type = "float" if isinstance(value, float) else "int"
+            where = Location(file, doc.lines.get(path))
+            raise HubbotError(number_message(file, path, sops_type), where)
 
 
 def _encrypt_text(repo: Path, file: str, plaintext: str) -> str:
