@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,8 +25,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from bot import helm
 from bot.main import main
-from tests.fixtures.charts import MINI_Z2JH
+from bot.redact import Redactor
 from tests.fixtures.repos import commit_all, write
 from tests.fixtures.secrets import (
     AgeKey,
@@ -424,33 +424,57 @@ NUMBER = 799679631873
 NUMBER_FORMS = ("799679631873", "7.99679631873e+11", "7.99679631873e11", "7.99679631873E+11")
 
 
-def numeric_secret_repo(repo: Path, age: AgeKey, timeout: str) -> Path:
-    """tess-public staging holds `jupyterhub.cull.timeout` as a secret."""
+def test_helm_prints_a_number_in_a_form_no_redactor_registers(
+    hub_chart_offline_ready: Path,
+) -> None:
+    """Why numbers are refused rather than redacted: helm's own rendering of one."""
+    values = json.dumps({"jupyterhub": {"hub": {"revisionHistoryLimit": NUMBER}}})
+    rendered = helm.template(hub_chart_offline_ready, "tess", "tess", values)
+    assert "revisionHistoryLimit: 7.99679631873e+11" in rendered
+    redactor = Redactor()
+    redactor.register(str(NUMBER))
+    assert "7.99679631873e+11" in redactor.redact(rendered)
+
+
+def numeric_secret_repo(repo: Path, age: AgeKey, key: str, value: str) -> Path:
+    """tess-public staging holds `jupyterhub.hub.KEY` (a dotted path) as a secret."""
     write(repo, ".sops.yaml", age_rules(("staging", age.recipient), ("prod", age.recipient)))
-    shutil.copytree(MINI_Z2JH, repo / "hub" / "charts" / "jupyterhub")
+    *parents, leaf = key.split(".")
+    nested = f"{leaf}: {value}"
+    for parent in reversed(parents):
+        nested = f"{parent}: {{{nested}}}"
     document = (
         "jupyterhub:\n"
         f"  proxy: {{secretToken: canary{secrets.token_hex(16)}}}\n"
-        f"  hub: {{cookieSecret: {secrets.token_hex(32)}}}\n"
-        "  cull:\n"
-        f"    timeout: {timeout}\n"
+        "  hub:\n"
+        f"    cookieSecret: {secrets.token_hex(32)}\n"
+        f"    {nested}\n"
     )
     write_secrets(repo, "tess-public", "staging", document)
     return repo
 
 
-@pytest.mark.parametrize("value", [str(NUMBER), f"{NUMBER}.5", "7.99679631873e+11"])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        # The chart prints it as `revisionHistoryLimit: 7.99679631873e+11`: the leak.
+        ("revisionHistoryLimit", str(NUMBER)),
+        ("revisionHistoryLimit", f"{NUMBER}.5"),
+        # An all-digit API id for the hub's environment: the chart fails on its float64.
+        ("extraEnv.TESS_API_ID", "7.99679631873e+11"),
+    ],
+)
 def test_a_numeric_secret_is_refused_with_quote_it_by_every_command(
-    hub_repo: Path, age_env: AgeKey, helm_bin: str, value: str,
-    capsys: pytest.CaptureFixture[str],
+    hub_repo: Path, age_env: AgeKey, helm_bin: str, real_chart_packages: Path, key: str,
+    value: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    repo = numeric_secret_repo(hub_repo, age_env, value)
+    repo = numeric_secret_repo(hub_repo, age_env, key, value)
     kind = "int" if value == str(NUMBER) else "float"
     file = secrets_path("tess-public", "staging")
     lines = (repo / file).read_text().splitlines()
-    line = next(n for n, text in enumerate(lines, 1) if text.strip().startswith("timeout: ENC["))
+    line = next(n for n, text in enumerate(lines, 1) if f"{key.split('.')[-1]}: ENC[" in text)
     message = (
-        f"{file}:{line}: `jupyterhub.cull.timeout` is a number "
+        f"{file}:{line}: `jupyterhub.hub.{key}` is a number "
         f"(sops type {kind}): helm reads numbers as float64 and prints them in forms "
         "(12345678901 as 1.2345678901e+10) that cannot be redacted; a secret must be a string: "
         "quote it (`hubbot secrets edit tess-public staging`)"
@@ -473,12 +497,13 @@ def test_a_numeric_secret_is_refused_with_quote_it_by_every_command(
 
 
 def test_a_quoted_number_is_a_string_and_redacted_in_every_rendering(
-    hub_repo: Path, age_env: AgeKey, helm_bin: str, capsys: pytest.CaptureFixture[str]
+    hub_repo: Path, age_env: AgeKey, helm_bin: str, real_chart_packages: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    repo = numeric_secret_repo(hub_repo, age_env, f'"{NUMBER}"')
+    repo = numeric_secret_repo(hub_repo, age_env, "extraEnv.TESS_API_ID", f'"{NUMBER}"')
     status = main(["--repo", str(repo), "render", "tess-public", "staging", "--manifests",
                    "--decrypt"])
     captured = capsys.readouterr()
     assert (status, captured.err) == (0, "")
-    assert "  cull.timeout: <redacted>\n" in captured.out
+    assert "value: <redacted>" in captured.out
     assert not [form for form in NUMBER_FORMS if form in captured.out]

@@ -28,7 +28,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     def encrypt(file: str, plaintext: str) -> str:
         # The fresh tokens are secrets from birth: never printed, even in an error.
-        sops.register_leaves(load_yaml(file, plaintext).data, args.redactor)
+        sops.register_leaves(sops.every_leaf(load_yaml(file, plaintext).data), args.redactor)
         return sops.encrypt_text(file, plaintext, cwd=args.repo)
 
     new = newhub.prepare(WorkTree(args.repo), args.name, args.from_hub, args.domain, encrypt)
