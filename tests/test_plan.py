@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from bot import sops
-from bot.errors import HubbotError
 from bot.main import main
 from bot.plan import plan
 from bot.redact import Redactor
