@@ -42,6 +42,7 @@ PROBE = Path(__file__).with_name("startup_probe.py")
 COMPLETE = ".hubbot-complete"
 INSTALL_TIMEOUT = 900  # seconds; about one minute on a fresh machine
 PROBE_TIMEOUT = 120
+PROBE_TIMEOUT_PER_PAIR = 10
 # The probe runs the hub configuration (and any hub.extraConfig code) as the hub
 # would: it gets no credentials from the bot's environment, only these.
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -151,8 +152,11 @@ def _install_failed(chart_version: str, requirements: Path, reason: str) -> str:
     )
 
 
-def probe(python: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """Run the probe with `python` on `request`; its JSON answer."""
+def probe(python: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the probe with `python` on each of `requests`, in one process; its JSON answers.
+
+    JupyterHub and its classes are imported once, and each request runs in a fork of
+    that process: a pair costs its own config only, and leaves nothing to the next."""
     with tempfile.TemporaryDirectory(prefix="hubbot-startup-") as workdir:
         os.chmod(workdir, 0o700)
         env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
@@ -160,12 +164,12 @@ def probe(python: Path, request: dict[str, Any]) -> dict[str, Any]:
         try:
             done = subprocess.run(
                 [str(python), "-I", str(PROBE)],
-                input=json.dumps(request),
+                input=json.dumps({"batch": requests}),
                 capture_output=True,
                 text=True,
                 cwd=workdir,
                 env=env,
-                timeout=PROBE_TIMEOUT,
+                timeout=PROBE_TIMEOUT + PROBE_TIMEOUT_PER_PAIR * len(requests),
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -174,7 +178,7 @@ def probe(python: Path, request: dict[str, Any]) -> dict[str, Any]:
         answer = json.loads(done.stdout) if done.returncode == 0 else None
     except json.JSONDecodeError:
         answer = None
-    if not isinstance(answer, dict):
+    if not isinstance(answer, list) or len(answer) != len(requests):
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {done.returncode}"
         raise HubbotError(f"the start-up probe failed with {python}: {last}")

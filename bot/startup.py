@@ -21,7 +21,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,15 +66,28 @@ def verdict(source: Source, values: HubValues) -> str:
 
 def check(source: Source, values: HubValues) -> StartupReport:
     """Render the pair, run the probe on it, and judge the answer."""
-    if values.decrypted:
+    (report,) = check_many(source, [values])
+    return report
+
+
+def check_many(source: Source, pairs: Sequence[HubValues]) -> list[StartupReport]:
+    """check() for each pair, with one probe process for them all (JupyterHub is imported
+    once; each pair's config still runs in a process of its own)."""
+    if any(values.decrypted for values in pairs):
         raise ValueError("the start-up check must run on shape-only values, never decrypted ones")
+    if not pairs:
+        return []
     with manifests.chart_at(source) as chart_dir:
         version = chart_version(chart_dir)
         requirements = runtime.requirements_file(version)
         python = runtime.environment(version, requirements)
-        resources = render(chart_dir, values)
-    answer = runtime.probe(python, probe_request(resources, values.environment.namespace))
-    return judge(values, answer)
+        with helm.ready_chart(chart_dir) as chart:
+            requests = [
+                probe_request(render(chart, values), values.environment.namespace)
+                for values in pairs
+            ]
+    answers = runtime.probe(python, requests)
+    return [judge(values, answer) for values, answer in zip(pairs, answers, strict=True)]
 
 
 def chart_version(chart_dir: Path) -> str:
@@ -85,17 +98,16 @@ def chart_version(chart_dir: Path) -> str:
     raise HubbotError(f"the chart does not depend on {CHART}", where)
 
 
-def render(chart_dir: Path, values: HubValues) -> dict[manifests.Key, manifests.Doc]:
-    """What `helm template` renders for the pair, secrets replaced by samples of their type."""
-    text = json.dumps(with_samples(values.document))
-    with helm.ready_chart(chart_dir) as chart:
-        rendered = helm.template(
-            chart,
-            values.environment.release,
-            values.environment.namespace,
-            text,
-            manifests.kube_version(values.deployment),
-        )
+def render(chart: Path, values: HubValues) -> dict[manifests.Key, manifests.Doc]:
+    """What `helm template` renders for the pair from a ready chart, secrets replaced by
+    samples of their type."""
+    rendered = helm.template(
+        chart,
+        values.environment.release,
+        values.environment.namespace,
+        json.dumps(with_samples(values.document)),
+        manifests.kube_version(values.deployment),
+    )
     return manifests.parse(rendered)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import importlib.metadata
 import json
 import os
@@ -43,12 +44,50 @@ current-context: probe
 
 
 def main() -> int:
-    request = json.load(sys.stdin)
+    batch = json.load(sys.stdin)["batch"]
     # The hub config prints what it loads: keep stdout for the one JSON answer.
+    # kubernetes_asyncio reads KUBECONFIG when imported: set before the preload.
+    (Path.cwd() / "kubeconfig").write_text(KUBECONFIG)
+    os.environ["KUBECONFIG"] = str(Path.cwd() / "kubeconfig")
     with contextlib.redirect_stdout(sys.stderr):
-        answer = probe(request, Path.cwd())
-    json.dump(answer, sys.stdout)
+        preload()
+        answers = [isolated(request, Path.cwd() / f"pair-{n}") for n, request in enumerate(batch)]
+    json.dump(answers, sys.stdout)
     return 0
+
+
+def preload() -> None:
+    """Import once what every pair's hub config needs: each pair then runs in a fork."""
+    import jupyterhub.app  # noqa: F401
+    import kubernetes_asyncio.client  # noqa: F401
+    import kubespawner  # noqa: F401
+    import tornado.curl_httpclient  # noqa: F401
+
+    for optional in ("oauthenticator.github", "oauthenticator.generic", "tmpauthenticator"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(optional)
+
+
+def isolated(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """probe() in a forked child: one pair's config, environment and class state never
+    reach the next pair's."""
+    workdir.mkdir()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            data = json.dumps(probe(request, workdir))
+        except BaseException as exc:  # the child reports whatever stopped it
+            data = json.dumps({"load_error": failure(exc)})
+        with os.fdopen(write, "w") as out:
+            out.write(data)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        data = answer.read()
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else {"load_error": "the probe of this pair died"}
 
 
 def probe(request: dict[str, Any], workdir: Path) -> dict[str, Any]:

@@ -322,9 +322,11 @@ def startup_step(ctx: Context, result: Plan) -> tuple[str, list[str]]:
     rows = []
     with ctx.report.step("start-up check") as failures:
         source = WorkTree(ctx.repo)
-        for pair in pairs:
+        checked_pairs = startup.check_many(
+            source, [build(source, pair.hub, pair.env) for pair in pairs]
+        )
+        for pair, checked in zip(pairs, checked_pairs, strict=True):
             name = f"{pair.hub}/{pair.env}"
-            checked = startup.check(source, build(source, pair.hub, pair.env))
             for problem in checked.errors:
                 print(f"  {name}: {problem}")
             for warning in checked.warnings:
