@@ -313,6 +313,20 @@ def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | N
     return _outline(base, hub)
 
 
+def same_inputs_by_env(base: Source, head: Source, hub: str) -> dict[str, bool]:
+    """Per environment of the hub at `head`: whether every input of the pair is
+    byte-identical at both refs (empty when its hubploy.yaml cannot be read at either:
+    checking the hub says why)."""
+    try:
+        new = _outline(head, hub)
+        old = _outline_at_base(base, head, hub, new)
+    except HubbotError:
+        return {}
+    return {
+        env: env in old.envs and _same_inputs(base, head, old, new, env) for env in new.envs
+    }
+
+
 def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: str) -> bool:
     """Every input of the pair's render is byte-identical: no need to render it."""
     files = [old.file, *layer_files(old.hub, env)]

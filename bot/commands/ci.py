@@ -211,14 +211,21 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context, base_ref: str) -> None:
+def validate_step(ctx: Context, base_ref: str, *, only_changed: bool = False) -> None:
     """Validate the checkout, against the schemas at `base_ref` too, refusing what
-    Kubernetes would refuse in the change from it."""
+    Kubernetes would refuse in the change from it; `only_changed` (pull requests): only
+    the pairs whose inputs differ from `base_ref` (bot/scope.py)."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
         # The start-up check runs in its own step, for the affected pairs only.
         args = argparse.Namespace(
-            repo=ctx.repo, hubs=[], env=None, format=output, base=base_ref, no_startup=True
+            repo=ctx.repo,
+            hubs=[],
+            env=None,
+            format=output,
+            base=base_ref,
+            no_startup=True,
+            only_changed=only_changed,
         )
         if validate.run(args) != 0:
             raise HubbotError("validation failed: fix the problems listed above")
@@ -348,7 +355,7 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
-    validate_step(ctx, base)
+    validate_step(ctx, base, only_changed=True)
     secrets_step(ctx)
     head = GitCommit(ctx.repo, "HEAD")
     result = plan_step(ctx, base, head)

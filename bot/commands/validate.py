@@ -10,6 +10,7 @@ from bot import actions, chartschema, helm, startup
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
+from bot.scope import Scope, scope
 from bot.source import GitCommit, Source, WorkTree
 from bot.validation import check, resize_problems
 from bot.values import CHART_DIR, HubValues, build
@@ -32,12 +33,21 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "change under review cannot loosen, and refuse what Kubernetes would refuse in the "
         "change from REF (a resized static volume)",
     )
+    parser.add_argument(
+        "--only-changed",
+        action="store_true",
+        help="with --base: check fully only the pairs whose inputs differ from REF; the "
+        "others are proven unchanged by their inputs' fingerprints (a pull request's check)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     source = WorkTree(args.repo)
     trusted = trusted_base(args.repo, args.base) if args.base else None
+    if args.only_changed and trusted is None:
+        raise HubbotError("--only-changed needs --base REF: the ref to compare the inputs with")
+    limited: Scope | None = scope(trusted, source) if args.only_changed and trusted else None
     hubs = args.hubs or discover_hubs(source)
     if not hubs:
         raise HubbotError(
@@ -47,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     pairs = 0
     for hub in hubs:
+        if limited is not None and limited.hub_unchanged(hub):
+            continue
         try:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
         except HubbotError as exc:
@@ -56,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             pairs += 1
             continue
         for env in envs:
+            if limited is not None and not limited.checks(hub, env):
+                continue
             pairs += 1
             warnings: list[HubbotError] = []
             verdict = None
@@ -77,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     chart_problems = chart_lock_problems(source)
     report(f"{CHART_DIR}/ chart lock", chart_problems, args.format)
     print(f"{pairs - failed} of {pairs} hub environments valid")
+    if limited is not None:
+        print(limited.summary(pairs))
     failed += bool(chart_problems)
     if has_infra(source):
         try:
