@@ -313,18 +313,11 @@ def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | N
     return _outline(base, hub)
 
 
-def same_inputs_by_env(base: Source, head: Source, hub: str) -> dict[str, bool]:
-    """Per environment of the hub at `head`: whether every input of the pair is
-    byte-identical at both refs (empty when its hubploy.yaml cannot be read at either:
-    checking the hub says why)."""
-    try:
-        new = _outline(head, hub)
-        old = _outline_at_base(base, head, hub, new)
-    except HubbotError:
-        return {}
-    return {
-        env: env in old.envs and _same_inputs(base, head, old, new, env) for env in new.envs
-    }
+def pair_inputs(source: Source, hub: str) -> dict[str, tuple[str, ...]]:
+    """Per environment of the hub: the files and image directories its render reads."""
+    outline = _outline(source, hub)
+    directories = tuple(path for _, path in outline.images)
+    return {env: (outline.file, *layer_files(hub, env), *directories) for env in outline.envs}
 
 
 def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: str) -> bool:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot import plan, policy
-from bot.hubploy import discover_hubs
-from bot.source import Source
+from bot import git, plan, policy
+from bot.errors import HubbotError
+from bot.hubploy import DEPLOYMENTS, discover_hubs
+from bot.source import GitCommit, WorkTree
 from bot.values import CHART_DIR
 
 
@@ -47,23 +48,32 @@ class Scope:
         )
 
 
-def shared_changes(base: Source, head: Source) -> list[str]:
-    """The inputs of every pair that differ: the chart directory, schemas, policy files."""
-    changed = [f"{CHART_DIR}/"] if base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR) else []
-    return changed + policy.changes(base, head)
-
-
-def scope(base: Source, head: Source) -> Scope:
-    """Which of `head`'s pairs must be checked, compared with `base` (a pull request's)."""
-    shared = shared_changes(base, head)
+def scope(base: GitCommit, head: WorkTree) -> Scope:
+    """Which of the work tree's pairs must be checked, compared with `base` (a pull
+    request's): git compares the files' contents with the base commit's in two calls."""
+    changed = git.changed_since(head.root, base.commit)
+    shared = [f"{CHART_DIR}/"] if any(p.startswith(f"{CHART_DIR}/") for p in changed) else []
+    shared += policy.changes(base, head)
     if shared:
         return Scope(base.label, tuple(shared), frozenset())
     base_hubs = set(discover_hubs(base))
     unchanged: set[tuple[str, str]] = set()
     whole: set[str] = set()
     for hub in discover_hubs(head):
-        same = plan.same_inputs_by_env(base, head, hub) if hub in base_hubs else {}
+        if hub not in base_hubs or f"{DEPLOYMENTS}/{hub}/hubploy.yaml" in changed:
+            continue  # every pair of the hub reads its hubploy.yaml: all are checked
+        try:
+            inputs = plan.pair_inputs(base, hub)
+        except HubbotError:
+            continue  # broken at the base: checking says why
+        same = {env: not any(_touched(path, changed) for path in paths)
+                for env, paths in inputs.items()}
         unchanged |= {(hub, env) for env, identical in same.items() if identical}
-        if same and all(same.values()):
+        if all(same.values()):
             whole.add(hub)
     return Scope(base.label, (), frozenset(unchanged), frozenset(whole))
+
+
+def _touched(path: str, changed: set[str]) -> bool:
+    """Whether the file or directory `path` holds a changed path."""
+    return path in changed or any(name.startswith(f"{path}/") for name in changed)
