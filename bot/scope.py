@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bot import git, plan, policy
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, discover_hubs
+from bot.sops_config import CONFIG_FILE
 from bot.source import GitCommit, WorkTree
 from bot.values import CHART_DIR
 
@@ -77,3 +78,12 @@ def scope(base: GitCommit, head: WorkTree) -> Scope:
 def _touched(path: str, changed: set[str]) -> bool:
     """Whether the file or directory `path` holds a changed path."""
     return path in changed or any(name.startswith(f"{path}/") for name in changed)
+
+
+def files_to_check(base: GitCommit, head: WorkTree, files: list[str]) -> list[str]:
+    """Of `files` (secrets files checked against .sops.yaml), those a pull request can have
+    broken: every one when the sops rules changed, else those that differ from `base`."""
+    if base.read(CONFIG_FILE) != head.read(CONFIG_FILE):
+        return files
+    changed = git.changed_since(head.root, base.commit)
+    return [file for file in files if file in changed]

@@ -50,6 +50,7 @@ from bot import (
     memfs,
     policy,
     promote,
+    scope,
     sops,
     sops_config,
     startup,
@@ -231,13 +232,23 @@ def validate_step(ctx: Context, base_ref: str, *, only_changed: bool = False) ->
             raise HubbotError("validation failed: fix the problems listed above")
 
 
-def secrets_step(ctx: Context) -> None:
-    """Every secrets file encrypted as its .sops.yaml creation rule says (no keys needed)."""
+def secrets_step(ctx: Context, base_ref: str | None = None) -> None:
+    """Every secrets file encrypted as its .sops.yaml creation rule says (no keys needed);
+    with `base_ref` (pull requests), those that differ from it unless the rules changed."""
     with ctx.report.step("secrets"):
         source = WorkTree(ctx.repo)
         rules = sops_config.load_rules(source)
         failed = []
-        for file in sops_config.secrets_files(source):
+        files = sops_config.secrets_files(source)
+        if base_ref is not None:
+            checked = scope.files_to_check(GitCommit(ctx.repo, base_ref), source, files)
+            if len(checked) < len(files):
+                print(
+                    f"{len(files) - len(checked)} of {len(files)} secrets files unchanged since "
+                    f"{base_ref[:12]}, and so is {sops_config.CONFIG_FILE}: not checked again"
+                )
+            files = checked
+        for file in files:
             try:
                 sops_config.check_against_rules(rules, file, source.read(file) or "")
             except HubbotError as exc:
@@ -356,7 +367,7 @@ def is_fork(pull: dict[str, Any]) -> bool:
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
     validate_step(ctx, base, only_changed=True)
-    secrets_step(ctx)
+    secrets_step(ctx, base)
     head = GitCommit(ctx.repo, "HEAD")
     result = plan_step(ctx, base, head)
     changed = [image for image in result.images if image.changed]
