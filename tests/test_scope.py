@@ -8,7 +8,7 @@ import pytest
 
 from bench.generate import generate, hub_name
 from bench.speed import one_file_change
-from bot.scope import scope
+from bot.scope import files_to_check, scope
 from bot.source import GitCommit, WorkTree
 from tests.fixtures.charts import chart_packages_directory
 from tests.fixtures.repos import commit_all, replace_in, validate
@@ -115,3 +115,20 @@ def test_a_generated_fleet_with_a_one_file_change_counts_every_other_pair_unchan
     limited = scope(GitCommit(repo, "HEAD~1"), WorkTree(repo))
     assert len(limited.unchanged) == 22
     assert limited.shared == ()
+
+
+def test_a_pull_requests_secrets_check_covers_the_changed_files_unless_the_rules_changed(
+    hub_repo: Path,
+) -> None:
+    files = sorted(str(p.relative_to(hub_repo)) for p in hub_repo.glob("deployments/*/secrets/*"))
+    base = GitCommit(hub_repo, "HEAD")
+    edited = "deployments/tess-public/secrets/prod.yaml"
+    with (hub_repo / edited).open("a") as handle:
+        handle.write("# edited\n")
+
+    assert files_to_check(base, WorkTree(hub_repo), files) == [edited]
+
+    with (hub_repo / ".sops.yaml").open("a") as handle:
+        handle.write("# the rules changed\n")
+
+    assert files_to_check(base, WorkTree(hub_repo), files) == files
