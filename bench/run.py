@@ -1,9 +1,10 @@
 """`make bench`: speed at 2, 50 and 200 hubs, and work avoided on replayed histories.
 
-Prints one table and a final summary line that says whether each target was met:
-for 200 hubs x 2 environments, validate + plan + values diff within 5 s and
-the plan of a one-file change within 1 s; and, on every replayed history, no
-redundant build, no redundant deploy and no missed deploy.
+Prints one table, the ratios of issue 15 beside their targets, and a final summary
+line that says whether each target was met. Absolute seconds do not travel between
+machines, so the targets are ratios of CPU seconds measured in the same run (see
+RATIO_TARGETS) and, on every replayed history, no redundant build, no redundant
+deploy and no missed deploy. The seconds are printed for context.
 
     python -m bench.run [--hubs 2 50 200] [--runs 3] [--replay-hubs 50] [REPO ...]
 """
@@ -24,8 +25,6 @@ from bench import replay, speed
 from bench.generate import KINDS, PROJECT, generate, hub_name
 from bench.speed import Timing
 
-PLAN_TARGET = 1.0  # seconds, plan of a one-file change, 200 hubs
-TOTAL_TARGET = 5.0  # seconds, validate + plan + values diff, 200 hubs
 # Ratios of CPU seconds measured in the same run (issue 15): they travel between machines.
 RATIO_TARGETS = {
     "validate": ("validate, every pair / reading its files with libyaml alone", 2.0),
@@ -259,16 +258,9 @@ def summary(results: Results) -> str:
     plan_cpu = results.timings[("plan", largest)].cpu_median
     parts.append(
         f"{largest} hubs x 2 envs: validate+plan+diff {all_total:.2f} s wall, "
-        f"{cpu(results, largest):.2f} s CPU (target {TOTAL_TARGET} s)"
+        f"{cpu(results, largest):.2f} s CPU"
     )
-    parts.append(f"plan {plan_time:.2f} s wall, {plan_cpu:.2f} s CPU (target {PLAN_TARGET} s)")
-    # Wall time is what users feel; on a shared machine, say when CPU time alone would pass.
-    for name, wall, cpu_time, target in (
-        ("total time", all_total, cpu(results, largest), TOTAL_TARGET),
-        ("plan time", plan_time, plan_cpu, PLAN_TARGET),
-    ):
-        if wall > target:
-            misses.append(name + (" (wall only: CPU within target)" if cpu_time <= target else ""))
+    parts.append(f"plan {plan_time:.2f} s wall, {plan_cpu:.2f} s CPU")
     redundant_builds = sum(r.tallies["hubbot"].redundant_builds for _, r in results.replays)
     redundant_deploys = sum(r.tallies["hubbot"].redundant_deploys for _, r in results.replays)
     missed = sum(r.tallies["hubbot"].missed_deploys for _, r in results.replays)
