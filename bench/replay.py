@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +61,8 @@ class Replay:
     pushes: int = 0
     skipped: int = 0  # pushes whose config could not be read at base or head
     decrypted: bool = False  # ground truth saw decrypted secrets (else ciphertext)
+    # What could not be scored, and why: a whole push, or one hub of a push.
+    left_out: list[str] = field(default_factory=list)
     tallies: dict[str, Tally] = field(default_factory=lambda: {p: Tally() for p in POLICIES})
     log: list[Push] = field(default_factory=list)
     # hubbot's misses and redundant work, by commit subject, to say where they come from
@@ -92,9 +94,11 @@ def age_key(key: Path | None) -> Iterator[None]:
 class Truth:
     """What each pair receives at a commit, rendered once per distinct input."""
 
-    def __init__(self, repo: Path, decrypt: bool) -> None:
+    def __init__(self, repo: Path) -> None:
         self.repo = repo
-        self.decrypt: Decryptor | None = self._decrypt if decrypt else None
+        # Decided at the first commit with a secrets file (None until then).
+        self.decrypt: Decryptor | None = None
+        self.decided = False
         self._plain: dict[str, dict[str, Any]] = {}
         self._renders: dict[tuple[Any, ...], Any] = {}
 
@@ -125,6 +129,26 @@ class Truth:
             )
         return (self._renders[inputs], chart(source))
 
+    def decide(self, source: GitCommit) -> None:
+        """Decrypt from the first commit whose secrets can be tried, if the keys open them."""
+        if not self.decided:
+            can = _can_decrypt(self.repo, source)
+            self.decided = can is not None
+            self.decrypt = self._decrypt if can else None
+
+    def unreadable(self, source: GitCommit) -> dict[str, str]:
+        """Each hub whose files at `source` cannot be read or merged, with the error."""
+        errors = {}
+        for hub in discover_hubs(source):
+            try:
+                deployment = load_deployment(source, hub)
+                image_refs(source, deployment)
+                for env in deployment.environments:
+                    self.state(source, hub, env)
+            except HubbotError as exc:
+                errors[hub] = str(exc)
+        return errors
+
 
 def chart(source: GitCommit) -> tuple[tuple[str, str | None], ...]:
     """The chart as helm sees it, apart from values.yaml (a values layer)."""
@@ -139,17 +163,20 @@ def _chart(source: GitCommit) -> tuple[tuple[str, str | None], ...]:
     )
 
 
-def pairs_at(source: GitCommit) -> list[Pair]:
+def pairs_at(source: GitCommit, skip: Collection[str] = ()) -> list[Pair]:
     return [
         (hub, env)
         for hub in discover_hubs(source)
+        if hub not in skip
         for env in load_deployment(source, hub).environments
     ]
 
 
-def images_at(repo: Path, source: GitCommit) -> list[ImageUse]:
+def images_at(repo: Path, source: GitCommit, skip: Collection[str] = ()) -> list[ImageUse]:
     uses: dict[tuple[str, str], ImageUse] = {}
     for hub in discover_hubs(source):
+        if hub in skip:
+            continue
         for ref in image_refs(source, load_deployment(source, hub)):
             if (ref.name, ref.directory) not in uses:
                 last = git(repo, "log", "-1", "--format=%H", source.commit, "--", ref.directory)
@@ -161,27 +188,30 @@ def replay(repo: Path, ref: str, key: Path | None = None) -> Replay:
     result = Replay(repo, ref)
     commits = git(repo, "rev-list", "--first-parent", "--reverse", ref).splitlines()
     registries = {policy: Registry() for policy in POLICIES}
+    truth = Truth(repo)
     with age_key(key):
         base: GitCommit | None = None
-        truth: Truth | None = None
         for commit in commits:
             head = GitCommit(repo, commit)
             try:
-                if base is None or truth is None:
-                    truth = Truth(repo, decrypt=_can_decrypt(repo, head))
-                    result.decrypted = truth.decrypt is not None
+                truth.decide(head)
+                if base is None:
                     _seed(repo, head, registries)
                 else:
                     _push(result, truth, registries, base, head)
-            except HubbotError:
+            except HubbotError as exc:
                 result.skipped += base is not None
+                subject = git(repo, "log", "-1", "--format=%s", commit)
+                result.left_out.append(f"{commit[:8]} {subject}: not scored: {exc}")
                 continue  # an unreadable commit is never deployed: keep the last good base
             base = head
+    result.decrypted = truth.decrypt is not None
     return result
 
 
-def _can_decrypt(repo: Path, source: GitCommit) -> bool:
-    """Whether the secrets at `source` decrypt with the keys in the environment."""
+def _can_decrypt(repo: Path, source: GitCommit) -> bool | None:
+    """Whether the secrets at `source` decrypt with the keys in the environment; None when
+    it has no secrets file to try."""
     for hub in discover_hubs(source):
         for env in load_deployment(source, hub).environments:
             file = layer_files(hub, env)[-1]
@@ -193,7 +223,7 @@ def _can_decrypt(repo: Path, source: GitCommit) -> bool:
             except HubbotError:
                 return False
             return True
-    return False
+    return None
 
 
 def _seed(repo: Path, source: GitCommit, registries: dict[str, Registry]) -> None:
@@ -211,7 +241,20 @@ def _push(
     base: GitCommit,
     head: GitCommit,
 ) -> None:
-    """Score one merge of `head` onto `base` (raises HubbotError if either is unreadable)."""
+    """Score one merge of `head` onto `base`.
+
+    A hub unreadable at either commit is left out of the scoring, and the reason noted:
+    its pairs are never deployed, and the other hubs are scored as usual.
+    Raises HubbotError when what every hub shares cannot be read.
+    """
+    subject = git(result.repo, "log", "-1", "--format=%s", head.commit)
+    title = f"{head.commit[:8]} {subject}"
+    skip = {
+        hub: f"at {base.commit[:8]} (the base): {error}"
+        for hub, error in truth.unreadable(base).items()
+    }
+    skip.update(truth.unreadable(head))
+    result.left_out += [f"{title}: {hub} left out: {why}" for hub, why in sorted(skip.items())]
     registry = registries["hubbot"]
     # As `hubbot ci` plans a push: with the keys, when the replay has them.
     planned = plan(
@@ -220,9 +263,9 @@ def _push(
         check=lambda _d, ref: registry.has_tag(ref.name, ref.tag),
         decrypt=truth.decrypt,
     )
-    pairs = pairs_at(head)
-    images = images_at(result.repo, head)
-    before = set(pairs_at(base))
+    pairs = pairs_at(head, skip)
+    images = images_at(result.repo, head, skip)
+    before = set(pairs_at(base, skip))
     needed = frozenset(
         pair
         for pair in pairs
@@ -234,9 +277,11 @@ def _push(
             tuple(
                 Build(image.name, image.tag, contents[image.directory])
                 for image in planned.images
-                if image.build
+                if image.build and image.directory in contents
             ),
-            frozenset((pair.hub, pair.env) for pair in planned.deployable()),
+            frozenset(
+                (pair.hub, pair.env) for pair in planned.deployable() if pair.hub not in skip
+            ),
         ),
         "hubploy": hubploy(images, pairs, registries["hubploy"]),
         "path globs": path_globs(
@@ -248,7 +293,6 @@ def _push(
             head.commit,
         ),
     }
-    subject = git(result.repo, "log", "-1", "--format=%s", head.commit)
     result.log.append(Push(head.commit, subject, needed, decisions))
     ours = decisions["hubbot"]
     redundant_builds = sum(registry.has_content(b.name, b.content) for b in ours.builds)
@@ -260,7 +304,7 @@ def _push(
         ) + (" ..." if len(off) > 3 else "")
         if redundant_builds:
             what = f"{redundant_builds} redundant build(s) " + what
-        result.notes.append(f"{head.commit[:8]} {subject}: {what}")
+        result.notes.append(f"{title}: {what}")
     for policy, decision in decisions.items():
         result.tallies[policy].add(decision, needed, registries[policy])
     result.pushes += 1
@@ -291,6 +335,8 @@ def main() -> None:
     args = parser.parse_args()
     result = replay(args.repo.resolve(), args.ref, args.age_key)
     secrets = "decrypted" if result.decrypted else "compared by ciphertext (no key)"
+    if args.age_key and not result.decrypted:
+        secrets = f"compared by ciphertext ({args.age_key} opens none of them)"
     print(
         f"{result.repo} {result.ref}: {result.pushes} pushes replayed, "
         f"{result.skipped} unreadable skipped; secrets {secrets}"
@@ -298,6 +344,8 @@ def main() -> None:
     print(table(result))
     for note in result.notes:
         print(f"hubbot: {note}")
+    for why in result.left_out:
+        print(f"left out: {why}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 from bot import git
 from bot.engine import Engine, connect
 from bot.errors import HubbotError
-from bot.hubploy import Deployment, ImageConfig, load_deployment
+from bot.hubploy import Deployment, ImageConfig, discover_hubs, load_deployment
 from bot.imagetag import tag_for_tree
 from bot.redact import Redactor
 from bot.registries import Credentials, Registry, registry_for
@@ -155,6 +155,81 @@ def ensure_images(
     return results
 
 
+@dataclass(frozen=True)
+class Reviewed:
+    """A pull request's image, in the engine, with its previous version if that is there too."""
+
+    head: ImageResult
+    previous: str | None  # name:tag of the version at base, in the engine
+    note: str | None = None  # why the previous version is not in the engine
+
+
+def build_for_review(
+    base: Source,
+    head: Source,
+    hubs: list[str],
+    references: set[str],
+    *,
+    registry: bool,
+    on_line: LineSink = lambda line: None,
+    engine: Engine,
+) -> list[Reviewed]:
+    """Put `references` (images of `hubs` at `head`) in the engine without pushing, and the
+    base version of each beside it, so their contents can be compared.
+
+    Each comes from the engine itself, else (with `registry`: the registry can be
+    asked) a pull, else a build; a head image that fails to build raises with the
+    failing step and the log tail. A base version that cannot be had is only noted.
+    """
+    heads = _local(head, hubs, references, registry=registry, on_line=on_line, engine=engine)
+    at_base = set(discover_hubs(base))
+    previous = {w.ref.name: w for w in collect(base, [h for h in hubs if h in at_base])}
+    reviewed = []
+    for result in heads:
+        old = previous.get(result.name)
+        if old is None:
+            reviewed.append(Reviewed(result, None, "a new image: no earlier version"))
+            continue
+        try:
+            _local(base, [old.hubs[0]], {old.ref.reference}, registry=registry,
+                   on_line=on_line, engine=engine)
+        except HubbotError as exc:
+            note = f"the base version {old.ref.reference} could not be built: {exc.message}"
+            reviewed.append(Reviewed(result, None, note.splitlines()[0]))
+            continue
+        reviewed.append(Reviewed(result, old.ref.reference))
+    return reviewed
+
+
+def _local(
+    source: Source,
+    hubs: list[str],
+    references: set[str],
+    *,
+    registry: bool,
+    on_line: LineSink,
+    engine: Engine,
+) -> list[ImageResult]:
+    registries: dict[str, Registry] = {}
+    results = []
+    for wanted in collect(source, hubs):
+        ref = wanted.ref
+        if ref.reference not in references:
+            continue
+        login = _Login(_registry(registries, wanted), None)
+        if engine.has_image(ref.reference):
+            on_line(f"{ref.reference}: already in the engine")
+            results.append(_result(wanted))
+        elif registry and engine.pull(ref.name, ref.tag, login(ref.name)):
+            on_line(f"{ref.reference}: pulled from the registry")
+            results.append(_result(wanted, existed=True))
+        else:
+            results.append(
+                _build_one(source, wanted, login, engine, False, on_line, cache=registry)
+            )
+    return results
+
+
 class _Login:
     """A registry's login for the engine, each password registered as a secret first."""
 
@@ -176,7 +251,11 @@ def _build_one(
     engine: Engine,
     push: bool,
     on_line: LineSink,
+    *,
+    cache: bool = True,
 ) -> ImageResult:
+    """Build, test and (with `push`) push one image; `cache`: look for a layer cache in the
+    registry (only when it can be asked)."""
     ref = wanted.ref
     registry = login.registry
     with tempfile.TemporaryDirectory(prefix="hubbot-image-") as scratch:
@@ -187,7 +266,8 @@ def _build_one(
         if engine.has_image(ref.reference):
             on_line(f"{ref.reference}: already in the engine, not rebuilt")
         else:
-            cache_from = _layer_cache(source, wanted, login, engine, on_line)
+            if cache:
+                cache_from = _layer_cache(source, wanted, login, engine, on_line)
             _build(engine, directory, wanted, _labels(source, ref), cache_from, on_line)
             built = True
         tested = _self_test(engine, directory, wanted, on_line)

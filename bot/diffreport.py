@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.manifests import ManifestDiff
 from bot.markdown import escape_cell, fence, inline_code
-from bot.plan import VALUES, Pair, Plan
+from bot.plan import IMAGE, SECRETS, VALUES, Pair, Plan
 from bot.valuesdiff import Row, ValuesDiff
 
 
@@ -28,10 +28,22 @@ class PairReport:
 
 
 @dataclass(frozen=True)
+class NewPair:
+    """Where a pair new at head will run."""
+
+    namespace: str
+    release: str
+    url: str
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DiffReport:
     plan: Plan
     pairs: tuple[PairReport, ...]
     warnings: tuple[str, ...] = ()
+    risks: tuple[str, ...] = ()  # what a reviewer must weigh (infra, policy, moved releases)
+    new: dict[tuple[str, str], NewPair] = field(default_factory=dict)
 
     @property
     def refused(self) -> list[str]:
@@ -55,6 +67,65 @@ def _describe(pair: Pair) -> str:
     )
 
 
+def _why(pair: Pair) -> str:
+    """`_describe`, short enough for a table: images by their last name part only."""
+    parts = []
+    for reason in pair.reasons:
+        detail = reason.detail
+        if reason.kind == IMAGE:
+            name, _, change = detail.partition(": ")
+            detail = f"image {name.rsplit('/', 1)[-1]}: {change}"
+        elif reason.kind == VALUES:
+            detail += f" in {', '.join(_file_name(f) for f in reason.files)}"
+        parts.append(detail)
+    return "; ".join(parts)
+
+
+def _file_name(path: str) -> str:
+    """`deployments/HUB/config/common.yaml` -> `HUB/config/common.yaml`."""
+    return path.removeprefix("deployments/")
+
+
+def _grouped(pairs: tuple[Pair, ...]) -> list[tuple[list[str], str]]:
+    """Pairs with the same short why, together: (pair names, why)."""
+    groups: dict[str, list[str]] = {}
+    for pair in pairs:
+        groups.setdefault(_why(pair), []).append(f"{pair.hub}/{pair.env}")
+    return [(names, why) for why, names in groups.items()]
+
+
+def _merge_does(report: DiffReport, promotion: bool) -> str:
+    deployable = report.plan.deployable()
+    removed = [f"{p.hub}/{p.env}" for p in report.plan.pairs if p.removed]
+    if promotion:
+        names = ", ".join(f"{p.hub}/{p.env}" for p in deployable) or "nothing"
+        text = f"Merging deploys {names} with exactly what staging ran; nothing is built."
+    else:
+        staging = [f"{p.hub}/{p.env}" for p in deployable if p.env == "staging"]
+        prod = [f"{p.hub}/{p.env}" for p in deployable if p.env == "prod"]
+        text = f"Merging deploys {', '.join(staging) or 'nothing'} to staging"
+        text += f"; prod ({', '.join(prod)}) waits for the promotion PR." if prod else "."
+    if removed:
+        text += f" No longer deployed (left running): {', '.join(removed)}."
+    return text
+
+
+def _risk_lines(report: DiffReport, promotion: bool) -> list[str]:
+    plan = report.plan
+    lines = list(report.risks)
+    prod = [f"{p.hub}/{p.env}" for p in plan.deployable() if p.env == "prod"]
+    if prod and not promotion:
+        lines.append(f"prod changes: {', '.join(prod)} (deployed when the promotion PR merges)")
+    for (hub, env), new in report.new.items():
+        lines.append(
+            f"{hub}/{env} is new: release {new.release} in namespace {new.namespace} at {new.url}"
+        )
+    secrets = [f"{p.hub}/{p.env}" for p in plan.pairs if any(r.kind == SECRETS for r in p.reasons)]
+    if secrets:
+        lines.append(f"secrets change: {', '.join(secrets)}")
+    return lines
+
+
 def _restarts(report: DiffReport) -> list[str]:
     """Each kind of restart once, with the pairs where it happens."""
     where: dict[str, list[str]] = {}
@@ -65,20 +136,23 @@ def _restarts(report: DiffReport) -> list[str]:
     return [f"{what}: {', '.join(pairs)}" for what, pairs in where.items()]
 
 
-def _counts(report: DiffReport) -> str:
+def _counts(report: DiffReport, promotion: bool = False) -> str:
     keys = sum(len(item.values.rows) for item in report.pairs)
-    builds = sum(1 for image in report.plan.images if image.build)
     pairs = len(report.plan.pairs)
-    return (
-        f"{pairs} pair{'s' * (pairs != 1)} affected, {keys} key{'s' * (keys != 1)} changed, "
-        f"{builds} image{'s' * (builds != 1)} to build"
-    )
+    text = f"{pairs} pair{'s' * (pairs != 1)} affected, {keys} key{'s' * (keys != 1)} changed"
+    if promotion:
+        return text  # prod never builds
+    builds = sum(1 for image in report.plan.images if image.build)
+    return text + f", {builds} image{'s' * (builds != 1)} to build"
 
 
-def _image_line(report: DiffReport) -> list[str]:
+def _image_line(report: DiffReport, promotion: bool = False) -> list[str]:
     lines = []
     for image in report.plan.images:
         if not image.changed and image.build is not True:
+            continue
+        if promotion:
+            lines.append(f"{image.reference} ({', '.join(image.hubs)}): as staging ran it")
             continue
         build = {True: "build", False: "exists", None: "unknown"}[image.build]
         lines.append(f"{image.reference} ({', '.join(image.hubs)}): {build}")
@@ -178,18 +252,25 @@ def _value(value: str | None) -> str:
 # Markdown
 
 
-def markdown(report: DiffReport) -> str:
+def markdown(report: DiffReport, *, promotion: bool = False) -> str:
+    """The report for GitHub; `promotion`: for the promotion PR, where nothing is built."""
     plan = report.plan
-    out = [f"### hubbot diff `{plan.base}` → `{plan.head}`", "", f"**{_counts(report)}**", ""]
+    out = [f"### hubbot diff `{plan.base}` → `{plan.head}`", ""]
     if plan.pairs:
-        out += ["| hub | env | why |", "|---|---|---|"]
+        out += [f"**{escape_cell(_merge_does(report, promotion))}**", ""]
+    out += [f"{_counts(report, promotion)}", ""]
+    risks = _risk_lines(report, promotion)
+    if risks:
+        out += ["**Look out**", ""] + [f"- ⚠️ {escape_cell(line)}" for line in risks] + [""]
+    if plan.pairs:
+        out += ["| hub/env | why |", "|---|---|"]
         out += [
-            f"| {escape_cell(p.hub)} | {escape_cell(p.env)} | {escape_cell(_describe(p))} |"
-            for p in plan.pairs
+            f"| {escape_cell(', '.join(names))} | {escape_cell(why)} |"
+            for names, why in _grouped(plan.pairs)
         ]
         out.append("")
     for title, lines in (
-        ("Images", _image_line(report)),
+        ("Images", _image_line(report, promotion)),
         ("No effect", _no_effect_lines(plan)),
         ("What restarts", _restarts(report)),
         ("Warnings", list(report.warnings)),
@@ -197,15 +278,24 @@ def markdown(report: DiffReport) -> str:
         if lines:
             out += [f"**{title}**", ""] + [f"- {escape_cell(line)}" for line in lines] + [""]
     for item in report.pairs:
-        out += _markdown_pair(item)
+        out += _markdown_pair(item, report.new.get((item.pair.hub, item.pair.env)))
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _markdown_pair(item: PairReport) -> list[str]:
+def _markdown_pair(item: PairReport, place: NewPair | None = None) -> list[str]:
+    """One pair's section; a new pair (`place`) shows where it runs, not every key."""
     pair = item.pair
-    summary = html.escape(f"{pair.hub}/{pair.env}: {_describe(pair)}")
+    summary = html.escape(f"{pair.hub}/{pair.env}: {_why(pair)}")
     out = ["<details>", f"<summary>{summary}</summary>", ""]
-    if item.values.rows:
+    if place is not None:
+        keys = len(item.values.rows)
+        out += ["| namespace | release | URL | image | keys |", "|---|---|---|---|---|"]
+        out.append(
+            f"| {_code(place.namespace)} | {_code(place.release)} | {escape_cell(place.url)} | "
+            f"{_code(', '.join(place.images) or 'none')} | {keys} set |"
+        )
+        out.append("")
+    elif item.values.rows:
         out += ["| key | old | new | set by |", "|---|---|---|---|"]
         for row in item.values.rows:
             key, old, new, layer = _cells(row)

@@ -6,14 +6,16 @@ This is the act of computing what bot.diffreport then shows; `hubbot diff`,
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from bot import git, helm, manifests
-from bot.diffreport import DiffReport, PairReport, refused_changes
-from bot.plan import Pair, Plan
+from bot import git, helm, manifests, policy
+from bot.diffreport import DiffReport, NewPair, PairReport, refused_changes
+from bot.hubploy import load_deployment
+from bot.plan import SETTINGS, Pair, Plan
 from bot.source import GitCommit, Source
 from bot.values import CHART_DIR, Decryptor, HubValues, build
 from bot.valuesdiff import ValuesDiff, diff_values, unchanged
@@ -91,7 +93,14 @@ def _sides(
     return old, new
 
 
+# Repository paths whose change a reviewer must weigh beyond the hubs' diffs.
+_INFRA = "infra"
+_MOVES = re.compile(r"\b(release|namespace)\b")
+
+
 def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> DiffReport:
+    assert result.sources is not None
+    base, head = result.sources
     warnings = refused_changes(pairs)
     if unavailable:
         warnings.append(f"manifests {unavailable}; the values diff is complete")
@@ -101,7 +110,54 @@ def _report(result: Plan, pairs: list[PairReport], unavailable: str | None) -> D
         )
     if any(image.exists is None and image.changed for image in result.images):
         warnings.append("the registry was not asked: whether changed images exist is unknown")
-    return DiffReport(result, tuple(pairs), tuple(warnings))
+    return DiffReport(
+        result, tuple(pairs), tuple(warnings), tuple(_risks(result, base, head)), _new(result, head)
+    )
+
+
+def _changed(base: Source, head: Source, path: str) -> bool:
+    """Whether the file or directory `path` differs (a directory by its tree id)."""
+    if base.children(path) or head.children(path):
+        return base.tree_hash(path) != head.tree_hash(path)
+    return base.read(path) != head.read(path)
+
+
+def _risks(result: Plan, base: Source, head: Source) -> list[str]:
+    """What a reviewer must not miss: infra first, policy, renamed releases, new releases."""
+    risks = []
+    if _changed(base, head, _INFRA):
+        risks.append(
+            f"{_INFRA}/ changed: an operator must `terraform apply` it before this merges "
+            "(the hubs deploy on merge and may need it)"
+        )
+    changed_policy = policy.changes(base, head)
+    if changed_policy:
+        risks.append(policy.notice(changed_policy))
+    for pair in result.pairs:
+        if pair.added:
+            continue
+        if any(r.kind == SETTINGS and _MOVES.search(r.detail) for r in pair.reasons):
+            old = load_deployment(base, pair.hub).environments[pair.env]
+            new = load_deployment(head, pair.hub).environments[pair.env]
+            if old.release != new.release or old.namespace != new.namespace:
+                risks.append(
+                    f"{pair.hub}/{pair.env}: release {old.release} (namespace {old.namespace}) "
+                    f"becomes {new.release} (namespace {new.namespace}): the old release keeps "
+                    f"running; remove it with `helm uninstall {old.release} -n {old.namespace}`"
+                )
+    return risks
+
+
+def _new(result: Plan, head: Source) -> dict[tuple[str, str], NewPair]:
+    found = {}
+    for pair in result.pairs:
+        if pair.added:
+            environment = load_deployment(head, pair.hub).environments[pair.env]
+            images = tuple(i.reference for i in result.images if pair.hub in i.hubs)
+            found[(pair.hub, pair.env)] = NewPair(
+                environment.namespace, environment.release, environment.url, images
+            )
+    return found
 
 
 def _chart_dir(source: Source, scratch: Path) -> Path:

@@ -149,6 +149,16 @@ class Engine:
                 digest = _digest_of(event) or digest
         return digest
 
+    def run_command(self, reference: str, command: list[str]) -> TestRun:
+        """Run `command` in a new container of `reference`; its status and combined output."""
+        return self.run_test(reference, {}, command)
+
+    def image_size(self, reference: str) -> int | None:
+        """The image's size in bytes as the engine reports it."""
+        with _engine_errors(f"inspecting {reference}"):
+            size = self.client.images.get(reference).attrs.get("Size")
+        return int(size) if isinstance(size, int) else None
+
     def run_test(self, reference: str, files: dict[str, Path], command: list[str]) -> TestRun:
         """Copy `files` (name in TEST_DIR -> host path) into a container of `reference`,
         run `command` there, and return its status and combined output."""

@@ -6,6 +6,8 @@ thing at fault. It never contains a secret value.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -34,3 +36,12 @@ class HubbotError(Exception):
 
 class UsageError(HubbotError):
     """The command line itself is wrong: exit status 2."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """"did you mean `X`?" for the choice closest to a misspelt `word`; "" when none is close.
+
+    One wording and one threshold for unknown keys, verbs, hubs and environments.
+    """
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.75)
+    return f"did you mean `{close[0]}`?" if close else ""

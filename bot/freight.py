@@ -5,7 +5,9 @@ version, Chart.lock digest and tree, and fingerprints the config: the common
 layers (hub/values.yaml and the hub's common.yaml, which staging and prod
 share) by plain hash, and the whole merged document by a keyed hash whose key
 is derived from the decrypted secrets, so the record reveals nothing about
-them. A prod deploy is allowed only with freight a successful staging deploy
+them. A prod deploy is allowed only from a committed, clean checkout whose
+tree a verified staging deploy ran (bot/records.py says which records count),
+and only with freight a verified successful staging deploy of the hub
 recorded: same images at the same digests, same chart, same common config.
 """
 
@@ -13,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from bot import github
+from bot import git, github, records
 from bot.errors import HubbotError
 from bot.hubploy import Deployment
 from bot.registries import registry_for
@@ -30,8 +32,8 @@ from bot.yamlfile import load_yaml
 FORMAT = 1
 PROD = "prod"
 STAGING = "staging"
-# How many successful staging deployments to search for one of the same content.
-HISTORY = 30
+# Where records of whole staging runs go (see record_staging_run).
+STAGING_RUN_ENVIRONMENT = "staging-run"
 
 # The registry digest of an image tag, or None when the tag is absent.
 DigestOf = Callable[[Deployment, ImageRef], str | None]
@@ -154,23 +156,77 @@ def values_fingerprint(values: HubValues) -> str:
     return "hmac-sha256:" + hmac.new(key, _canonical(values.document), "sha256").hexdigest()
 
 
-# --- prod: only what staging ran --------------------------------------------------------
+# --- the commit a deploy ships ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class StagingRecord:
-    deployment_id: int
+class Checkout:
+    """The commit checked out, and what in the working tree differs from it."""
+
     sha: str
-    payload: dict[str, Any]
+    tree: str
+    uncommitted: tuple[str, ...]
 
 
-def successful_staging(client: github.Client, hub: str) -> Iterator[StagingRecord]:
-    """Staging deployments of `hub` whose latest status is success, newest first."""
-    deployments = github.successful_deployments(client, environment_name(hub, STAGING))
-    for deployment in itertools.islice(deployments, HISTORY):
-        payload = deployment.get("payload")
-        if isinstance(payload, dict):
-            yield StagingRecord(deployment["id"], deployment["sha"], payload)
+def checkout(repo: Path, claimed: str | None = None) -> Checkout:
+    """HEAD of `repo`; `claimed` (GITHUB_SHA) must be that commit, since records name it."""
+    sha = git.resolve(repo, "HEAD")
+    if claimed and claimed != sha:
+        raise HubbotError(
+            f"the commit to deploy is {claimed} (GITHUB_SHA, or the push event's `after`), "
+            f"but {sha} is checked out: a deploy is recorded as the commit it ships, so "
+            "check out the commit to deploy"
+        )
+    tree = git.commit_tree(repo, sha)
+    if tree is None:
+        raise HubbotError(f"commit {sha} has no tree in {repo}")
+    return Checkout(sha, tree, tuple(git.uncommitted(repo)))
+
+
+def _listed(paths: Sequence[str], limit: int = 5) -> str:
+    more = len(paths) - limit
+    return ", ".join(paths[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def require_committed(ours: Checkout) -> None:
+    """Prod ships only a commit: a working tree that differs from it never deploys prod."""
+    if ours.uncommitted:
+        raise HubbotError(
+            f"the working tree differs from commit {ours.sha[:12]} "
+            f"({_listed(ours.uncommitted)}): prod deploys only a commit that staging ran, "
+            "never uncommitted changes; commit them through a staging pull request, or "
+            "`git stash --include-untracked`. Nothing was deployed"
+        )
+
+
+# --- prod: only what staging ran --------------------------------------------------------
+
+
+def staging_records(trust: records.Trust, hub: str) -> records.Found:
+    """`hub`'s staging deployments, newest first, split into verified and refused."""
+    return trust.find(environment_name(hub, STAGING), hub, STAGING)
+
+
+def staging_subject(environment: str) -> tuple[str | None, str] | None:
+    """What a staging record in `environment` is about: (hub, staging), (None, staging) for
+    a staging run; None for any other environment."""
+    if environment == STAGING_RUN_ENVIRONMENT:
+        return None, STAGING
+    hub = environment.removesuffix(f"-{STAGING}")
+    return (hub, STAGING) if hub and hub != environment else None
+
+
+def same_tree_commits(repo: Path, ours: Checkout) -> list[str]:
+    """Commits with the checked-out tree, among HEAD's history and the staging branch's:
+    the staging commit a promotion merged (ff, merge or squash) is one of them."""
+    refs = ["HEAD"]
+    for ref in (f"origin/{STAGING}", STAGING):
+        try:
+            git.resolve(repo, ref)
+        except HubbotError:
+            continue
+        refs.append(ref)
+    return git.commits_with_tree(repo, ours.tree, refs)
 
 
 def content_differences(prod: Freight, staging: dict[str, Any]) -> list[str]:
@@ -212,18 +268,32 @@ def digest_differences(prod: Freight, staging: dict[str, Any]) -> list[str]:
     ]
 
 
-def verify_prod(client: github.Client, prod: Freight) -> StagingRecord:
-    """The successful staging deployment whose freight `prod` repeats, or an error naming
-    what differs."""
-    records = successful_staging(client, prod.hub)
-    latest = next(records, None)
-    if latest is None:
+def verify_prod(trust: records.Trust, ours: Checkout, prod: Freight) -> records.Record:
+    """The verified staging deployment whose freight `prod` repeats, or an error saying why
+    there is none. The commit's tree must also be one staging ran: a promotion merges
+    staging into prod, so any change made on prod directly gives a tree staging never ran."""
+    environment = environment_name(prod.hub, STAGING)
+    found = staging_records(trust, prod.hub)
+    if not found.verified:
         raise HubbotError(
-            f"no successful staging deployment of {prod.hub} is recorded (GitHub environment "
-            f"{environment_name(prod.hub, STAGING)}): prod deploys only what staging ran, so "
-            "deploy it to staging first"
+            f"no verified successful staging deployment of {prod.hub} is recorded (GitHub "
+            f"environment {environment}): prod deploys only what staging ran, so deploy it "
+            "to staging first." + records.why_not(found)
         )
-    for record in itertools.chain([latest], records):
+    if not any(record.tree == ours.tree for record in found.verified):
+        # Any hub's staging deploy, or a staging run, of a commit with this tree will do.
+        ran = trust.find_at(same_tree_commits(trust.repo, ours), staging_subject)
+        if not ran.verified:
+            latest = found.verified[0]
+            raise HubbotError(
+                f"commit {ours.sha[:12]} has tree {ours.tree[:12]}, which no verified staging "
+                "deploy ran: a change made on prod directly (not promoted from staging) is "
+                f"never deployed; the newest verified staging deployment of {prod.hub} is "
+                f"{latest.deployment_id} (commit {latest.sha[:12]}, tree {latest.tree[:12]})."
+                + records.why_not(found, ran)
+            )
+    latest = found.verified[0]
+    for record in found.verified:
         if not content_differences(prod, record.payload):
             problems = digest_differences(prod, record.payload)
             if problems:
@@ -234,7 +304,7 @@ def verify_prod(client: github.Client, prod: Freight) -> StagingRecord:
             return record
     raise HubbotError(
         f"prod freight for {prod.hub} is not what staging ran; compared with the latest "
-        f"successful staging deployment {latest.deployment_id} (commit {latest.sha[:12]}): "
+        f"verified staging deployment {latest.deployment_id} (commit {latest.sha[:12]}): "
         + "; ".join(content_differences(prod, latest.payload))
     )
 
@@ -244,23 +314,41 @@ def verify_prod(client: github.Client, prod: Freight) -> StagingRecord:
 
 @dataclass(frozen=True)
 class GitHubRecorder:
-    """Records each deploy as a GitHub deployment of `sha` with its freight as payload.
+    """Records each deploy as a GitHub deployment of the checked-out commit, its freight
+    and commit tree as payload; a success status carries the proof when the record key
+    is known.
 
     A GitHub failure never stops a deploy: it comes back as a note for the outcome table.
+    A deploy from a working tree that differs from its commit is not recorded at all,
+    since it is not that commit.
     """
 
     client: github.Client
-    sha: str
+    ours: Checkout
+    key: records.RecordKey | None
 
     def started(
         self, values: HubValues, freight: Freight | None
     ) -> Callable[[bool, str], list[str]]:
+        if self.ours.uncommitted:
+            note = [
+                f"not recorded: the working tree differs from commit {self.ours.sha[:12]} "
+                f"({_listed(self.ours.uncommitted)}), so this deploy is not that commit"
+            ]
+            return lambda ok, detail: note
         environment = environment_name(values.hub, values.env)
         url = values.environment.url
-        payload = freight.payload() if freight is not None else {}
+        payload = {
+            **(freight.payload() if freight is not None else {"hub": values.hub,
+                                                              "env": values.env}),
+            "commit_tree": self.ours.tree,
+        }
+        subject = records.Subject(
+            self.client.repository, self.ours.sha, self.ours.tree, values.hub, values.env
+        )
         try:
             deployment = github.create_deployment(
-                self.client, self.sha, environment, payload, f"hubbot deploy {values.hub}"
+                self.client, self.ours.sha, environment, payload, f"hubbot deploy {values.hub}"
             )
             github.create_deployment_status(
                 self.client, deployment["id"], "in_progress", environment_url=url
@@ -270,6 +358,16 @@ class GitHubRecorder:
             return lambda ok, detail: failed
 
         def finished(ok: bool, detail: str) -> list[str]:
+            notes = []
+            if ok and self.key is not None:
+                detail = records.proven_description(
+                    records.proof(self.key, subject, payload, "success"), detail
+                )
+            elif ok:
+                notes.append(
+                    f"deployment {deployment['id']} carries no proof ({records.KEY_VARIABLE} is "
+                    "not set): prod will not count it"
+                )
             try:
                 github.create_deployment_status(
                     self.client,
@@ -279,26 +377,53 @@ class GitHubRecorder:
                     description=detail,
                 )
             except HubbotError as exc:
-                return [f"deployment {deployment['id']} status not recorded: {exc}"]
-            return []
+                return [*notes, f"deployment {deployment['id']} status not recorded: {exc}"]
+            return notes
 
         return finished
 
 
+def record_staging_run(client: github.Client, ours: Checkout, key: records.RecordKey) -> None:
+    """Record that a staging run of this commit passed with no staging pair to deploy.
+
+    A change only prod receives (a prod.yaml) deploys nothing on staging; this record is
+    how prod learns that its tree still went through staging.
+    """
+    payload: dict[str, Any] = {"hub": None, "env": STAGING, "commit_tree": ours.tree}
+    subject = records.Subject(client.repository, ours.sha, ours.tree, None, STAGING)
+    deployment = github.create_deployment(
+        client, ours.sha, STAGING_RUN_ENVIRONMENT, payload, "hubbot staging run"
+    )
+    github.create_deployment_status(
+        client,
+        deployment["id"],
+        "success",
+        description=records.proven_description(
+            records.proof(key, subject, payload, "success"),
+            "staging validated it; no staging pair to deploy",
+        ),
+    )
+
+
 def freight_check(
-    source: Source, client: github.Client | None, digest_of: DigestOf = registry_digest
+    source: Source,
+    trust: records.Trust | None,
+    ours: Checkout,
+    digest_of: DigestOf = registry_digest,
 ) -> Callable[[HubValues], Freight]:
     """Collects each pair's freight; for prod, also proves staging ran the same."""
 
     def check(values: HubValues) -> Freight:
         freight = collect(source, values, digest_of)
         if values.env == PROD:
-            if client is None:
+            if trust is None:
                 raise HubbotError(
-                    "a prod deploy must prove staging ran the same freight, which is recorded "
-                    "as GitHub deployments: set GITHUB_TOKEN and GITHUB_REPOSITORY"
+                    "a prod deploy must prove staging ran the same commit tree and freight, "
+                    "from GitHub deployment records checked with the record key: set "
+                    f"GITHUB_TOKEN, GITHUB_REPOSITORY and {records.KEY_VARIABLE}"
                 )
-            verify_prod(client, freight)
+            require_committed(ours)
+            verify_prod(trust, ours, freight)
         return freight
 
     return check

@@ -151,3 +151,39 @@ def export(repo: Path, commit: str, path: str, dest: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         archive.extractall(dest, filter="data")
     return dest / path
+
+
+def commit_tree(repo: Path, commit: str) -> str | None:
+    """The root tree id of `commit`, or None when the clone has no such commit."""
+    result = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}"],
+        capture_output=True,
+        check=False,
+    )
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def uncommitted(repo: Path) -> list[str]:
+    """Paths whose working-tree state differs from HEAD: changed, staged, or untracked and
+    not ignored."""
+    out = run(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    fields = iter(out.decode(errors="replace").split("\0"))
+    paths = []
+    for entry in fields:
+        if not entry:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":
+            next(fields, None)  # a rename's or copy's original path follows
+    return sorted(paths)
+
+
+def commits_with_tree(repo: Path, tree: str, refs: list[str], limit: int = 200) -> list[str]:
+    """Commits among the newest `limit` reachable from `refs` whose root tree is `tree`."""
+    out = run(repo, "log", f"--max-count={limit}", "--format=%H %T", *refs, "--")
+    found = []
+    for line in out.decode().splitlines():
+        commit, _, commit_tree = line.partition(" ")
+        if commit_tree == tree:
+            found.append(commit)
+    return found

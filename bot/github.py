@@ -309,6 +309,21 @@ def upsert_sticky(client: Client, number: int, parts: list[str], key: str = "dif
     return result
 
 
+def read_sticky(client: Client, number: int, key: str = "diff") -> str | None:
+    """The document sticky comment `key` shows now (its parts joined, markers and part
+    headers removed), or None when the PR has none."""
+    parts: dict[int, str] = {}
+    for comment in list_comments(client, number):
+        body = comment.get("body") or ""
+        found = _MARKER_RE.match(body)
+        if found and found.group("key") == key and _trusted(comment):
+            text = body[found.end() :].removeprefix("\n")
+            parts.setdefault(int(found.group("index")), markdown.strip_part_header(text))
+    if not parts:
+        return None
+    return "\n".join(parts[index].rstrip("\n") for index in sorted(parts)) + "\n"
+
+
 def publish_comment(
     client: Client,
     number: int,
@@ -381,6 +396,18 @@ def create_deployment(
     return result
 
 
+def iter_deployments(
+    client: Client,
+    *,
+    environment: str | None = None,
+    sha: str | None = None,
+    ref: str | None = None,
+) -> Iterator[Json]:
+    """Deployments, newest first, filtered as given, fetched page by page as consumed."""
+    filters = {k: v for k, v in (("environment", environment), ("sha", sha), ("ref", ref)) if v}
+    return _pages(client, f"{_repo(client)}/deployments", filters)
+
+
 def list_deployments(
     client: Client,
     *,
@@ -389,8 +416,7 @@ def list_deployments(
     ref: str | None = None,
 ) -> list[Json]:
     """Deployments, newest first, filtered as given."""
-    filters = {k: v for k, v in (("environment", environment), ("sha", sha), ("ref", ref)) if v}
-    return list(_pages(client, f"{_repo(client)}/deployments", filters))
+    return list(iter_deployments(client, environment=environment, sha=sha, ref=ref))
 
 
 def create_deployment_status(
@@ -424,12 +450,14 @@ def successful_deployments(
 ) -> Iterator[Json]:
     """Deployments to `environment` (of `sha`, if given) whose latest status is success.
 
-    Newest first, fetched page by page, so a caller looking for the most recent
-    one stops after the first.
+    `inactive` does not count as the latest: GitHub adds it to an earlier successful
+    deployment when a newer one of the environment succeeds (auto_inactive). Newest
+    first, fetched page by page, so a caller looking for the most recent one stops
+    after the first.
     """
-    filters = {"environment": environment, **({"sha": sha} if sha else {})}
-    for deployment in _pages(client, f"{_repo(client)}/deployments", filters):
+    for deployment in iter_deployments(client, environment=environment, sha=sha):
         path = f"{_repo(client)}/deployments/{deployment['id']}/statuses"
-        latest = next(_pages(client, path, {}), None)
-        if latest is not None and latest.get("state") == "success":
+        states = (s.get("state") for s in _pages(client, path, {}))
+        latest = next((state for state in states if state != "inactive"), None)
+        if latest == "success":
             yield deployment

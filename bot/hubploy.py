@@ -6,7 +6,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from bot.errors import HubbotError, Location
+from bot.errors import HubbotError, Location, did_you_mean
 from bot.schemas import load_checker
 from bot.source import Source, memoized
 from bot.yamlfile import Path_, YamlDoc, load_yaml
@@ -76,7 +76,11 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     hubs = discover_hubs(source)
     if hub not in hubs:
         known = ", ".join(hubs) or "none"
-        raise HubbotError(f"unknown hub {hub!r}: the hubs in deployments/ are {known}")
+        close = did_you_mean(hub, hubs)
+        raise HubbotError(
+            f"unknown hub {hub!r}{f' ({close})' if close else ''}: the hubs in deployments/ "
+            f"are {known}"
+        )
     file = f"{DEPLOYMENTS}/{hub}/hubploy.yaml"
     text = source.read(file)
     if text is None:
@@ -188,8 +192,10 @@ def _clashes(source: Source) -> dict[tuple[str, str], list[HubbotError]]:
 def environment(deployment: Deployment, env: str) -> Environment:
     if env not in deployment.environments:
         known = ", ".join(deployment.environments)
+        close = did_you_mean(env, deployment.environments)
         raise HubbotError(
-            f"unknown environment {env!r} for hub {deployment.hub}: "
+            f"unknown environment {env!r}{f' ({close})' if close else ''} for hub "
+            f"{deployment.hub}: "
             f"{deployment.file} defines {known}"
         )
     return deployment.environments[env]

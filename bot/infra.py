@@ -345,15 +345,19 @@ def _values_problems(
             found = _get(document, path)
             if found == expected:
                 continue
-            nearest = values.merged.nearest(path)
+            deleted = values.merged.deleted_by(path) if found is None else None
+            nearest = deleted or values.merged.nearest(path)
             where = (
                 Location(nearest[1].file, nearest[1].line)
                 if nearest is not None
                 else Location(deployment.file)
             )
+            state = f'is "{found}"'
+            if deleted is not None:
+                state = f"is unset (deleted by `{'.'.join(map(str, deleted[0]))}: null`)"
             problems.append(
                 HubbotError(
-                    f'{".".join(path)} is "{found}" but infra/ has "{expected}" ({set_at}): '
+                    f'{".".join(path)} {state} but infra/ has "{expected}" ({set_at}): '
                     "make them the same",
                     where,
                 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import io
 import sys
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from bot import git
 from bot.error_handler import Exit, error_handler
-from bot.errors import UsageError
+from bot.errors import UsageError, did_you_mean
 from bot.redact import Redactor, installed
 
 # The modules in bot/commands/, one per verb. Only the chosen verb's module is
@@ -45,8 +44,8 @@ def _did_you_mean(message: str) -> str:
         return ""
     wrong = message.split("invalid choice: '", 1)[1].split("'", 1)[0]
     choices = [c.strip(" '") for c in message.split("(choose from ", 1)[1].rstrip(")").split(",")]
-    close = difflib.get_close_matches(wrong, choices, n=1)
-    return f"; did you mean `{close[0]}`?" if close else ""
+    close = did_you_mean(wrong, choices)
+    return f"; {close}" if close else ""
 
 
 def version() -> str:

@@ -64,14 +64,21 @@ RULES = {
         "checksum/* annotations and checksum_* ConfigMap keys (their effect is listed under "
         "what restarts)"
     ),
+    "chart-version": (
+        "the chart's name-version label (`chart`, `helm.sh/chart`) on each resource, which "
+        "a chart bump changes everywhere"
+    ),
 }
+# Resource labels naming the chart and its version, as helm charts set them.
+CHART_LABELS = ("chart", "helm.sh/chart")
+CHART_LABEL = "<chart name-version>"
 # Not a noise rule: Secret data is always replaced, so no value is ever shown.
 SECRET = "<secret>"  # noqa: S105 (a placeholder, not a password)
 SECRET_CHANGED = "<secret, changed>"  # noqa: S105
 RANDOM = "<random>"
 CHECKSUM = "<checksum>"
 VALUES = "<values.yaml: see the key diff below>"
-PLACEHOLDERS = (SECRET, SECRET_CHANGED, RANDOM, CHECKSUM, VALUES)
+PLACEHOLDERS = (SECRET, SECRET_CHANGED, RANDOM, CHECKSUM, VALUES, CHART_LABEL)
 
 
 @dataclass
@@ -382,6 +389,7 @@ def _normalise(
         ("z2jh-values", lambda p: _embedded_values(key, p, redact)),
         ("checksum", lambda p: _checksums(key, p)),
         ("random", lambda p: _random(p, random)),
+        ("chart-version", _chart_labels),
     ]
     shown = _changed_lines(pair)
     for rule, apply in stages:
@@ -519,6 +527,17 @@ def _checksums(key: Key, pair: _Pair) -> None:
             for name in data:
                 if str(name).startswith("checksum_"):
                     data[name] = CHECKSUM
+
+
+def _chart_labels(pair: _Pair) -> None:
+    """The resource's own chart label only: a pod template's labels are left, since a
+    change there restarts pods."""
+    for doc in (pair.old, pair.new):
+        labels = ((doc or {}).get("metadata") or {}).get("labels")
+        if isinstance(labels, dict):
+            for name in CHART_LABELS:
+                if name in labels:
+                    labels[name] = CHART_LABEL
 
 
 def _annotation_maps(node: Any) -> Iterator[dict[str, Any]]:

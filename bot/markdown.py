@@ -203,6 +203,14 @@ def _header(index: int, count: int, full_link: str | None) -> str:
     return f"_Part {index} of {count}._{link}\n\n"
 
 
+_PART_HEADER = re.compile(r"\A_Part \d+ of \d+\._(?: \[Full diff\]\([^)\n]*\))?\n\n")
+
+
+def strip_part_header(part: str) -> str:
+    """A part made by `split` without its "Part i of n" header."""
+    return _PART_HEADER.sub("", part, count=1)
+
+
 def _bodies(document: str, budget: int) -> list[str]:
     """Part bodies of at most `budget` characters, cut as `split` describes."""
     bodies: list[str] = []

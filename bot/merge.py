@@ -80,6 +80,18 @@ class Merged:
                 return path[:end], origin
         return None
 
+    def deleted_by(self, path: Path_) -> tuple[Path_, Origin] | None:
+        """The null that deleted `path` or a key enclosing it, and where that null is.
+
+        A later layer may set keys under a deleted one again: the null still took the rest.
+        """
+        for end in range(len(path), 0, -1):
+            chain = self.origins.get(path[:end], [])
+            null = next((origin for origin in reversed(chain) if origin.value is None), None)
+            if null is not None:
+                return path[:end], null
+        return None
+
 
 def merge_layers(layers: list[Layer]) -> Merged:
     merged = Merged(document={})

@@ -12,7 +12,8 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import yaml
 
@@ -36,6 +37,7 @@ from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 ImageCheck = Callable[[Deployment, ImageRef], bool | None]
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_T = TypeVar("_T")
 
 # Reason kinds, in the order they are reported.
 ADDED = "added"
@@ -233,7 +235,7 @@ def _plan_hub(
     no_effect: list[NoEffect] = []
     diffs: dict[tuple[str, str], ValuesDiff] = {}
     new = _outline(head, hub) if present[1] else None
-    old = _outline_at_base(base, head, hub, new) if present[0] else None
+    old = _at_base(base, lambda: _outline_at_base(base, head, hub, new)) if present[0] else None
     for env in list(dict.fromkeys([*(old.envs if old else ()), *(new.envs if new else ())])):
         if old is None or env not in old.envs:
             assert new is not None
@@ -243,7 +245,7 @@ def _plan_hub(
             continue
         if new is None or env not in new.envs:
             reason = Reason(REMOVED, f"{hub}/{env} is gone at {head.label}", (old.file,))
-            diffs[(hub, env)] = diff_values(build(base, hub, env), None)
+            diffs[(hub, env)] = diff_values(_at_base(base, partial(build, base, hub, env)), None)
             pairs.append(Pair(hub, env, (reason,)))
             continue
         if _same_inputs(base, head, old, new, env):
@@ -333,7 +335,7 @@ def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: 
 def _compare(
     base: Source, head: Source, hub: str, env: str, chart: list[str], decrypt: Decryptor | None
 ) -> tuple[Pair | None, list[NoEffect], ValuesDiff]:
-    old = build(base, hub, env)
+    old = _at_base(base, lambda: build(base, hub, env))
     new = build(head, hub, env)
     diff = diff_values(old, new)
     reasons = [*_image_reasons(old, new), *_chart_reasons(chart)]
@@ -367,6 +369,14 @@ def _compare(
     reasons.sort(key=lambda reason: KINDS.index(reason.kind))
     pair = Pair(hub, env, tuple(reasons)) if reasons else None
     return pair, quiet, diff
+
+
+def _at_base(base: Source, read: Callable[[], _T]) -> _T:
+    """`read()` of the base ref, whose error is named as the base's, not the change's."""
+    try:
+        return read()
+    except HubbotError as exc:
+        raise HubbotError(f"at {base.label} (the base): {exc}") from None
 
 
 def _same_secrets(base: Source, head: Source, file: str, decrypt: Decryptor) -> bool:

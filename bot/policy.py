@@ -23,12 +23,9 @@ def changes(base: Source, head: Source) -> list[str]:
 
 
 def notice(changed: list[str]) -> str:
-    """Markdown for the top of the pull request comment; empty when no policy changed."""
-    if not changed:
-        return ""
-    files = ", ".join(f"`{path}`" for path in changed)
+    """The reviewer's risk flag for changed policy files (the diff summary shows it)."""
     return (
-        f"> [!WARNING]\n> **Policy change**: this pull request changes {files}. The owners "
-        f"named in `{CODEOWNERS}` must review it. Until it is merged, changes are also "
-        "checked against the base's schemas.\n\n"
+        f"policy change ({', '.join(changed)}): it decides what every hub may do; the owners "
+        f"named in {CODEOWNERS} must review it, and until it merges, changes are also checked "
+        "against the base's schemas"
     )

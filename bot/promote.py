@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot import diffreport, git, github, markdown
+from bot import diffreport, git, github, markdown, records
 from bot.diffs import build_report
 from bot.errors import HubbotError
-from bot.freight import PROD, STAGING, StagingRecord, successful_staging
+from bot.freight import PROD, STAGING, staging_records
 from bot.hubploy import discover_hubs
 from bot.plan import plan
 from bot.source import GitCommit
@@ -57,15 +57,15 @@ def check_pull_into_prod(pull: dict[str, Any]) -> None:
         )
 
 
-def freight_table(records: dict[str, StagingRecord | None]) -> str:
+def freight_table(found: dict[str, records.Record | None]) -> str:
     lines = [
         "| hub | images (digest staging ran) | chart | common config | staging deployment |",
         "|---|---|---|---|---|",
     ]
-    for hub, record in records.items():
+    for hub, record in found.items():
         if record is None:
-            lines.append(f"| {markdown.escape_cell(hub)} | no successful staging deploy "
-                         "recorded | | | |")
+            lines.append(f"| {markdown.escape_cell(hub)} | no verified successful staging "
+                         "deploy recorded | | | |")
             continue
         payload = record.payload
         images = "<br>".join(
@@ -87,7 +87,12 @@ def freight_table(records: dict[str, StagingRecord | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def body(repo: Path, client: github.Client, redact: Callable[[str], str] = str) -> str:
+def body(
+    repo: Path,
+    client: github.Client,
+    redact: Callable[[str], str] = str,
+    trust: records.Trust | None = None,
+) -> str:
     base = GitCommit(repo, branch_ref(repo, PROD), label=PROD)
     head = GitCommit(repo, branch_ref(repo, STAGING), label=STAGING)
     result = plan(base, head)
@@ -96,13 +101,20 @@ def body(repo: Path, client: github.Client, redact: Callable[[str], str] = str) 
     )
     report = build_report(prod_only, redact=redact, render_manifests=True)
     hubs = discover_hubs(head)
-    records = {hub: next(iter(successful_staging(client, hub)), None) for hub in hubs}
+    if trust is None:
+        freight = (
+            f"Not shown: the staging records cannot be verified here ({records.KEY_VARIABLE} "
+            "is not set).\n"
+        )
+    else:
+        latest = {hub: next(iter(staging_records(trust, hub).verified), None) for hub in hubs}
+        freight = freight_table(latest)
     document = (
         f"{MARKER}\n"
         f"Merging this deploys to {PROD} exactly what {STAGING} runs: the same image digests, "
         "chart and common config (checked again at deploy time; nothing is built).\n\n"
-        f"## Freight\n\n{freight_table(records)}\n"
-        f"## What {PROD} will receive\n\n{diffreport.markdown(report)}"
+        f"## Freight\n\n{freight}\n"
+        f"## What {PROD} will receive\n\n{diffreport.markdown(report, promotion=True)}"
     )
     return markdown.truncate(
         document, BODY_LIMIT, "_The diff is cut here: the full report is in the job summary._"
@@ -110,10 +122,14 @@ def body(repo: Path, client: github.Client, redact: Callable[[str], str] = str) 
 
 
 def promote(
-    repo: Path, client: github.Client, redact: Callable[[str], str] = str
+    repo: Path,
+    client: github.Client,
+    redact: Callable[[str], str] = str,
+    trust: records.Trust | None = None,
 ) -> Promotion:
-    """Open the promotion PR, or update the open one in place."""
-    text = body(repo, client, redact)
+    """Open the promotion PR, or update the open one in place; the freight table lists
+    only records `trust` verifies."""
+    text = body(repo, client, redact, trust)
     existing = github.find_pull(client, head=STAGING, base=PROD)
     if existing is not None:
         pull = github.update_pull(client, existing["number"], title=TITLE, body=text)

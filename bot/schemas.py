@@ -6,7 +6,6 @@ violation is reported at the path it concerns, for the caller to place.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import jsonschema
 import jsonschema_rs
 from jsonschema.exceptions import ValidationError
 
-from bot.errors import HubbotError, Location
+from bot.errors import HubbotError, Location, did_you_mean
 from bot.source import Source, memoized
 from bot.yamlfile import Path_, load_yaml
 
@@ -157,8 +156,33 @@ def _explain(error: ValidationError, title: str, prefix: Path_ = ()) -> Iterator
                 )
         return
     custom = schema.get("errorMessage")
-    text = custom if isinstance(custom, str) else _plain_message(error)
+    if error.validator == "pattern":
+        text = _pattern_message(error.instance, str(expected), schema.get("description"))
+    else:
+        text = custom if isinstance(custom, str) else _plain_message(error)
     yield Violation(path, f"{_dotted(path) or '(document)'}: {text}", str(error.validator), title)
+
+
+def _pattern_message(value: Any, pattern: str, description: Any) -> str:
+    """A value of the wrong form, in words: never the regular expression itself."""
+    what = description if isinstance(description, str) else "in the form this setting takes"
+    text = f"{_show(value)} is not {what}"
+    fix = _repaired(value, pattern) if isinstance(value, str) else None
+    return text + (f" (write {fix})" if fix else "")
+
+
+def _repaired(value: str, pattern: str) -> str | None:
+    """The first of a few usual slips undone (16GB, 16 g, Tess-Public) that fits `pattern`."""
+    compact = value.strip()
+    candidates = [compact, compact.lower()]
+    # A size with a byte suffix (16GB, 512 MiB, 4gb): the unit alone, as written and in capitals.
+    if re.fullmatch(r"[0-9.]+\s*[A-Za-z]+", compact):
+        unit = re.sub(r"(?i)i?b$", "", "".join(compact.split()))
+        candidates += [unit, unit.upper(), re.sub(r"(?i)i$", "", unit).upper()]
+    try:
+        return next((c for c in candidates if c != value and re.search(pattern, c)), None)
+    except re.error:
+        return None
 
 
 def _plain_message(error: ValidationError) -> str:
@@ -185,9 +209,9 @@ def _show(value: Any) -> str:
 
 
 def _known(key: str, allowed: set[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
+    close = did_you_mean(key, allowed)
     if close:
-        return f" (did you mean `{close[0]}`?)"
+        return f" ({close})"
     if not allowed or len(allowed) > 12:
         return ""
     return " (expected one of: " + ", ".join(sorted(allowed)) + ")"

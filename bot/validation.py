@@ -25,7 +25,7 @@ from bot.errors import HubbotError, Location
 from bot.hubploy import clashes, kubeconfig_path
 from bot.imagetag import reads_as_non_string
 from bot.manifests import RESIZE_REFUSED
-from bot.merge import effective
+from bot.merge import Origin, effective
 from bot.schemas import SCHEMA_DIR, Checker, Violation, load_checker
 from bot.sops_format import SecretLeaf
 from bot.source import Source
@@ -68,10 +68,16 @@ def check(source: Source, values: HubValues, trusted: Source | None = None) -> l
     except HubbotError as exc:
         problems.append(exc)
     seen: set[tuple[Path_, str]] = set()
+    deletions: dict[tuple[Path_, Origin], list[Violation]] = {}
     for v in found:
         if (v.path, v.message) not in seen and not _unknowable(v, secret_paths):
             seen.add((v.path, v.message))
-            problems.append(_problem(values, v, secret_paths))
+            deleted = _deleted_by(values, v)
+            if deleted is not None:
+                deletions.setdefault(deleted, []).append(v)
+            else:
+                problems.append(_problem(values, v, secret_paths))
+    problems += [_deletion_problem(*deleted, vs) for deleted, vs in deletions.items()]
     for v, name, base in trusted_found:
         if (v.path, v.message) not in seen and not _unknowable(v, secret_paths):
             seen.add((v.path, v.message))
@@ -137,6 +143,33 @@ def _problem(values: HubValues, v: Violation, secret_paths: dict[Path_, str]) ->
         )
         return HubbotError(message, _locate(values, v.path))
     return HubbotError(v.message, _locate(values, v.path, v.missing))
+
+
+def _deleted_by(values: HubValues, v: Violation) -> tuple[Path_, Origin] | None:
+    """For a missing required key: the null (in this key or one enclosing it) that deleted it."""
+    if v.keyword != "required" or v.missing is None:
+        return None
+    return values.merged.deleted_by((*v.path, v.missing))
+
+
+def _deletion_problem(path: Path_, null: Origin, found: list[Violation]) -> HubbotError:
+    """One message for everything a null took that a schema requires."""
+    keys = [f"`{_dotted((*v.path, v.missing or ''))}`" for v in found]
+    titles = list(dict.fromkeys(_judge(v.title) for v in found))
+    judges = " and the ".join(titles) + (" requires" if len(titles) == 1 else " require")
+    if len(keys) == 1:
+        what = f"{keys[0]}, which the {judges}: remove the null, or set it"
+    else:
+        what = f"{len(keys)} keys the {judges} ({', '.join(keys)}): remove the null, or set them"
+    return HubbotError(f"`{_dotted(path)}: null` deletes {what}", Location(null.file, null.line))
+
+
+def _judge(title: str) -> str:
+    return title if title.endswith(("schema", "policy")) else f"{title} schema"
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(part) for part in path)
 
 
 def _by_trusted(problem: HubbotError, trusted: Source, name: str) -> HubbotError:
@@ -246,9 +279,9 @@ def _replaced(node: Any, path: Path_, value: Any) -> Any:
 def _locate(values: HubValues, path: Path_, missing: str | None = None) -> Location:
     if missing is not None:
         # A required key a layer deleted with null: point at that null.
-        deleted = values.merged.winner((*path, missing))
+        deleted = values.merged.deleted_by((*path, missing))
         if deleted is not None:
-            return Location(deleted.file, deleted.line)
+            return Location(deleted[1].file, deleted[1].line)
     found = values.merged.nearest(path)
     if found is None:
         # No layer sets anything on the way: point at the environment's own file.

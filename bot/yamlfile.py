@@ -206,7 +206,9 @@ def _load_with_ruamel(file: str, text: str) -> YamlDoc:
         context, start, end = exc.context, exc.context_mark, exc.problem_mark
         if context and start and end and start.line != end.line:
             problem += f" ({context} on line {start.line + 1})"
-        raise HubbotError(f"malformed YAML: {problem}", _mark_location(file, exc)) from None
+        where = _mark_location(file, exc)
+        hint = _placeholder_hint(text, where.line)
+        raise HubbotError(f"malformed YAML: {problem}{hint}", where) from None
     except YAMLError as exc:
         raise HubbotError(f"malformed YAML: {exc}", Location(file)) from None
     except (IndexError, KeyError, TypeError, ValueError) as exc:
@@ -216,8 +218,52 @@ def _load_with_ruamel(file: str, text: str) -> YamlDoc:
             Location(file),
         ) from None
     lines: dict[Path_, int] = {}
-    data = _plain(raw, (), lines, file)
+    try:
+        data = _plain(raw, (), lines, file)
+    except _NonStringKey as exc:
+        raise HubbotError(_non_string_key(text, exc), Location(file, exc.line)) from None
     return YamlDoc(file=file, data=data, lines=lines)
+
+
+class _NonStringKey(Exception):
+    """A mapping key that is not a string, on `line` (worded with the file's text)."""
+
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(line)
+        self.key = key
+        self.line = line
+
+
+# `{{ cookiecutter.x }}` or `{% ... %}` left in a file: YAML reads `{{ x }}` as a mapping.
+_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
+
+
+def _source_line(text: str, line: int | None) -> str:
+    lines = text.splitlines()
+    return lines[line - 1].strip() if line is not None and 0 < line <= len(lines) else ""
+
+
+def _placeholder_hint(text: str, line: int | None) -> str:
+    found = _PLACEHOLDER.search(_source_line(text, line))
+    if found is None:
+        return ""
+    return (
+        f"; `{found.group()}` looks like an unfilled template placeholder (cookiecutter or "
+        "Jinja): fill it in"
+    )
+
+
+def _non_string_key(text: str, exc: _NonStringKey) -> str:
+    written = _source_line(text, exc.line)
+    found = _PLACEHOLDER.search(written)
+    if found is not None:
+        return (
+            f"`{found.group()}` looks like an unfilled template placeholder (cookiecutter or "
+            "Jinja), which YAML reads as a mapping: fill it in, or quote it"
+        )
+    if not isinstance(exc.key, dict | list | tuple):
+        return f"key {exc.key!r} must be a string (quote it)"
+    return f"a key must be a string, and this line has one that is not (`{written}`): quote it"
 
 
 # A tag or anchor (after a space, flow indicator or line start), a directive, or
@@ -381,7 +427,7 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
             position = (node.lc.data or {}).get(key)
             line = (position[0] if position else node.lc.line) + 1
             if not isinstance(key, str):
-                raise HubbotError(f"key {key!r} must be a string (quote it)", Location(file, line))
+                raise _NonStringKey(key, line)
             lines[(*path, key)] = line
             _check_plain_scalar(value, Location(file, line))
             out[key] = _plain(value, (*path, key), lines, file)

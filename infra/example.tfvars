@@ -7,3 +7,6 @@ cluster_name      = "tess"
 github_repository = "tess-science/tess-hubs"
 admin_role_arn    = "arn:aws:iam::123456789012:role/tess-platform-admin"
 data_buckets      = ["stpubdata"]
+
+# GitHub (github.tf): the teams whose approval a prod deploy waits for.
+prod_reviewer_teams = ["hub-admins"]

@@ -7,6 +7,10 @@ terraform {
       source  = "hashicorp/aws"
       version = "5.82.2"
     }
+    github = {
+      source  = "integrations/github"
+      version = "6.6.0"
+    }
     helm = {
       source  = "hashicorp/helm"
       version = "2.17.0"

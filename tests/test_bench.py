@@ -23,7 +23,7 @@ from bench.generate import ENVS, KINDS, Change, Generated, generate, hub_name, i
 from bench.replay import Replay, replay
 from bot.helm import PACKAGES_ENV
 from bot.main import main
-from tests.fixtures.charts import chart_packages_directory
+from tests.fixtures.charts import REAL_CHART, chart_packages_directory
 from tests.fixtures.tools import require_binary
 
 PAIRS = [(hub, env) for hub in ("hub-a", "hub-ab") for env in ("staging", "prod")]
@@ -109,7 +109,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Generated:
 
 def test_the_synthetic_repository_renders_the_real_chart(synthetic: Generated) -> None:
     committed = git(synthetic.root, "ls-files", "hub/charts")
-    assert committed == "hub/charts/jupyterhub-4.2.0.tgz"
+    assert committed == f"hub/charts/{REAL_CHART}"
 
 
 def test_generated_history_has_every_change_kind_once(synthetic: Generated) -> None:
@@ -199,3 +199,72 @@ def test_replay_shows_what_the_baselines_get_wrong(synthetic: Generated, replaye
     assert hubploy_tally.redundant_builds == 1  # the revert: same content, new last commit
     assert replayed.tallies["hubbot"].redundant_builds == 0
     assert replayed.tallies["hubbot"].missed_deploys == 0
+
+
+
+def _clone(synthetic: Generated, tmp_path: Path) -> Path:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(synthetic.root), str(clone)], check=True)
+    return clone
+
+
+def _history(clone: Path, *trees: str) -> None:
+    """Branch `replayed` of `clone`: one commit per tree, in order."""
+    parent: list[str] = []
+    for number, tree in enumerate(trees):
+        commit = git(clone, "commit-tree", tree, *parent, "-m", f"step {number}")
+        parent = ["-p", commit]
+    git(clone, "branch", "replayed", parent[1])
+
+
+def _tree(clone: Path, commit: str | None, edits: dict[str, str]) -> str:
+    """The tree of `commit` (None: an empty one) with each file's text replaced."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(clone / ".git" / "scratch-index")}
+
+    def run(*args: str, text: str | None = None) -> str:
+        return subprocess.run(
+            ["git", "-C", str(clone), *args],
+            input=text, capture_output=True, text=True, check=True, env=env,
+        ).stdout.strip()
+
+    run("read-tree", *([commit] if commit else ["--empty"]))
+    for path, text in edits.items():
+        blob = run("hash-object", "-w", "--stdin", text=text)
+        run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    return run("write-tree")
+
+
+def test_replay_uses_the_age_key_when_the_first_commit_has_no_hub(
+    synthetic: Generated, tmp_path: Path
+) -> None:
+    clone = _clone(synthetic, tmp_path)
+    rotate = next(change for change in synthetic.changes if change.kind == "secrets-rotate")
+    readme = _tree(clone, None, {"README.md": "# hubs to come\n"})
+    _history(clone, readme, f"{rotate.commit}~1^{{tree}}", f"{rotate.commit}^{{tree}}")
+    result = replay(clone, "replayed", synthetic.age_key)
+    assert result.decrypted
+    assert result.pushes == 2
+    # Decrypted, the rotated secret is seen as changed in its own pair only.
+    assert result.log[-1].needed == expected_needs(rotate, len(synthetic.hubs))
+
+
+def test_replay_leaves_out_an_unreadable_hub_saying_why_and_scores_the_rest(
+    synthetic: Generated, tmp_path: Path
+) -> None:
+    clone = _clone(synthetic, tmp_path)
+    start = f"{synthetic.changes[0].commit}~1"
+    good, bad = synthetic.hubs[0], synthetic.hubs[1]
+    common = {hub: f"deployments/{hub}/config/common.yaml" for hub in (good, bad)}
+    edits = {
+        common[good]: git(clone, "show", f"{start}:{common[good]}") + "\nnodeSelector: {}\n",
+        common[bad]: git(clone, "show", f"{start}:{common[bad]}") + "\noops: [\n",
+    }
+    _history(clone, f"{start}^{{tree}}", _tree(clone, start, edits))
+    result = replay(clone, "replayed", synthetic.age_key)
+    assert (result.pushes, result.skipped) == (1, 0)
+    (push,) = result.log
+    assert push.needed == {(good, env) for env in ENVS}
+    assert all(pair[0] != bad for decision in push.decisions.values() for pair in decision.deploys)
+    (why,) = result.left_out
+    assert why.startswith(f"{push.commit[:8]} step 1: {bad} left out: {common[bad]}:"), why
+    assert "malformed YAML" in why

@@ -1,4 +1,4 @@
-"""validate with the real jupyterhub chart 4.2.0: its own values.schema.json over its
+"""validate with the real jupyterhub chart (the locked version): its own values.schema.json over its
 coalesced defaults, its kubeVersion, and limits Kubernetes would refuse."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from bot.chartpackage import locked_package
 from bot.chartschema import chart_values, coalesce, read_contract, schema_violations
 from bot.kubeversion import ConstraintError, satisfies
 from bot.quantity import jupyterhub_bytes, kubernetes
+from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import replace_in, validate, write
 
 PUBLIC_COMMON = "deployments/tess-public/config/common.yaml"
 PRIVATE_COMMON = "deployments/tess-private/config/common.yaml"
-CHART_SCHEMA = "per the jupyterhub chart 4.2.0 values.schema.json"
+CHART_SCHEMA = f"per the jupyterhub chart {CHART_VERSION} values.schema.json"
 
 
 def line_of(repo: Path, relative: str, needle: str, after: int = 0) -> int:
@@ -88,7 +89,10 @@ def test_a_null_that_deletes_a_required_chart_default_points_at_the_null(
     write(hub_repo, staging, "jupyterhub:\n  hub:\n    baseUrl: null\n")
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
     assert status == 1
-    assert f"{staging}:3: `baseUrl` is required under jupyterhub.hub, {CHART_SCHEMA}" in out
+    assert (
+        f"{staging}:3: `jupyterhub.hub.baseUrl: null` deletes `jupyterhub.hub.baseUrl`, which "
+        f"the jupyterhub chart {CHART_VERSION} schema requires: remove the null, or set it"
+    ) in out
 
 
 def test_memory_limit_below_its_guarantee(
@@ -107,7 +111,8 @@ def test_memory_limit_below_its_guarantee(
     status, out = validate(hub_repo, capsys, "tess-private")
     assert status == 1
     assert (
-        "ok      tess-private/staging (house schema and policy, jupyterhub chart 4.2.0 schema)\n"
+        "ok      tess-private/staging (house schema and policy, jupyterhub chart "
+        f"{CHART_VERSION} schema)\n"
         in out
     )
     assert (
@@ -148,9 +153,10 @@ def test_memory_sizes_count_as_jupyterhub_counts_them(
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "prod")
     assert status == 1
     assert (
-        f"{PUBLIC_COMMON}:{line}: jupyterhub.singleuser.memory.limit: a memory size as "
-        "JupyterHub reads it"
+        f'{PUBLIC_COMMON}:{line}: jupyterhub.singleuser.memory.limit: "2Gi" is not a memory '
+        "size as JupyterHub reads it"
     ) in out
+    assert "(write 2G)" in out
 
 
 def test_pod_resources_limits_below_requests(
@@ -184,7 +190,7 @@ def test_a_cluster_older_than_the_charts_kube_version(
     assert status == 1
     assert (
         f"{hubploy}:{line}: cluster.kube_version 1.27 does not satisfy the jupyterhub chart "
-        "4.2.0 kubeVersion `>=1.28.0-0`: helm refuses to install it there"
+        f"{CHART_VERSION} kubeVersion `>=1.28.0-0`: helm refuses to install it there"
     ) in out
 
     replace_in(hub_repo, hubploy, 'kube_version: "1.27"', 'kube_version: "1.28"')
@@ -213,7 +219,7 @@ def test_without_the_chart_package_validate_fails_saying_what_to_set(
     assert "0 of 4 hub environments valid" in out
     assert (
         "hub/Chart.lock: cannot check the values against the jupyterhub chart's own schema: "
-        f"chart dependency jupyterhub 4.2.0 from {unreachable} cannot be fetched "
+        f"chart dependency jupyterhub {CHART_VERSION} from {unreachable} cannot be fetched "
         "(offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
     ) in out
 

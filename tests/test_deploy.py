@@ -14,17 +14,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from pytest_httpserver import HTTPServer
 from ruamel.yaml import YAML
 
+from bot import github
 from bot.helm import PACKAGES_ENV
 from bot.main import main
 from bot.source import WorkTree
 from bot.values import build
-from tests.fixtures.charts import REAL_CHART, chart_packages_directory
+from tests.fixtures.charts import CHART_VERSION, REAL_CHART, chart_packages_directory
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
     HUBS,
@@ -40,10 +42,11 @@ from tests.fixtures.helm_standin import (
     use_kubeconfig_provider,
 )
 from tests.fixtures.jupyterhub import Hub, HubRuntime, StartHub
-from tests.fixtures.repos import git
+from tests.fixtures.repos import commit_all, git
 from tests.fixtures.secrets import AgeKey, write_secrets
 
 IMAGE_REPOSITORY = "tess-user-image"
+RECORD_KEY = "record-key-" + secrets.token_hex(24)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def deployable(
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
     locked_dependency_present(hub_repo, real_chart_packages)
+    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     ensure_eks_cluster()
     return Deployable(hub_repo, tokens, deployed_hubs["tess-public"].url, deployed_hubs,
                       jupyterhub_runtime.version, helm_standin, push_image(hub_repo))
@@ -253,7 +257,7 @@ def test_offline_chart_dependencies_are_one_clear_error_and_nothing_deploys(
 
     _, err = capsys.readouterr()
     assert err == (
-        "hubbot: error: chart dependency jupyterhub 4.2.0 from "
+        f"hubbot: error: chart dependency jupyterhub {CHART_VERSION} from "
         "https://hub.jupyter.org/helm-chart/ cannot be fetched (offline? set "
         "HUBBOT_CHART_PACKAGES to a directory of chart packages)\n"
     )
@@ -282,8 +286,11 @@ def test_a_missing_eks_cluster_fails_the_pair_before_helm(
 @pytest.fixture
 def recorded(deployable: Deployable, github_api: FakeGitHub,
              monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
+    """The GitHub stand-in, and the record key the deploy jobs hold."""
     for name, value in github_api.env().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HUBBOT_RECORD_KEY", RECORD_KEY)
+    monkeypatch.delenv("GITHUB_SHA", raising=False)
     return github_api
 
 
@@ -413,8 +420,9 @@ def test_prod_deploys_only_freight_that_staging_ran(
     assert deploy(deployable, "tess-public", "prod") == 1
     out, _ = capsys.readouterr()
     assert (
-        "no successful staging deployment of tess-public is recorded (GitHub environment "
-        "tess-public-staging): prod deploys only what staging ran, so deploy it to staging first"
+        "no verified successful staging deployment of tess-public is recorded (GitHub "
+        "environment tess-public-staging): prod deploys only what staging ran, so deploy it to "
+        "staging first."
     ) in out
     assert deployable.standin.calls("upgrade") == []
     assert recorded.deployments == {}
@@ -457,20 +465,260 @@ def test_prod_refuses_common_config_that_staging_never_ran(
     assert deploy(deployable, "tess-public", "staging") == 0
     common = deployable.repo / "deployments/tess-public/config/common.yaml"
     common.write_text(common.read_text().replace("timeout: 600", "timeout: 900"))
-    assert "timeout: 900" in common.read_text()
+    commit_all(deployable.repo, "a common change staging never ran")
     capsys.readouterr()
 
     assert deploy(deployable, "tess-public", "prod") == 1
 
     out, _ = capsys.readouterr()
+    assert "which no verified staging deploy ran: a change made on prod directly" in out
+    assert [call.argv[2] for call in deployable.standin.calls("upgrade")] == [
+        "tess-public-staging"
+    ]
+
+
+# --- the prod gate: only a tree staging ran, proven by records nobody else can make ---------
+
+PROD_YAML = "deployments/tess-public/config/prod.yaml"
+
+
+def refused_before_helm(d: Deployable, capsys: pytest.CaptureFixture[str]) -> str:
+    """Deploy tess-public to prod, which must fail with no prod helm upgrade; the output."""
+    capsys.readouterr()
+    assert deploy(d, "tess-public", "prod") == 1
+    out, err = capsys.readouterr()
+    assert [c.argv[2] for c in d.standin.calls("upgrade") if c.argv[2].endswith("-prod")] == []
+    return out + err
+
+
+def change_prod_directly(d: Deployable) -> str:
+    """A commit made straight on prod: mallory lets everyone in and makes herself admin."""
+    (d.repo / PROD_YAML).write_text(
+        (d.repo / PROD_YAML).read_text()
+        + "  hub:\n    config:\n      Authenticator:\n        allow_all: true\n"
+        "        admin_users: [mallory]\n"
+    )
+    return commit_all(d.repo, "let mallory in")
+
+
+def as_user(api: FakeGitHub, token: str) -> github.Client:
+    return github.client_from_env({**api.env(), "GITHUB_TOKEN": token})
+
+
+def forge(
+    api: FakeGitHub, client: github.Client, sha: str, environment: str,
+    payload: dict[str, Any], description: str,
+) -> int:
+    """A staging record made through the API from public data, as anyone who may write
+    deployments can (a pull request's workflow acts as github-actions[bot] too)."""
+    deployment = github.create_deployment(client, sha, environment, payload)
+    github.create_deployment_status(client, deployment["id"], "in_progress")
+    github.create_deployment_status(client, deployment["id"], "success", description=description)
+    return int(deployment["id"])
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    ["zero proof", "no proof", "proof copied", "zero sha", "another hub", "a person's token"],
+)
+def test_a_forged_staging_record_never_opens_prod(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
+    forgery: str,
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    assert deploy(deployable, "tess-private", "staging") == 0
+    honest = {d["environment"]: d for d in recorded.deployments.values()}
+    public = honest["tess-public-staging"]
+    copied_proof = recorded.statuses[public["id"]][-1]["description"].split()[0]
+    sha = change_prod_directly(deployable)
+    tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
+    payload = {**public["payload"], "commit_tree": tree}
+    client = as_user(recorded, recorded.token)
+    zero = "hubbot-proof:" + "0" * 64
+    expected = {
+        "zero proof": (sha, "tess-public-staging", payload, zero, "its proof does not match"),
+        "no proof": (sha, "tess-public-staging", payload, "deployed",
+                     "its success status carries no proof"),
+        "proof copied": (sha, "tess-public-staging", payload, copied_proof,
+                         "its proof does not match"),
+        "zero sha": ("0" * 40, "tess-public-staging", payload, zero,
+                     f"its commit {'0' * 40} is not in this repository"),
+        "another hub": (sha, "tess-public-staging",
+                        {**honest["tess-private-staging"]["payload"], "commit_tree": tree}, zero,
+                        "its payload is for tess-private/staging, not tess-public/staging"),
+        "a person's token": (sha, "tess-public-staging", payload, copied_proof,
+                             "created by mallory, not by github-actions[bot]"),
+    }
+    forged_sha, environment, forged_payload, description, reason = expected[forgery]
+    if forgery == "a person's token":
+        client = as_user(recorded, recorded.user_token("mallory"))
+    forged = forge(recorded, client, forged_sha, environment, forged_payload, description)
+
+    out = refused_before_helm(deployable, capsys)
+
+    assert f"commit {sha[:12]} has tree {tree[:12]}, which no verified staging deploy ran" in out
+    assert f"Records refused: deployment {forged} (commit {forged_sha[:12]}): {reason}" in out
+
+
+def test_a_forged_record_for_the_whole_staging_run_never_opens_prod(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    sha = change_prod_directly(deployable)
+    tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
+    payload = {"hub": None, "env": "staging", "commit_tree": tree, "pairs": []}
+    forged = forge(recorded, as_user(recorded, recorded.token), sha, "staging-run", payload,
+                   "hubbot-proof:" + "0" * 64)
+
+    out = refused_before_helm(deployable, capsys)
+
+    assert f"deployment {forged} (commit {sha[:12]}): its proof does not match" in out
+
+
+def test_a_failed_staging_deploy_re_marked_success_never_opens_prod(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deployable.standin.release("tess-public-staging", upgrade="timeout")
+    assert deploy(deployable, "tess-public", "staging") == 1
+    (failed,) = recorded.deployments.values()
+    github.create_deployment_status(as_user(recorded, recorded.token), failed["id"], "success")
+
+    out = refused_before_helm(deployable, capsys)
+
     assert (
-        "prod freight for tess-public is not what staging ran; compared with the latest "
-        "successful staging deployment"
+        f"deployment {failed['id']} (commit {failed['sha'][:12]}): a status of it says "
+        "failure: a failed deploy stays failed, whatever status comes after"
     ) in out
+
+
+@pytest.mark.parametrize("change", ["prod.yaml", "hubploy.yaml"])
+def test_a_change_made_directly_on_prod_is_refused(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
+    change: str,
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    (staging,) = recorded.deployments.values()
+    if change == "prod.yaml":
+        sha = change_prod_directly(deployable)
+    else:
+        hubploy = deployable.repo / "deployments/tess-public/hubploy.yaml"
+        hubploy.write_text(hubploy.read_text().replace(
+            "release: tess-public-prod,", "release: tess-public-prod-v2,"))
+        sha = commit_all(deployable.repo, "prod at another release")
+    tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
+
+    out = refused_before_helm(deployable, capsys)
+
     assert (
-        "common config (hub/values.yaml + deployments/tess-public/config/common.yaml) differs "
-        "from what staging ran"
+        f"commit {sha[:12]} has tree {tree[:12]}, which no verified staging deploy ran: a change "
+        "made on prod directly (not promoted from staging) is never deployed; the newest "
+        f"verified staging deployment of tess-public is {staging['id']} (commit "
+        f"{staging['sha'][:12]}, tree {staging['payload']['commit_tree'][:12]})."
     ) in out
+
+
+def test_a_squashed_promotion_deploys_every_hub_of_a_tree_staging_ran(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    assert deploy(deployable, "tess-private", "staging") == 0
+    common = deployable.repo / "deployments/tess-public/config/common.yaml"
+    common.write_text(common.read_text().replace("timeout: 600", "timeout: 900"))
+    commit_all(deployable.repo, "tess-public culls later")
+    # Only tess-public changed, so only it deploys to staging at this commit.
+    assert deploy(deployable, "tess-public", "staging") == 0
+    tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
+    squashed = git(deployable.repo, "commit-tree", tree, "-p", "prod", "-m", "Promote")
+    git(deployable.repo, "checkout", "-q", "-B", "prod", squashed)
+
+    assert deploy(deployable, "tess-private", "prod") == 0
+    assert deploy(deployable, "tess-public", "prod") == 0
+
+    prod = [d for d in recorded.deployments.values() if d["environment"].endswith("-prod")]
+    assert [d["sha"] for d in prod] == [squashed, squashed]
+
+
+def test_a_working_tree_that_differs_from_its_commit_never_deploys_prod(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    (deployable.repo / PROD_YAML).write_text(
+        (deployable.repo / PROD_YAML).read_text() + "  debug: {enabled: true}\n"
+    )
+    (deployable.repo / "deployments/tess-public/config/extra.yaml").write_text("a: 1\n")
+    head = git(deployable.repo, "rev-parse", "HEAD")
+    calls = len(deployable.standin.calls())
+    capsys.readouterr()
+
+    assert deploy(deployable, "tess-public", "prod") == 1
+
+    _, err = capsys.readouterr()
+    assert err == (
+        f"hubbot: error: the working tree differs from commit {head[:12]} "
+        "(deployments/tess-public/config/extra.yaml, deployments/tess-public/config/prod.yaml): "
+        "prod deploys only a commit that staging ran, never uncommitted changes; commit them "
+        "through a staging pull request, or `git stash --include-untracked`. Nothing was "
+        "deployed\n"
+    )
+    assert len(deployable.standin.calls()) == calls
+    assert [d["environment"] for d in recorded.deployments.values()] == ["tess-public-staging"]
+
+
+def test_a_staging_deploy_from_a_changed_working_tree_is_not_recorded_as_its_commit(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (deployable.repo / PROD_YAML).write_text(
+        (deployable.repo / PROD_YAML).read_text() + "  debug: {enabled: true}\n"
+    )
+    head = git(deployable.repo, "rev-parse", "HEAD")
+
+    assert deploy(deployable, "tess-public", "staging") == 0
+
+    out, _ = capsys.readouterr()
+    assert recorded.deployments == {}
+    row = next(line for line in out.splitlines() if line.startswith("tess-public/staging "))
+    assert row.endswith(
+        f"[record: not recorded: the working tree differs from commit {head[:12]} "
+        "(deployments/tess-public/config/prod.yaml), so this deploy is not that commit]"
+    )
+
+
+def test_prod_needs_the_record_key_to_check_staging_records(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert deploy(deployable, "tess-public", "staging") == 0
+    monkeypatch.delenv("HUBBOT_RECORD_KEY")
+
+    out = refused_before_helm(deployable, capsys)
+
+    assert (
+        "a prod deploy must prove staging ran the same commit tree and freight, from GitHub "
+        "deployment records checked with the record key: set GITHUB_TOKEN, GITHUB_REPOSITORY "
+        "and HUBBOT_RECORD_KEY"
+    ) in out
+    assert RECORD_KEY not in out
+
+
+def test_a_record_from_a_deploy_without_the_key_does_not_count_and_says_so(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HUBBOT_RECORD_KEY")
+    assert deploy(deployable, "tess-public", "staging") == 0
+    out, _ = capsys.readouterr()
+    (staging,) = recorded.deployments.values()
+    assert (
+        f"[record: deployment {staging['id']} carries no proof (HUBBOT_RECORD_KEY is not "
+        "set): prod will not count it]"
+    ) in out
+    monkeypatch.setenv("HUBBOT_RECORD_KEY", RECORD_KEY)
+
+    out = refused_before_helm(deployable, capsys)
+
+    assert "no verified successful staging deployment of tess-public" in out
+    assert f"deployment {staging['id']} (commit {staging['sha'][:12]}): its success status " \
+        "carries no proof" in out
 
 
 @pytest.fixture
@@ -490,6 +738,7 @@ def test_sigterm_during_the_health_check_retries_ends_the_run_at_once(
     deployable: Deployable, recorded: FakeGitHub, unready_hub: HTTPServer
 ) -> None:
     point_urls(deployable.repo, {"tess-public": unready_hub.url_for("/").rstrip("/")})
+    commit_all(deployable.repo, "tess-public behind a load balancer that never gets ready")
     proc = hubbot(deployable.repo, "deploy", "tess-public", "staging", env=dict(os.environ))
     deadline = time.monotonic() + 60
     while not unready_hub.log and time.monotonic() < deadline:
@@ -570,6 +819,7 @@ def test_a_hub_that_answers_but_admits_nobody_fails_its_deploy_and_the_table_say
     # tess-public as committed: authenticator_class tmp, and no allow rule.
     nobody = start_jupyterhub({"JupyterHub": {"authenticator_class": "tmp"}})
     point_urls(deployable.repo, {"tess-public": nobody.url})
+    commit_all(deployable.repo, "tess-public at a hub that admits nobody")
 
     assert deploy(deployable, "tess-public", "staging") == 1
 

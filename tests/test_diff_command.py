@@ -10,6 +10,7 @@ import pytest
 
 from bot import actions, helm, markdown
 from bot.main import main
+from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import PROJECT, commit_all
 from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.test_plan import PRIVATE, PUBLIC, edit
@@ -52,15 +53,24 @@ def test_markdown_has_a_summary_then_a_values_table_naming_the_layer(
     assert err == ""
     lines = out.splitlines()
     assert lines[0] == "### hubbot diff `HEAD~1` → `working tree`"
-    assert lines[2] == "**1 pair affected, 1 key changed, 0 images to build**"
-    assert lines[4:7] == [
-        "| hub | env | why |",
-        "|---|---|---|",
-        f"| tess-private | prod | 1 key changed in {PROD} |",
+    assert lines[2:9] == [
+        "**Merging deploys nothing to staging; prod (tess-private/prod) waits for the "
+        "promotion PR.**",
+        "",
+        "1 pair affected, 1 key changed, 0 images to build",
+        "",
+        "**Look out**",
+        "",
+        "- ⚠️ prod changes: tess-private/prod (deployed when the promotion PR merges)",
+    ]
+    assert lines[10:13] == [
+        "| hub/env | why |",
+        "|---|---|",
+        f"| tess-private/prod | 1 key changed in {PROD.removeprefix('deployments/')} |",
     ]
     assert out.count("<details>") == out.count("</details>") == 1
     assert f"| `{KEY}` | `2` | `3` | `{PROD}:14` |" in lines
-    assert lines.index("<details>") > lines.index("|---|---|---|")
+    assert lines.index("<details>") > lines.index("|---|---|")
 
 
 def test_make_check_diff_shows_the_uncommitted_working_tree_offline(
@@ -240,7 +250,8 @@ def test_a_very_large_diff_splits_into_balanced_parts_under_the_limit(
 
 
 UNAVAILABLE = (
-    "not rendered: chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ "
+    f"not rendered: chart dependency jupyterhub {CHART_VERSION} from "
+    "https://hub.jupyter.org/helm-chart/ "
     "cannot be fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
 )
 
@@ -306,6 +317,38 @@ def test_a_chart_template_change_renders_each_ref_with_its_own_chart(
         assert item["values"] == []
         assert item["manifests"]["changed"] == ["ServiceAccount/tess-user"]
         assert "+    team: tess\n" in item["manifests"]["diff"]["ServiceAccount/tess-user"]
+
+
+def test_the_summary_flags_infra_policy_and_a_renamed_release_and_groups_identical_pairs(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(hub_repo, f"{PUBLIC}/hubploy.yaml", "release: tess-public-staging",
+         "release: tess-public-stg")
+    edit(hub_repo, f"{PRIVATE}/config/common.yaml", "timeout: 14400", "timeout: 7200")
+    (hub_repo / "infra" / "note.tf").write_text("locals { note = 1 }\n")
+    (hub_repo / "schemas" / "policy.schema.yaml").write_text(
+        (hub_repo / "schemas" / "policy.schema.yaml").read_text() + "# stricter\n"
+    )
+    edit(hub_repo, "deployments/tess-public/config/common.yaml", "timeout: 600", "timeout: 900")
+    commit_all(hub_repo, "rename, infra, policy")
+
+    status, out, _ = hubbot(hub_repo, capsys, "diff", "--base", "HEAD~1", "--format", "markdown")
+
+    assert status == 0
+    assert "- ⚠️ infra/ changed: an operator must \\`terraform apply\\` it before this merges" in out
+    assert (
+        "- ⚠️ policy change (schemas/policy.schema.yaml): it decides what every hub may do; "
+        "the owners named in .github/CODEOWNERS must review it"
+    ) in out
+    assert (
+        "- ⚠️ tess-public/staging: release tess-public-staging (namespace tess-public-staging) "
+        "becomes tess-public-stg (namespace tess-public-staging): the old release keeps running"
+    ) in out
+    assert "| tess-public/prod | 1 key changed in tess-public/config/common.yaml |" in out
+    assert (
+        "| tess-private/prod, tess-private/staging | 1 key changed in "
+        "tess-private/config/common.yaml |"
+    ) in out
 
 
 def test_a_resized_static_volume_is_a_warning_and_an_error(

@@ -371,10 +371,35 @@ def test_successful_deployments_by_latest_status(
         for state in sequence:
             github.create_deployment_status(client, ids[name], state)  # type: ignore[arg-type]
     github.create_deployment(client, SHA, "tess-public-prod", {})
+    # a and c end `inactive` (GitHub's auto_inactive), which still counts as their success.
     found = github.successful_deployments(client, "tess-public-staging")
     assert [d["payload"]["n"] for d in found] == ["d", "c", "a"]
     found = github.successful_deployments(client, "tess-public-staging", sha=SHA)
     assert [d["payload"]["n"] for d in found] == ["d", "a"]
+
+
+def test_a_newer_success_marks_earlier_successful_deployments_inactive(
+    github_api: FakeGitHub, client: github.Client
+) -> None:
+    # GitHub's auto_inactive, which records rely on: an earlier success ends `inactive`.
+    sequences = {"a": ["in_progress", "success"], "b": ["failure"], "c": ["success"]}
+    ids = {}
+    for name, sequence in sequences.items():
+        ids[name] = github.create_deployment(client, SHA, "tess-public-staging", {"n": name})["id"]
+        for state in sequence:
+            github.create_deployment_status(client, ids[name], state)  # type: ignore[arg-type]
+    github.create_deployment_status(
+        client, github.create_deployment(client, SHA, "tess-public-prod", {})["id"], "success"
+    )
+    states = {
+        name: [s["state"] for s in github.list_deployment_statuses(client, ids[name])]
+        for name in sequences
+    }
+    assert states == {
+        "a": ["inactive", "success", "in_progress"], "b": ["failure"], "c": ["success"],
+    }
+    found = github.iter_deployments(client, environment="tess-public-staging")
+    assert [d["payload"]["n"] for d in found] == ["c", "b", "a"]
 
 
 def test_the_token_never_follows_a_link_to_another_host(

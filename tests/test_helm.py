@@ -12,11 +12,14 @@ import pytest
 from bot import helm
 from bot.errors import HubbotError
 from bot.yamlfile import load_yaml
-from tests.fixtures.charts import HUB_CHART, REAL_CHART
+from tests.fixtures.charts import CHART_VERSION, HUB_CHART, REAL_CHART
 
-JUPYTERHUB = helm.Dependency("jupyterhub", "4.2.0", "https://hub.jupyter.org/helm-chart/")
+JUPYTERHUB = helm.Dependency("jupyterhub", CHART_VERSION, "https://hub.jupyter.org/helm-chart/")
+# A released version other than the locked one (the shared directory holds both).
+OTHER_VERSION = "4.4.0" if CHART_VERSION == "4.2.0" else "4.2.0"
 OFFLINE = (
-    "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ cannot be "
+    f"chart dependency jupyterhub {CHART_VERSION} from https://hub.jupyter.org/helm-chart/ "
+    "cannot be "
     "fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
 )
 
@@ -109,7 +112,7 @@ def test_real_helm_accepts_hub_lock_and_sees_a_mutation(tmp_path: Path, helm_bin
     assert "out of sync" not in in_sync.stderr
     assert "no repository definition for https://hub.jupyter.org/helm-chart/" in in_sync.stderr
 
-    replace_in(chart / "Chart.yaml", "version: 4.2.0", "version: 4.2.1")
+    replace_in(chart / "Chart.yaml", f"version: {CHART_VERSION}", "version: 4.2.1")
     mutated = subprocess.run(
         [helm_bin, "dependency", "build", str(chart)], capture_output=True, text=True
     )
@@ -150,7 +153,7 @@ def test_lock_digest_is_helms(tmp_path: Path, helm_bin: str, chart_repository: s
     requirements = load_yaml("Chart.yaml", (chart / "Chart.yaml").read_text()).data
     assert helm.lock_digest(requirements["dependencies"], lock["dependencies"]) == lock["digest"]
     assert helm.locked_dependencies(chart) == [
-        helm.Dependency("jupyterhub", "4.2.0", chart_repository)
+        helm.Dependency("jupyterhub", CHART_VERSION, chart_repository)
     ]
 
 
@@ -168,7 +171,7 @@ def test_ready_chart_builds_dependencies_in_a_copy(
 
     with helm.ready_chart(chart) as ready:
         assert ready != chart
-        assert (ready / "charts" / "jupyterhub-4.2.0.tgz").is_file()
+        assert (ready / "charts" / REAL_CHART).is_file()
         values = '{"jupyterhub": {"singleuser": {"image": {"tag": "fetched-7"}}}}'
         out = helm.template(ready, "r", "ns", values)
         assert "image: quay.io/jupyterhub/k8s-singleuser-sample:fetched-7\n" in out
@@ -177,7 +180,7 @@ def test_ready_chart_builds_dependencies_in_a_copy(
     assert not (chart / "charts").exists()  # the chart given was not changed
     requests = (tmp_path / "chart-repo.log").read_text()
     assert requests.count("GET /index.yaml") == 1  # fetched once, not again by the build
-    assert requests.count("GET /jupyterhub-4.2.0.tgz") == 1
+    assert requests.count(f"GET /{REAL_CHART}") == 1
 
 
 def test_offline_hub_chart_is_unavailable_and_the_message_names_the_setting(
@@ -220,16 +223,16 @@ def test_a_package_holding_another_version_than_its_name_is_refused(
     go_offline(monkeypatch)
     directory = tmp_path / "packages"
     directory.mkdir()
-    # The 4.4.0 package saved under the locked 4.2.0's name: helm would render it as is.
-    shutil.copyfile(real_chart_packages / "jupyterhub-4.4.0.tgz", directory / REAL_CHART)
+    # Another version's package saved under the locked one's name: helm would render it.
+    shutil.copyfile(real_chart_packages / f"jupyterhub-{OTHER_VERSION}.tgz", directory / REAL_CHART)
     monkeypatch.setenv(helm.PACKAGES_ENV, str(directory))
     chart = copy_chart(tmp_path)
     with pytest.raises(HubbotError) as caught, helm.ready_chart(chart):
         pass
     assert not isinstance(caught.value, helm.ChartUnavailable)
     assert str(caught.value) == (
-        f"{directory / REAL_CHART}: this package holds jupyterhub 4.4.0, not the locked "
-        "jupyterhub 4.2.0"
+        f"{directory / REAL_CHART}: this package holds jupyterhub {OTHER_VERSION}, not the "
+        f"locked jupyterhub {CHART_VERSION}"
     )
 
 
@@ -249,7 +252,7 @@ def test_a_package_of_another_chart_or_none_is_refused(
         pass
     assert str(caught.value) == (
         f"{directory / REAL_CHART}: this package holds layers 0.1.0, not the locked "
-        "jupyterhub 4.2.0"
+        f"jupyterhub {CHART_VERSION}"
     )
     (directory / REAL_CHART).write_bytes(b"not a gzip file")
     with pytest.raises(HubbotError) as caught, helm.ready_chart(chart):
@@ -270,15 +273,15 @@ def test_present_dependency_is_used_in_place(hub_chart_offline_ready: Path) -> N
     [
         pytest.param(
             "Chart.yaml",
-            "  - name: jupyterhub\n    version: 4.2.0\n",
-            "  jupyterhub:\n    version: 4.2.0\n",
+            f"  - name: jupyterhub\n    version: {CHART_VERSION}\n",
+            f"  jupyterhub:\n    version: {CHART_VERSION}\n",
             "hub/Chart.yaml:6: `dependencies` must be a list of charts (- name: ..., version: "
             "..., repository: ...), not a dict",
             id="Chart.yaml dependencies as a map",
         ),
         pytest.param(
             "Chart.lock",
-            "  version: 4.2.0\n",
+            f"  version: {CHART_VERSION}\n",
             "",
             "hub/Chart.lock:2: this dependency has no `version`",
             id="a Chart.lock entry without version",

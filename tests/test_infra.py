@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from hcl2.api import loads as hcl_loads
+from ruamel.yaml import YAML
 
 from bot import infra
 from bot.errors import Location
@@ -525,6 +526,16 @@ def local_value(name: str) -> Any:
     raise AssertionError(f"no local {name}")
 
 
+def variable(name: str) -> dict[str, Any]:
+    """The body of `variable "NAME"`, attributes as one-item lists."""
+    for path in TF_FILES:
+        for entry in hcl_loads(path.read_text()).get("variable", []):
+            for found, body in entry.items():
+                if infra._unquote(found) == name:
+                    return body if "__is_block__" not in body else _bc_shape(body)
+    raise AssertionError(f"no variable {name}")
+
+
 def output(name: str) -> dict[str, Any]:
     """The body of `output "NAME"`, attributes as one-item lists."""
     for path in TF_FILES:
@@ -674,12 +685,45 @@ def test_versions_are_pinned() -> None:
     providers = terraform["required_providers"][0]
     assert {name: provider[0]["version"] for name, provider in providers.items()} == {
         "aws": "5.82.2",
+        "github": "6.6.0",
         "helm": "2.17.0",
         "kubernetes": "2.35.1",
         "tls": "4.0.6",
     }
     cluster = block("resource", "aws_eks_cluster", "this")
     assert cluster["version"] == ["${var.kubernetes_version}"]
+
+
+def test_the_prod_lock_is_code_github_environments_and_branch_protection() -> None:
+    # The lock hubbot's own checks cannot be: a pull request cannot change these settings.
+    environments = block("resource", "github_repository_environment", "deploy")
+    assert environments["for_each"] == ["${var.environments}"]
+    assert environments["can_admins_bypass"] == [False]
+    assert environments["deployment_branch_policy"][0]["custom_branch_policies"] == [True]
+    assert environments["deployment_branch_policy"][0]["protected_branches"] == [False]
+    (reviewers,) = environments["dynamic"]
+    assert reviewers["reviewers"]["for_each"] == ['${each.key == "prod" ? [1] : []}']
+    policy = block("resource", "github_repository_environment_deployment_policy", "deploy")
+    assert policy["for_each"] == ["${var.environments}"]
+    assert policy["branch_pattern"] == ["${each.value.branch}"]
+    default = infra._unquoted_tree(variable("environments")["default"][0])
+    assert {env: value["branch"] for env, value in default.items()} == {
+        "staging": "staging", "prod": "prod",
+    }
+    protection = block("resource", "github_branch_protection", "deploy")
+    assert protection["for_each"] == ["${var.environments}"]
+    assert protection["pattern"] == ["${each.value.branch}"]
+    assert protection["enforce_admins"] == [True]
+    assert protection["allows_force_pushes"] == [False]
+    assert protection["required_status_checks"][0]["contexts"] == ["${var.required_checks}"]
+    reviews = protection["required_pull_request_reviews"][0]
+    assert reviews["required_approving_review_count"][0] >= 1
+    assert reviews["dismiss_stale_reviews"] == [True]
+    # The required check is the pull request workflow's hubbot job.
+    workflow = YAML(typ="safe").load((PROJECT / ".github/workflows/pr.yaml").read_text())
+    assert infra._unquoted_tree(variable("required_checks")["default"][0]) == [
+        job.get("name", key) for key, job in workflow["jobs"].items()
+    ]
 
 
 def test_region_of_the_deploy_workflow(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -94,6 +94,28 @@ def test_make_setup_and_ci_install_from_the_locks() -> None:
     assert "--require-hashes -r requirements/runtime.txt" in ci_install
 
 
+def make_commands(target: str, tmp_path: Path) -> str:
+    """What `make -n TARGET` would run from a fresh virtualenv path."""
+    done = subprocess.run(
+        ["make", "-n", "-C", str(PROJECT), target, f"VENV={tmp_path / 'venv'}", "BASE=HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_make_check_installs_only_what_check_needs(tmp_path: Path) -> None:
+    check = make_commands("check", tmp_path)
+    assert "--require-hashes -r requirements/runtime.txt" in check
+    assert "install-helm" in check
+    assert "requirements/test.txt" not in check
+    assert "install-system-deps" not in check
+    test = make_commands("test", tmp_path)
+    assert "--require-hashes -r requirements/test.txt" in test
+    assert "install-system-deps" in test
+
+
 # --- helm and kubectl by checksum -------------------------------------------------------
 
 

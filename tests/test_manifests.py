@@ -20,7 +20,7 @@ from bot.manifests import ChartUnavailable, manifest_diff
 from bot.redact import Redactor
 from bot.source import GitCommit, WorkTree
 from bot.values import build
-from tests.fixtures.charts import HUB_CHART, PROJECT
+from tests.fixtures.charts import CHART_VERSION, HUB_CHART, PROJECT
 from tests.fixtures.repos import commit_all, write
 from tests.fixtures.secrets import AgeKey, age_rules, write_secrets
 
@@ -73,7 +73,7 @@ NEW_HUB = [
 
 @pytest.fixture
 def chart(hub_chart_offline_ready: Path) -> Path:
-    """The hub chart, its charts/ holding the real jupyterhub 4.2.0 package."""
+    """The hub chart, its charts/ holding the real locked jupyterhub package."""
     return hub_chart_offline_ready
 
 
@@ -135,7 +135,9 @@ def test_same_values_show_nothing_and_count_the_noise(chart: Path) -> None:
     # Three random values in the hub Secret (proxy token, cookie secret, CryptKeeper
     # keys: a - and a + line each); the hub's checksum/secret and the proxy's
     # checksum/auth-token follow them.
-    assert result.hidden_lines == {"z2jh-values": 0, "random": 6, "checksum": 4}
+    assert result.hidden_lines == {
+        "z2jh-values": 0, "random": 6, "checksum": 4, "chart-version": 0
+    }
     assert result.hidden_summary() == [
         "6 lines hidden by rule random: values generated afresh on every render, such as "
         "tokens (compared by presence)",
@@ -187,6 +189,49 @@ def test_the_hub_configmap_checksum_key_is_noise_counted_under_checksum(chart: P
     assert result.hidden_lines["checksum"] == 8
     added = diff(chart, None, values())
     assert "  checksum_hook-image-puller: <checksum>\n" in added.text["ConfigMap/hub"]
+
+
+def chart_at_version(chart: Path, packages: Path, version: str) -> Path:
+    """A copy of the hub chart depending on jupyterhub `version`, its package in charts/."""
+    copy = chart.parent / f"hub-{version}"
+    shutil.copytree(chart, copy)
+    shutil.rmtree(copy / "charts")
+    (copy / "charts").mkdir()
+    package = f"jupyterhub-{version}.tgz"
+    shutil.copyfile(packages / package, copy / "charts" / package)
+    chart_yaml = copy / "Chart.yaml"
+    chart_yaml.write_text(
+        chart_yaml.read_text().replace(f"version: {CHART_VERSION}", f"version: {version}")
+    )
+    dependency = {"name": "jupyterhub", "version": version, "repository": REPOSITORY}
+    requirements = [dict(dependency)]
+    (copy / "Chart.lock").write_text(
+        f"dependencies:\n- name: jupyterhub\n  repository: {REPOSITORY}\n  version: {version}\n"
+        f"digest: {helm.lock_digest(requirements, [dependency])}\n"
+        'generated: "2026-12-02T00:00:00Z"\n'
+    )
+    return copy
+
+
+REPOSITORY = "https://hub.jupyter.org/helm-chart/"
+
+
+def test_a_chart_bump_hides_the_version_labels_and_shows_what_really_changes(
+    chart: Path, real_chart_packages: Path
+) -> None:
+    old = chart_at_version(chart, real_chart_packages, "4.2.0")
+    bumped = chart_at_version(chart, real_chart_packages, "4.4.0")
+    result = manifest_diff(bumped, values(), values(), "rel", "ns", same, old_chart_dir=old)
+    # Every resource carries the chart's name-version label: one - and one + line each,
+    # twice (chart and helm.sh/chart).
+    assert result.hidden_lines["chart-version"] == 4 * (len(NEW_HUB) - 1)  # not tess-user
+    assert "jupyterhub-4.4.0" not in "".join(
+        line for line in result.diff.splitlines(keepends=True) if "chart: " in line
+    )
+    # What the bump really changes stays: the chart's own images, and what restarts.
+    assert "quay.io/jupyterhub/k8s-hub:4.4.0" in result.diff
+    assert "hub pod restarts" in result.restarts
+    assert "ServiceAccount/hub" not in result.changed  # it differs by its label only
 
 
 def test_hub_config_change_restarts_only_the_hub(chart: Path) -> None:
@@ -309,8 +354,8 @@ def test_the_hub_chart_with_real_layers(chart: Path) -> None:
 
 
 OFFLINE = (
-    "chart dependency jupyterhub 4.2.0 from https://hub.jupyter.org/helm-chart/ cannot be "
-    "fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
+    f"chart dependency jupyterhub {CHART_VERSION} from https://hub.jupyter.org/helm-chart/ "
+    "cannot be fetched (offline? set HUBBOT_CHART_PACKAGES to a directory of chart packages)"
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot import github
+from bot import github, records
 from bot.errors import HubbotError
 from bot.main import main
 from bot.promote import MARKER, TITLE, branch_ref, check_pull_into_prod
@@ -18,10 +18,14 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image"
 DIGEST = "sha256:" + "ab" * 32
 
 
+RECORD_KEY = "promote-test-record-key-0123456789abcdef"
+
+
 @pytest.fixture
 def api(github_api: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
     for name, value in github_api.env().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HUBBOT_RECORD_KEY", RECORD_KEY)
     return github_api
 
 
@@ -33,8 +37,14 @@ def change_staging(repo: Path, old: str, new: str) -> str:
     return commit_all(repo, f"tess-public: {new}")
 
 
-def record_staging(api: FakeGitHub, hub: str, sha: str, state: str = "success") -> int:
+def record_staging(
+    api: FakeGitHub, repo: Path, hub: str, sha: str, state: str = "success",
+    proof: str | None = None,
+) -> int:
+    """A staging record as the deploy job writes it (its proof made with the record key),
+    or, given `proof`, one with that text in its success status instead."""
     client = github.client_from_env(api.env())
+    tree = git(repo, "rev-parse", f"{sha}^{{tree}}")
     payload: dict[str, Any] = {
         "hubbot_freight": 1, "hub": hub, "env": "staging",
         "images": [{"name": IMAGE, "tag": "tree-0123456789ab", "digest": DIGEST,
@@ -42,9 +52,15 @@ def record_staging(api: FakeGitHub, hub: str, sha: str, state: str = "success") 
         "chart": {"name": "tess-hub", "version": "0.1.0", "lock_digest": "sha256:" + "cd" * 32,
                   "tree": "ef" * 20},
         "fingerprints": {"common": "sha256:" + "12" * 32, "values": "hmac-sha256:" + "34" * 32},
+        "commit_tree": tree,
     }
     deployment = github.create_deployment(client, sha, f"{hub}-staging", payload)
-    github.create_deployment_status(client, deployment["id"], state)
+    subject = records.Subject("tess-org/tess-hubs", sha, tree, hub, "staging")
+    if proof is None:
+        proof = records.PROOF_PREFIX + records.proof(
+            records.RecordKey(RECORD_KEY.encode()), subject, payload, state
+        )
+    github.create_deployment_status(client, deployment["id"], state, description=proof)  # type: ignore[arg-type]
     return int(deployment["id"])
 
 
@@ -52,8 +68,8 @@ def test_promote_opens_one_pr_then_updates_it_in_place(
     hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sha = change_staging(hub_repo, "timeout: 600", "timeout: 900")
-    deployment_id = record_staging(api, "tess-public", sha)
-    record_staging(api, "tess-private", sha, state="failure")
+    deployment_id = record_staging(api, hub_repo, "tess-public", sha)
+    record_staging(api, hub_repo, "tess-private", sha, state="failure")
 
     assert main(["--repo", str(hub_repo), "promote"]) == 0
 
@@ -65,14 +81,14 @@ def test_promote_opens_one_pr_then_updates_it_in_place(
     assert body.startswith(MARKER + "\n")
     assert f"`{IMAGE}:tree-0123456789ab@{DIGEST}`" in body
     assert f"| {deployment_id} at `{sha[:12]}` |" in body
-    assert "| tess-private | no successful staging deploy recorded |" in body
+    assert "| tess-private | no verified successful staging deploy recorded |" in body
     diff = body[body.index("## What prod will receive"):]
     assert "tess-public/prod" in diff
     assert "tess-private/prod" not in diff
     assert "cull.timeout" in diff
 
     later = change_staging(hub_repo, "timeout: 900", "timeout: 1200")
-    record_staging(api, "tess-public", later)
+    record_staging(api, hub_repo, "tess-public", later)
     assert main(["--repo", str(hub_repo), "promote"]) == 0
 
     assert list(api.pulls) == [pull["number"]]
@@ -80,6 +96,27 @@ def test_promote_opens_one_pr_then_updates_it_in_place(
     assert f"at `{later[:12]}` |" in api.pulls[pull["number"]]["body"]
     out, _ = capsys.readouterr()
     assert out.startswith(f"updated the promotion PR #{pull['number']}")
+
+
+def test_the_promotion_pr_lists_no_forged_freight(
+    hub_repo: Path, api: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = change_staging(hub_repo, "timeout: 600", "timeout: 900")
+    honest = record_staging(api, hub_repo, "tess-public", sha)
+    forged = record_staging(api, hub_repo, "tess-public", sha, proof="hubbot-proof:" + "0" * 64)
+
+    assert main(["--repo", str(hub_repo), "promote"]) == 0
+
+    (pull,) = api.pulls.values()
+    assert f"| {honest} at `{sha[:12]}` |" in pull["body"]
+    assert f"| {forged} at" not in pull["body"]
+
+    monkeypatch.delenv("HUBBOT_RECORD_KEY")
+    assert main(["--repo", str(hub_repo), "promote"]) == 0
+    assert (
+        "## Freight\n\nNot shown: the staging records cannot be verified here "
+        "(HUBBOT_RECORD_KEY is not set).\n"
+    ) in api.pulls[pull["number"]]["body"]
 
 
 def test_promote_needs_the_github_api(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -77,6 +78,40 @@ def test_check_finds_a_tampered_file(keyed_repo: Path, capsys: pytest.CaptureFix
         "was meant",
     ]
     assert out.splitlines()[-1] == "3 of 4 secrets files ok"
+
+
+def test_check_as_json(
+    keyed_repo: Path,
+    other_age_key: AgeKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = keyed_repo / FILES[0]
+    path.write_text(path.read_text().replace("secretToken:", "secretTokens:"))
+    status, out, err = run(keyed_repo, capsys, "check", "--format", "json")
+    assert (status, err) == (1, "")
+    result = json.loads(out)
+    assert result["valid"] is False
+    assert result["summary"] == {"files": 4, "ok": 3}
+    assert [(f["file"], f["status"], f["mac_verified"]) for f in result["files"]] == [
+        (FILES[0], "failed", None),
+        *((file, "ok", True) for file in FILES[1:]),
+    ]
+    (problem,) = result["files"][0]["problems"]
+    assert problem["file"] == FILES[0]
+    assert problem["message"].startswith("cannot decrypt: a value, or the name of its key")
+    assert result["problems"] == []
+    assert result["notes"] == []
+
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(other_age_key.path))
+    status, out, _ = run(keyed_repo, capsys, "check", "--format", "json")
+    result = json.loads(out)
+    assert status == 1
+    assert [f["mac_verified"] for f in result["files"][1:]] == [False, False, False]
+    (problem,) = result["problems"]
+    assert problem["message"].startswith(
+        f"the age key in SOPS_AGE_KEY_FILE ({other_age_key.path}) opens none of the secrets files"
+    )
 
 
 def test_check_finds_a_plaintext_value(

@@ -1,4 +1,4 @@
-"""The start-up check: the real JupyterHub, authenticators and KubeSpawner of chart 4.2.0.
+"""The start-up check: the real JupyterHub, authenticators and KubeSpawner of the locked chart.
 
 They are installed from PyPI once per machine (bot/jupyterhub_runtime.py caches the
 virtualenv); every test here runs `hubbot validate` on a copy of this repository, the
@@ -14,12 +14,12 @@ import pytest
 
 from bot import jupyterhub_runtime as runtime
 from bot.errors import HubbotError
+from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import PROJECT, replace_in, validate
 from tests.fixtures.tools import missing
 
 PUBLIC = "deployments/tess-public/config/common.yaml"
 PRIVATE = "deployments/tess-private/config/common.yaml"
-CHART_VERSION = "4.2.0"
 
 
 def chart_packages() -> Path:
@@ -28,7 +28,7 @@ def chart_packages() -> Path:
 
 @pytest.fixture(scope="session")
 def hub_python() -> Path:
-    """The cached virtualenv of chart 4.2.0's hub packages: installed once per machine."""
+    """The cached virtualenv of the locked chart's hub packages: installed once per machine."""
     packages = chart_packages()
     requirements = packages / f"hub-image-requirements-{CHART_VERSION}.txt"
     if not requirements.is_file():
@@ -185,7 +185,7 @@ def test_missing_requirements_file_says_what_to_set(
     monkeypatch.setenv("HUBBOT_CHART_PACKAGES", str(packages))
     with pytest.raises(HubbotError) as raised:
         runtime.requirements_file(CHART_VERSION)
-    assert "hub-image-requirements-4.2.0.txt" in raised.value.message
+    assert f"hub-image-requirements-{CHART_VERSION}.txt" in raised.value.message
     assert "--no-startup" in raised.value.message
     monkeypatch.delenv("HUBBOT_CHART_PACKAGES")
     with pytest.raises(HubbotError, match="set HUBBOT_CHART_PACKAGES"):
@@ -201,7 +201,7 @@ def test_validate_without_the_pins_fails_the_pair_in_one_line(
     monkeypatch.delenv("HUBBOT_CHART_PACKAGES", raising=False)
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging", startup=True)
     assert status == 1
-    assert "the start-up check needs hub-image-requirements-4.2.0.txt" in out
+    assert f"the start-up check needs hub-image-requirements-{CHART_VERSION}.txt" in out
     assert "Traceback" not in out
 
 
@@ -222,3 +222,18 @@ def test_quantities_compare_as_kubernetes_reads_them() -> None:
     assert quantity("500m") < quantity(1) < quantity("1G") < quantity("1Gi") < quantity(2e9)
     with pytest.raises(HubbotError):
         quantity("lots")
+
+
+@pytest.mark.slow
+def test_a_misspelt_setting_in_a_secrets_file_is_unknown_to_its_class(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = "deployments/tess-private/secrets/prod.yaml"
+    replace_in(hub_repo, secrets, "client_secret: ENC[", "client_secert: ENC[")
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod", startup=True)
+    assert status == 1, out
+    line = line_of(hub_repo, secrets, "client_secert:")
+    assert (
+        f"{secrets}:{line}: `GitHubOAuthenticator.client_secert` is not a setting of "
+        "GitHubOAuthenticator"
+    ) in out

@@ -131,7 +131,7 @@ def test_each_job_has_only_the_permissions_it_uses() -> None:
     }
     assert grants == {
         "pr:hubbot": {"contents": "read", "pull-requests": "write"},
-        "deploy:plan": {"contents": "read", "deployments": "read", "id-token": "write"},
+        "deploy:plan": {"contents": "read", "deployments": "write", "id-token": "write"},
         "deploy:deploy": {"contents": "read", "deployments": "write", "id-token": "write"},
         "deploy:gather": {"contents": "read", "deployments": "read", "pull-requests": "write"},
     }
@@ -160,7 +160,7 @@ def test_the_push_is_planned_once_then_deployed_one_job_per_pair() -> None:
     assert plan_step["run"] == "hubbot ci --job plan"
 
     assert deploy["needs"] == "plan"
-    assert deploy["if"] == "needs.plan.outputs.count != '0'"
+    assert deploy["if"] == "fromJSON(needs.plan.outputs.count) > 0"
     assert deploy["strategy"] == {
         "fail-fast": False,
         "max-parallel": "${{ fromJSON(vars.HUBBOT_MAX_PARALLEL || '8') }}",

@@ -284,6 +284,36 @@ def test_an_unsupported_tag_names_the_file_and_line() -> None:
     )
 
 
+PLACEHOLDER = "looks like an unfilled template placeholder (cookiecutter or Jinja)"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "written"),
+    [
+        ("a:\n  guarantee: {{ cookiecutter.memory }}\n", 2, "{{ cookiecutter.memory }}"),
+        ("a:\n  - {{cookiecutter.x}}\n", 2, "{{cookiecutter.x}}"),
+        ("{{ cookiecutter.hub }}:\n  a: 1\n", 1, "{{ cookiecutter.hub }}"),
+        ("x: 1\nrelease: {{ cookiecutter.hub }}-staging\n", 2, "{{ cookiecutter.hub }}"),
+    ],
+)
+def test_a_template_placeholder_is_named_as_written(text: str, line: int, written: str) -> None:
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", text)
+    message = str(caught.value)
+    assert message.startswith(f"x.yaml:{line}: ")
+    assert f"`{written}` {PLACEHOLDER}" in message
+    assert "ordereddict" not in message
+
+
+def test_a_key_that_is_not_a_string_is_shown_as_written() -> None:
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", "a: {[1, 2]: 3}\n")
+    assert str(caught.value) == (
+        "x.yaml:1: a key must be a string, and this line has one that is not "
+        "(`a: {[1, 2]: 3}`): quote it"
+    )
+
+
 def test_a_value_ruamel_cannot_construct_is_one_clean_error() -> None:
     with pytest.raises(HubbotError) as caught:
         load_yaml("x.yaml", "a: +_\n")

@@ -8,10 +8,11 @@ the flags) and runs, step by step, printing a heading and a duration for each:
   flags a policy change);
 - pull_request to prod: the head check, the secrets check, then the prod diff
   and comment;
-- push to staging: validate, check secrets, plan, build and push, deploy the
-  affected staging pairs (recorded as GitHub deployments), promote;
-- push to prod: validate, check secrets, plan, verify the freight, deploy the
-  affected prod pairs.
+- push to staging: validate, check secrets, plan, build and push (with no staging
+  pair to deploy, record the staging run), deploy the affected staging pairs
+  (recorded as GitHub deployments), promote;
+- push to prod: refuse a working tree that differs from its commit, validate, check
+  secrets, plan, verify the commit tree and freight, deploy the affected prod pairs.
 
 That is `--job all`, for a laptop or a small fleet. The deploy workflow fans a push
 out instead (see bot/fanout.py): `--job plan` validates, plans, builds and pushes (or
@@ -46,10 +47,12 @@ from bot import (
     freight,
     git,
     github,
+    imagediff,
     markdown,
     memfs,
-    policy,
+    prcomment,
     promote,
+    records,
     scope,
     sops,
     sops_config,
@@ -58,10 +61,11 @@ from bot import (
 from bot.commands import validate
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
+from bot.engine import Engine, connect
 from bot.errors import HubbotError
 from bot.fanout import gather, read_outcomes, targets_of, write_outcome
 from bot.hubploy import discover_hubs
-from bot.plan import Pair, Plan, plan
+from bot.plan import ImagePlan, Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
 from bot.values import build
@@ -81,6 +85,11 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--event-path", type=Path, metavar="FILE", help="default: $GITHUB_EVENT_PATH"
     )
     parser.add_argument("--ref", metavar="REF", help="default: $GITHUB_REF")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the comment it would post; no GitHub, no builds, pushes or deploys",
+    )
     fan_out = parser.add_argument_group("deploys fanned out over jobs (pushes only)")
     fan_out.add_argument(
         "--job", choices=JOBS, default="all", help="the part of a push's pipeline to run"
@@ -171,16 +180,23 @@ class Context:
     repo: Path
     redactor: Redactor
     report: Report
+    dry_run: bool = False
 
     def client(self) -> github.Client:
         return github.client_from_env(assert_clean=self.redactor.assert_clean)
+
+    def record_key(self) -> records.RecordKey | None:
+        return records.key_from_env(os.environ, self.redactor.register)
+
+    def trust(self, client: github.Client) -> records.Trust | None:
+        return records.trust_from_env(client, self.repo, os.environ, self.redactor.register)
 
 
 def run(args: argparse.Namespace) -> int:
     event = read_event(args)
     job = "" if args.job == "all" else f" ({args.job} job)"
     report = Report(f"hubbot ci: {event.name} {event.ref}{job}".strip())
-    ctx = Context(args.repo, args.redactor, report)
+    ctx = Context(args.repo, args.redactor, report, args.dry_run)
     try:
         with oidc_credentials():
             return pipeline(ctx, event) if args.job == "all" else fan_out_job(ctx, event, args)
@@ -212,10 +228,17 @@ def pipeline(ctx: Context, event: Event) -> int:
 # --- shared steps -----------------------------------------------------------------------
 
 
-def validate_step(ctx: Context, base_ref: str, *, only_changed: bool = False) -> None:
+def validate_step(
+    ctx: Context,
+    base_ref: str,
+    problems: list[prcomment.Problem] | None = None,
+    *,
+    only_changed: bool = False,
+) -> None:
     """Validate the checkout, against the schemas at `base_ref` too, refusing what
-    Kubernetes would refuse in the change from it; `only_changed` (pull requests): only
-    the pairs whose inputs differ from `base_ref` (bot/scope.py)."""
+    Kubernetes would refuse in the change from it; each problem also goes to `problems`
+    (for the PR comment); `only_changed` (pull requests): only the pairs whose inputs
+    differ from `base_ref` (bot/scope.py)."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
         # The start-up check runs in its own step, for the affected pairs only.
@@ -228,7 +251,11 @@ def validate_step(ctx: Context, base_ref: str, *, only_changed: bool = False) ->
             no_startup=True,
             only_changed=only_changed,
         )
-        if validate.run(args) != 0:
+        found: list[tuple[str, HubbotError]] = []
+        status = validate.run(args, found)
+        if problems is not None:
+            problems += [prcomment.Problem(where, error) for where, error in found]
+        if status != 0:
             raise HubbotError("validation failed: fix the problems listed above")
 
 
@@ -281,27 +308,30 @@ def only_env(result: Plan, env: str) -> Plan:
     return dataclasses.replace(result, pairs=tuple(p for p in result.pairs if p.env == env))
 
 
-def diff_markdown(ctx: Context, result: Plan) -> tuple[str, list[str]]:
+def diff_markdown(
+    ctx: Context, result: Plan, *, promotion: bool = False
+) -> tuple[str, list[str]]:
     """The diff report's markdown, and the changes in it that Kubernetes would refuse."""
     with ctx.report.step("diff"):
         report = build_report(result, redact=ctx.redactor.redact, render_manifests=True)
-        text = report_markdown(report)
+        text = report_markdown(report, promotion=promotion)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
         print(text, end="" if text.endswith("\n") else "\n")
     return text, report.refused
 
 
-def comment_and_check(ctx: Context, pull: dict[str, Any], result: Plan, notice: str) -> int:
-    """Comment `notice`, the start-up verdicts and the diff; the check fails (after
-    commenting) on a change that cannot ship."""
+def comment_and_check(
+    ctx: Context, result: Plan, review: prcomment.Review, *, promotion: bool = False
+) -> None:
+    """Put the start-up verdicts and the diff in the review (it becomes the comment); the
+    check fails on a change that cannot ship."""
     startup_text, failing = startup_step(ctx, result)
-    text, refused = diff_markdown(ctx, result)
-    comment_step(ctx, pull, notice + startup_text + text)
+    text, refused = diff_markdown(ctx, result, promotion=promotion)
+    review.diff = startup_text + text
     refused += [f"{pair}: the start-up check fails" for pair in failing]
     if refused:
         raise HubbotError(f"this change cannot be deployed: {'; '.join(refused)}")
-    return 0
 
 
 def startup_step(ctx: Context, result: Plan) -> tuple[str, list[str]]:
@@ -342,7 +372,14 @@ def startup_gate(ctx: Context, result: Plan, env: str) -> None:
         raise HubbotError(f"not deploying: the start-up check fails for {', '.join(failing)}")
 
 
-def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
+def comment_step(ctx: Context, pull: dict[str, Any], review: prcomment.Review) -> None:
+    """Post the review as the PR's sticky comment (a dry run prints it instead)."""
+    if ctx.dry_run:
+        text = prcomment.render(review, ctx.report.steps, None)
+        ctx.redactor.assert_clean(text, "the PR comment")
+        print(f"--- the comment hubbot would post on #{pull['number']} ---\n{text}---")
+        ctx.report.skip("comment", "dry run: the comment is printed above")
+        return
     if is_fork(pull):
         ctx.report.skip(
             "comment",
@@ -350,10 +387,38 @@ def comment_step(ctx: Context, pull: dict[str, Any], text: str) -> None:
         )
         return
     with ctx.report.step("comment"):
+        client = ctx.client()
+        previous = github.read_sticky(client, pull["number"])
+        text = prcomment.render(review, ctx.report.steps, previous)
         comments = github.publish_comment(
-            ctx.client(), pull["number"], text, full_link=actions.run_url()
+            client, pull["number"], text, full_link=actions.run_url()
         )
         print(f"comment: {comments[0].get('html_url', '')}")
+
+
+def head_commit(ctx: Context, sha: str) -> str:
+    """The PR head as a full commit id (an example event may name a ref such as HEAD)."""
+    try:
+        return git.resolve(ctx.repo, sha)
+    except HubbotError:
+        return sha
+
+
+@contextmanager
+def reviewing(ctx: Context, pull: dict[str, Any]) -> Iterator[prcomment.Review]:
+    """A review of the PR's head that becomes its comment however the block ends."""
+    review = prcomment.Review(
+        repository=str(pull["base"]["repo"]["full_name"]),
+        head=head_commit(ctx, str(pull["head"]["sha"])),
+        server=os.environ.get("GITHUB_SERVER_URL") or prcomment.SERVER,
+    )
+    try:
+        yield review
+    except HubbotError as exc:
+        review.failure = exc.message
+        comment_step(ctx, pull, review)
+        raise
+    comment_step(ctx, pull, review)
 
 
 def is_fork(pull: dict[str, Any]) -> bool:
@@ -366,42 +431,94 @@ def is_fork(pull: dict[str, Any]) -> bool:
 
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
-    validate_step(ctx, base, only_changed=True)
-    secrets_step(ctx, base)
-    head = GitCommit(ctx.repo, "HEAD")
-    result = plan_step(ctx, base, head)
-    changed = [image for image in result.images if image.changed]
-    if is_fork(pull):
-        ctx.report.skip("build", "a fork's pull request has no registry access")
-    elif not changed:
-        ctx.report.skip("build", "no image changed")
-    else:
-        build_without_push(ctx, sorted({hub for image in changed for hub in image.hubs}))
-    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
+    with reviewing(ctx, pull) as review:
+        validate_step(ctx, base, review.problems, only_changed=True)
+        secrets_step(ctx, base)
+        head = GitCommit(ctx.repo, "HEAD")
+        result = plan_step(ctx, base, head)
+        changed = [image for image in result.images if image.changed]
+        if is_fork(pull):
+            ctx.report.skip("build", "a fork's pull request has no registry access")
+            if changed:
+                review.images = imagediff.markdown(
+                    spec_diffs(ctx, result, changed, "not built: a fork's pull request")
+                )
+        elif not changed:
+            ctx.report.skip("build", "no image changed")
+        else:
+            review_build(ctx, review, result, changed)
+        comment_and_check(ctx, result, review)
+    return 1 if review.failed else 0
 
 
-def policy_notice(ctx: Context, base_sha: str, head: Source) -> str:
-    """The comment's warning when the pull request changes policy files (empty if none)."""
-    text = policy.notice(policy.changes(GitCommit(ctx.repo, base_sha), head))
-    if text:
-        ctx.report.sections.append(text)
-        print(text, end="")
-    return text
+def review_build(
+    ctx: Context,
+    review: prcomment.Review,
+    result: Plan,
+    changed: list[ImagePlan],
+) -> None:
+    """Build the PR's changed images without pushing, and say what their contents change.
 
-
-def build_without_push(ctx: Context, hubs: list[str]) -> None:
-    """Build the PR's missing images to prove they build; skipped when the registry cannot
-    be asked (pull request workflows get no cloud credentials), since then it is unknown
-    which tags are missing."""
-    source = WorkTree(ctx.repo)
-    try:
-        builder.plan(source, hubs, push=False)
-    except HubbotError as exc:
-        ctx.report.skip("build", f"cannot ask the registry which tags exist: {exc}")
+    Built whenever the registry cannot tell that the tag exists (pull request
+    workflows may have no cloud credentials): an image that does not build fails
+    the check. Without a build, the packages come from the environment spec.
+    """
+    hubs = sorted({hub for image in changed for hub in image.hubs})
+    if ctx.dry_run:
+        ctx.report.skip("build", "dry run: builds nothing")
+        review.images = imagediff.markdown(spec_diffs(ctx, result, changed, "not built: dry run"))
         return
-    with ctx.report.step("build (no push)"):
-        for image in builder.ensure_images(source, hubs, False, on_line=print):
-            print(f"{image.name}:{image.tag}: built={image.built} pushed={image.pushed}")
+    source = WorkTree(ctx.repo)
+    registry = True
+    try:
+        wanted = {s.reference for s in builder.plan(source, hubs, push=False) if not s.exists}
+    except HubbotError as exc:
+        registry = False
+        wanted = {image.reference for image in changed}
+        print(f"cannot ask the registry which tags exist ({exc}): building the changed images")
+    if not wanted:
+        ctx.report.skip("build", "every changed image is already in the registry")
+        review.images = imagediff.markdown(
+            spec_diffs(ctx, result, changed, "not built: the registry has it already")
+        )
+        return
+    title = "build (no push)" + ("" if registry else ": the registry cannot be asked")
+    with ctx.report.step(title) as failures:
+        try:
+            engine = Engine(connect())
+            assert result.sources is not None, "plan() always records its sources"
+            reviewed = builder.build_for_review(
+                result.sources[0], source, hubs, wanted,
+                registry=registry, on_line=print, engine=engine,
+            )
+            review.images = imagediff.markdown([compare(engine, item) for item in reviewed])
+        except HubbotError as exc:
+            print(exc)
+            failures.append(exc.message)
+            review.build_failure = str(exc)
+
+
+def compare(engine: Engine, item: builder.Reviewed) -> imagediff.ImageDiff:
+    diff = imagediff.from_images(engine, item.previous, item.head.reference, item.head.hubs)
+    return dataclasses.replace(diff, note=item.note) if item.note else diff
+
+
+def spec_diffs(
+    ctx: Context, result: Plan, changed: list[ImagePlan], why: str
+) -> list[imagediff.ImageDiff]:
+    assert result.sources is not None, "plan() always records its sources"
+    base, head = result.sources
+    previous = {
+        ref.name: (ref.reference, ref.directory)
+        for ref in (w.ref for w in builder.collect(base, discover_hubs(base)))
+    }
+    return [
+        imagediff.from_specs(
+            base, head, previous.get(image.name), (image.reference, image.directory),
+            image.hubs, why,
+        )
+        for image in changed
+    ]
 
 
 def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
@@ -409,9 +526,11 @@ def pull_request_to_prod(ctx: Context, pull: dict[str, Any]) -> int:
         promote.check_pull_into_prod(pull)
     secrets_step(ctx)
     base = pull["base"]["sha"]
-    head = GitCommit(ctx.repo, "HEAD")
-    result = only_env(plan_step(ctx, base, head), PROD)
-    return comment_and_check(ctx, pull, result, policy_notice(ctx, base, head))
+    with reviewing(ctx, pull) as review:
+        head = GitCommit(ctx.repo, "HEAD")
+        result = only_env(plan_step(ctx, base, head), PROD)
+        comment_and_check(ctx, result, review, promotion=True)
+    return 0
 
 
 # --- pushes -----------------------------------------------------------------------------
@@ -429,10 +548,11 @@ def push_base(ctx: Context, event: Event, fallback_branch: str) -> str:
     return promote.branch_ref(ctx.repo, fallback_branch)
 
 
-def head_sha(ctx: Context, event: Event) -> str:
-    return str(
-        os.environ.get("GITHUB_SHA") or event.payload.get("after") or git.resolve(ctx.repo, "HEAD")
-    )
+def checked_out(ctx: Context, event: Event) -> freight.Checkout:
+    """The commit this run ships: the event's (GITHUB_SHA, else the push's `after`) must be
+    the one checked out."""
+    claimed = os.environ.get("GITHUB_SHA") or str(event.payload.get("after") or "") or None
+    return freight.checkout(ctx.repo, claimed)
 
 
 def targets_in(result: Plan, env: str) -> list[deploy.Target]:
@@ -445,6 +565,7 @@ def deploy_step(
     if not targets:
         ctx.report.skip(f"deploy {env}", "no pair changed")
         return []
+    ours = checked_out(ctx, event)
     with ctx.report.step(f"deploy {env}") as failures:
         source = WorkTree(ctx.repo)
         outcomes, stopped = deploy.deploy_targets(
@@ -453,8 +574,8 @@ def deploy_step(
             sops.decryptor(ctx.redactor, cwd=ctx.repo),
             ctx.redactor,
             targets,
-            freight.GitHubRecorder(client, head_sha(ctx, event)),
-            freight.freight_check(source, client),
+            freight.GitHubRecorder(client, ours, ctx.record_key()),
+            freight.freight_check(source, ctx.trust(client), ours),
         )
         table = deploy.table(outcomes)
         print(table)
@@ -468,23 +589,57 @@ def deploy_step(
 def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
     """Validate and plan the push; then build and push every image (staging) or prove
     prod's freight is what staging ran (prod). The plan holds the branch's pairs only."""
+    ours = checked_out(ctx, event)
+    if branch == PROD:
+        # Before anything runs: prod ships a commit, never a working tree.
+        freight.require_committed(ours)
     base = push_base(ctx, event, PROD if branch == STAGING else STAGING)
     validate_step(ctx, base)
     secrets_step(ctx)
     result = only_env(plan_step(ctx, base, GitCommit(ctx.repo, "HEAD"), keyed=True), branch)
     startup_gate(ctx, result, branch)
+    if dry_run_ends(ctx, ("build and push" if branch == STAGING else "verify freight",)):
+        return result
     if branch == STAGING:
         with ctx.report.step("build and push"):
             hubs = discover_hubs(WorkTree(ctx.repo))
             for image in builder.ensure_images(WorkTree(ctx.repo), hubs, True, on_line=print):
                 print(f"{image.name}:{image.tag}: {image.digest}")
+        if not targets_in(result, STAGING):
+            record_run_step(ctx, ours)
     else:
-        verify_freight_step(ctx, result.deployable())
+        verify_freight_step(ctx, result.deployable(), ours)
     return result
+
+
+def record_run_step(ctx: Context, ours: freight.Checkout) -> None:
+    """No staging pair to deploy (a change only prod receives): record that this commit's
+    tree went through staging, since no staging deployment of it will."""
+    key = ctx.record_key()
+    if key is None:
+        ctx.report.skip(
+            "record staging run", f"{records.KEY_VARIABLE} is not set: prod will not count it"
+        )
+        return
+    if ours.uncommitted:
+        ctx.report.skip("record staging run", "the working tree differs from its commit")
+        return
+    with ctx.report.step("record staging run"):
+        freight.record_staging_run(ctx.client(), ours, key)
+
+
+def dry_run_ends(ctx: Context, steps: tuple[str, ...]) -> bool:
+    """In a dry run, skip `steps` (they need GitHub, a registry or a cluster): True."""
+    if ctx.dry_run:
+        for title in steps:
+            ctx.report.skip(title, "dry run")
+    return ctx.dry_run
 
 
 def push_to_staging(ctx: Context, event: Event) -> int:
     result = plan_push(ctx, event, STAGING)
+    if dry_run_ends(ctx, (f"deploy {STAGING}", "promote")):
+        return 0
     outcomes = deploy_step(ctx, event, STAGING, targets_in(result, STAGING), ctx.client())
     if not all(outcome.ok for outcome in outcomes):
         ctx.report.skip("promote", "a staging deploy failed")
@@ -495,7 +650,8 @@ def push_to_staging(ctx: Context, event: Event) -> int:
 
 def promote_step(ctx: Context) -> None:
     with ctx.report.step("promote"):
-        promotion = promote.promote(ctx.repo, ctx.client(), ctx.redactor.redact)
+        client = ctx.client()
+        promotion = promote.promote(ctx.repo, client, ctx.redactor.redact, ctx.trust(client))
         url = promotion.pull.get("html_url", "")
         action = "opened" if promotion.created else "updated"
         print(f"{action} the promotion PR #{promotion.pull['number']}: {url}")
@@ -504,14 +660,17 @@ def promote_step(ctx: Context) -> None:
 
 def push_to_prod(ctx: Context, event: Event) -> int:
     result = plan_push(ctx, event, PROD)
+    if dry_run_ends(ctx, (f"deploy {PROD}",)):
+        return 0
     outcomes = deploy_step(ctx, event, PROD, targets_in(result, PROD), ctx.client())
     return 0 if all(outcome.ok for outcome in outcomes) else 1
 
 
-def verify_freight_step(ctx: Context, targets: list[Pair]) -> None:
+def verify_freight_step(ctx: Context, targets: list[Pair], ours: freight.Checkout) -> None:
     with ctx.report.step("verify freight"):
         source = WorkTree(ctx.repo)
-        check = freight.freight_check(source, ctx.client())
+        client = ctx.client()
+        check = freight.freight_check(source, ctx.trust(client), ours)
         decrypt = sops.decryptor(ctx.redactor, cwd=ctx.repo)
         problems = []
         for pair in targets:

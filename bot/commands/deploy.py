@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from bot import deploy, freight, git, github, helm, sops
+from bot import deploy, freight, github, helm, records, sops
 from bot.errors import HubbotError
 from bot.redact import Redactor
 from bot.source import WorkTree
@@ -35,12 +34,19 @@ def run(args: argparse.Namespace) -> int:
         for target in targets:
             print(deploy.dry_run(source, target, f"{CHART_DIR}/", major), end="")
         return 0
+    ours = freight.checkout(args.repo, os.environ.get("GITHUB_SHA"))
+    if args.env == freight.PROD:
+        # Before anything runs: a prod deploy ships a commit, never a working tree.
+        freight.require_committed(ours)
     client = github_client(args.redactor)
+    key = records.key_from_env(os.environ, args.redactor.register)
     recorder = None
+    trust = None
     if client is None:
         print("deploys are not recorded: GITHUB_TOKEN and GITHUB_REPOSITORY are not set")
     else:
-        recorder = freight.GitHubRecorder(client, head_sha(args.repo))
+        recorder = freight.GitHubRecorder(client, ours, key)
+        trust = records.trust_from_env(client, args.repo, os.environ, args.redactor.register)
     outcomes, stopped = deploy.deploy_targets(
         args.repo,
         source,
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         args.redactor,
         targets,
         recorder,
-        freight.freight_check(source, client),
+        freight.freight_check(source, trust, ours),
     )
     print(deploy.table(outcomes))
     if stopped:
@@ -70,7 +76,3 @@ def github_client(redactor: Redactor) -> github.Client | None:
         return None
     return github.client_from_env(assert_clean=redactor.assert_clean)
 
-
-def head_sha(repo: Path) -> str:
-    """The commit being deployed: GITHUB_SHA in Actions, else HEAD."""
-    return os.environ.get("GITHUB_SHA") or git.resolve(repo, "HEAD")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from bot import github, promote
+from bot import github, promote, records
 from bot.errors import HubbotError
 
 
@@ -20,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
         client = github.client_from_env(assert_clean=args.redactor.assert_clean)
     except HubbotError as exc:
         raise HubbotError(f"hubbot promote updates a pull request on GitHub: {exc}") from None
-    result = promote.promote(args.repo, client, args.redactor.redact)
+    trust = records.trust_from_env(client, args.repo, os.environ, args.redactor.register)
+    result = promote.promote(args.repo, client, args.redactor.redact, trust)
     action = "opened" if result.created else "updated"
     print(f"{action} the promotion PR #{result.pull['number']}: {result.pull['html_url']}")
     return 0

@@ -8,6 +8,7 @@ standard input, and `decrypt` lets sops write straight to standard output.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import stat
 import sys
@@ -41,8 +42,15 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = verbs.add_parser("secrets", help="check, edit, encrypt, decrypt and re-key secrets")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     actions.required = True
-    actions.add_parser(
+    check_parser = actions.add_parser(
         "check", help="every secrets file is sops-encrypted for exactly its creation rule's keys"
+    )
+    check_parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one document with each file's status, problems and whether its MAC was "
+        "verified",
     )
     edit = actions.add_parser("edit", help="edit a secrets file in $EDITOR (creating it if new)")
     encrypt = actions.add_parser(
@@ -91,36 +99,87 @@ def check(args: argparse.Namespace) -> int:
     rules = load_rules(source)
     decrypt = sops.decryptor(args.redactor, cwd=args.repo)
     files = secrets_files(source)
-    failed = 0
-    unverified: list[str] = []
+    results: list[tuple[str, HubbotError | None, bool]] = []
     for file in files:
         try:
-            verified = check_file(source, rules, file, decrypt)
+            results.append((file, None, check_file(source, rules, file, decrypt)))
         except HubbotError as exc:
-            print(f"FAILED  {file}\n  {exc}")
-            failed += 1
-            continue
-        if not verified:
-            unverified.append(file)
-        print(f"ok      {file}" + ("" if verified else " (MAC not verified: no key here)"))
-    print(f"{len(files) - failed} of {len(files)} secrets files ok")
+            results.append((file, exc, False))
+    failed = sum(error is not None for _, error, _ in results)
+    unverified = [file for file, error, verified in results if error is None and not verified]
+    problems: list[str] = []
+    notes: list[str] = []
+    details: list[str] = []
     key_file = os.environ.get("SOPS_AGE_KEY_FILE")
     if key_file and unverified and len(unverified) == len(files) - failed:
         # A key was given and opens nothing: a wrong key, not a machine without keys.
-        print(
-            f"FAILED  the age key in SOPS_AGE_KEY_FILE ({key_file}) opens none of the secrets "
+        problems.append(
+            f"the age key in SOPS_AGE_KEY_FILE ({key_file}) opens none of the secrets "
             "files: set it to the key file of one of their recipients"
         )
         for file in unverified:
             keys = recipients_of(file, source.read(file) or "").describe()
-            print(f"  {file}: encrypted for {', '.join(keys) or 'no key'}")
-        return 1
-    if unverified:
-        print(
-            f"note: the MAC of {len(unverified)} file(s) was not verified: no key here could open "
+            details.append(f"{file}: encrypted for {', '.join(keys) or 'no key'}")
+    elif unverified:
+        notes.append(
+            f"the MAC of {len(unverified)} file(s) was not verified: no key here could open "
             "them (set SOPS_AGE_KEY_FILE, or AWS credentials for KMS, to verify)"
         )
-    return 1 if failed else 0
+    if args.format == "json":
+        _print_check_json(results, problems, details, notes)
+    else:
+        for file, error, verified in results:
+            if error is not None:
+                print(f"FAILED  {file}\n  {error}")
+            else:
+                print(f"ok      {file}" + ("" if verified else " (MAC not verified: no key here)"))
+        print(f"{len(files) - failed} of {len(files)} secrets files ok")
+        for problem in problems:
+            print(f"FAILED  {problem}")
+        for detail in details:
+            print(f"  {detail}")
+        for note in notes:
+            print(f"note: {note}")
+    return 1 if failed or problems else 0
+
+
+def _print_check_json(
+    results: list[tuple[str, HubbotError | None, bool]],
+    problems: list[str],
+    details: list[str],
+    notes: list[str],
+) -> None:
+    def problem(error: HubbotError) -> dict[str, Any]:
+        where = error.location
+        return {
+            "file": where.file if where else None,
+            "line": where.line if where else None,
+            "message": error.message,
+        }
+
+    document = {
+        "valid": not problems and all(error is None for _, error, _ in results),
+        "files": [
+            {
+                "file": file,
+                "status": "ok" if error is None else "failed",
+                # None: the file failed before its MAC could be checked.
+                "mac_verified": verified if error is None else None,
+                "problems": [] if error is None else [problem(error)],
+            }
+            for file, error, verified in results
+        ],
+        "problems": [
+            {"file": None, "line": None, "message": "; ".join([text, *details])}
+            for text in problems
+        ],
+        "notes": notes,
+        "summary": {
+            "files": len(results),
+            "ok": sum(error is None for _, error, _ in results),
+        },
+    }
+    print(json.dumps(document, indent=2))
 
 
 def check_file(source: Source, rules: list[CreationRule], file: str, decrypt: Decryptor) -> bool:

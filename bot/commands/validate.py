@@ -1,10 +1,13 @@
-"""`hubbot validate [HUB ...] [--env ENV] [--format text|github]`."""
+"""`hubbot validate [HUB ...] [--env ENV] [--format text|github|json]`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot import actions, chartschema, helm, startup
 from bot.errors import HubbotError
@@ -20,7 +23,13 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = verbs.add_parser("validate", help="check every layer of the selected hubs")
     parser.add_argument("hubs", nargs="*", metavar="HUB", help="default: every hub")
     parser.add_argument("--env", help="one environment (default: every environment of the hub)")
-    parser.add_argument("--format", choices=("text", "github"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "github", "json"),
+        default="text",
+        help="json: one document with each pair's status, problems (file, line, message), "
+        "warnings and start-up verdict",
+    )
     parser.add_argument(
         "--no-startup",
         action="store_true",
@@ -42,7 +51,8 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = None) -> int:
+    """Validate, printing each problem; `found` also receives each (where, problem)."""
     source = WorkTree(args.repo)
     trusted = trusted_base(args.repo, args.base) if args.base else None
     if args.only_changed and trusted is None:
@@ -54,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
             f"nothing to validate: no hub in {DEPLOYMENTS}/ (each is a directory with a "
             "hubploy.yaml)"
         )
-    failed = 0
-    pairs = 0
+    out = Report(args.format, found)
     for hub in hubs:
         if limited is not None and limited.hub_unchanged(hub):
             continue
@@ -63,14 +72,12 @@ def run(args: argparse.Namespace) -> int:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
         except HubbotError as exc:
             # This hub's pairs fail; the other hubs are still validated.
-            report(f"{hub}", exc.problems if isinstance(exc, SchemaErrors) else [exc], args.format)
-            failed += 1
-            pairs += 1
+            problems = exc.problems if isinstance(exc, SchemaErrors) else [exc]
+            out.pair(Checked(hub, None, problems))
             continue
         for env in envs:
             if limited is not None and not limited.checks(hub, env):
                 continue
-            pairs += 1
             warnings: list[HubbotError] = []
             verdict = None
             try:
@@ -83,25 +90,110 @@ def run(args: argparse.Namespace) -> int:
                 problems = exc.problems
             except HubbotError as exc:
                 problems = [exc]
-            report(f"{hub}/{env}", problems, args.format, checked_by(source))
-            report_warnings(f"{hub}/{env}", warnings, args.format)
-            if verdict is not None:
-                print(f"        start-up: {verdict}")
-            failed += bool(problems)
-    chart_problems = chart_lock_problems(source)
-    report(f"{CHART_DIR}/ chart lock", chart_problems, args.format)
-    print(f"{pairs - failed} of {pairs} hub environments valid")
-    if limited is not None:
-        print(limited.summary(pairs))
-    failed += bool(chart_problems)
+            out.pair(Checked(hub, env, problems, warnings, checked_by(source), verdict))
+    out.check(f"{CHART_DIR}/ chart lock", chart_lock_problems(source))
+    out.summary()
+    if limited is not None and args.format != "json":
+        print(limited.summary(len(out.pairs)))
     if has_infra(source):
         try:
             mismatches = cross_check(source, hubs, [args.env] if args.env else None)
         except HubbotError as exc:
             mismatches = [exc]
-        report("infra/ cross-check", mismatches, args.format)
-        failed += bool(mismatches)
-    return 1 if failed else 0
+        out.check("infra/ cross-check", mismatches)
+    return out.finish()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One hub environment's verdict (`env` None: the hub's hubploy.yaml failed)."""
+
+    hub: str
+    env: str | None
+    problems: list[HubbotError]
+    warnings: list[HubbotError] = field(default_factory=list)
+    checked: str = ""
+    startup: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.hub if self.env is None else f"{self.hub}/{self.env}"
+
+
+class Report:
+    """Prints each verdict as it comes (text, github), or all at the end as one JSON document."""
+
+    def __init__(
+        self, output_format: str, found: list[tuple[str, HubbotError]] | None = None
+    ) -> None:
+        self.format = output_format
+        self.pairs: list[Checked] = []
+        self.checks: list[tuple[str, list[HubbotError]]] = []
+        # Also receives each (where, problem), for a caller that shows them elsewhere.
+        self.found = found if found is not None else []
+
+    def pair(self, checked: Checked) -> None:
+        self.pairs.append(checked)
+        self.found += [(checked.name, problem) for problem in checked.problems]
+        if self.format != "json":
+            report(checked.name, checked.problems, self.format, checked.checked)
+            report_warnings(checked.name, checked.warnings, self.format)
+            if checked.startup is not None:
+                print(f"        start-up: {checked.startup}")
+
+    def check(self, name: str, problems: list[HubbotError]) -> None:
+        self.checks.append((name, problems))
+        self.found += [(name, problem) for problem in problems]
+        if self.format != "json":
+            report(name, problems, self.format)
+
+    def summary(self) -> None:
+        if self.format != "json":
+            valid = sum(not pair.problems for pair in self.pairs)
+            print(f"{valid} of {len(self.pairs)} hub environments valid")
+
+    def finish(self) -> int:
+        """The exit status; the JSON document when that is the format."""
+        failed = any(pair.problems for pair in self.pairs) or any(p for _, p in self.checks)
+        if self.format == "json":
+            document = {
+                "valid": not failed,
+                "pairs": [
+                    {
+                        "hub": pair.hub,
+                        "env": pair.env,
+                        "status": "failed" if pair.problems else "ok",
+                        "checked_against": pair.checked or None,
+                        "problems": [as_json(problem) for problem in pair.problems],
+                        "warnings": [as_json(warning) for warning in pair.warnings],
+                        "startup": pair.startup,
+                    }
+                    for pair in self.pairs
+                ],
+                "checks": [
+                    {
+                        "name": name,
+                        "status": "failed" if problems else "ok",
+                        "problems": [as_json(problem) for problem in problems],
+                    }
+                    for name, problems in self.checks
+                ],
+                "summary": {
+                    "pairs": len(self.pairs),
+                    "valid": sum(not pair.problems for pair in self.pairs),
+                },
+            }
+            print(json.dumps(document, indent=2))
+        return 1 if failed else 0
+
+
+def as_json(problem: HubbotError) -> dict[str, Any]:
+    location = problem.location
+    return {
+        "file": location.file if location else None,
+        "line": location.line if location else None,
+        "message": problem.message,
+    }
 
 
 def trusted_base(repo: Path, ref: str) -> GitCommit:
@@ -142,7 +234,10 @@ def checked_by(source: WorkTree) -> str:
 
 
 def report(
-    name: str, problems: list[HubbotError], output_format: str, checked: str = ""
+    name: str,
+    problems: list[HubbotError],
+    output_format: str,
+    checked: str = "",
 ) -> None:
     if not problems:
         print(f"ok      {name}" + (f" ({checked})" if checked else ""))
