@@ -185,7 +185,8 @@ def common_values(index: int, rng: random.Random) -> dict[str, Any]:
     cull: dict[str, Any] = {"every": 300, "concurrency": 10}
     if is_public(index):
         config["JupyterHub"] = {"authenticator_class": "tmp"}
-        config["TmpAuthenticator"] = {"force_new_server": True}
+        # JupyterHub 5 admits nobody without an allow rule, and tmpauthenticator sets none.
+        config["Authenticator"]["allow_all"] = True
         singleuser["storage"] = {"type": "none"}
         cull.update({"users": True, "timeout": 600, "maxAge": 28800})
     else:
@@ -200,7 +201,11 @@ def common_values(index: int, rng: random.Random) -> dict[str, Any]:
             "static": {"pvcName": "home-nfs", "subPath": "{username}"},
         }
         cull.update({"timeout": 14400})
+    # A private hub mounts each user's directory of its EFS volume (hub/templates/).
+    storage = {"enabled": True, "efsFileSystemId": f"fs-{index:017x}"}
+    home = {} if is_public(index) else {"homeStorage": storage}
     return {
+        **home,
         "jupyterhub": {
             "hub": {
                 "config": config,

@@ -8,6 +8,7 @@ machine also measures the neighbours).
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -16,9 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.manifests import pair_manifest_diff
+import yaml
+
+from bot import helm
+from bot.manifests import kube_version, pair_manifest_diff
 from bot.plan import plan as plan_of
-from bot.source import open_source
+from bot.source import WorkTree, open_source
 from bot.values import build
 
 HUBBOT = str(Path(sys.executable).parent / "hubbot")
@@ -127,8 +131,82 @@ def manifest_diffs(repo: Path) -> int:
     return changed
 
 
+def pair_diff(repo: Path, hub: str, env: str) -> list[str]:
+    """A process that renders one pair's manifest diff between HEAD~1 and HEAD."""
+    return [sys.executable, "-m", "bench.speed", "pair-diff", str(repo), hub, env]
+
+
+def one_pair_diff(repo: Path, hub: str, env: str) -> int:
+    base, head = open_source(repo, "HEAD~1"), open_source(repo, "HEAD")
+    old, new = build(base, hub, env), build(head, hub, env)
+    return len(pair_manifest_diff(base, head, old, new, str).changed)
+
+
+def floor(repo: Path) -> list[str]:
+    """A process that reads, with libyaml alone, every YAML file `validate` reads."""
+    return [sys.executable, "-m", "bench.speed", "floor", str(repo)]
+
+
+def read_with_libyaml(repo: Path) -> int:
+    files = [
+        *sorted(repo.glob("hub/*.yaml")),
+        *sorted(repo.glob("hub/Chart.lock")),
+        *sorted(repo.glob("schemas/*.yaml")),
+        *sorted(repo.glob("deployments/*/hubploy.yaml")),
+        *sorted(repo.glob("deployments/*/config/*.yaml")),
+        *sorted(repo.glob("deployments/*/secrets/*.yaml")),
+    ]
+    for file in files:
+        yaml.load(file.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+    return len(files)
+
+
+def fork_pull_request(repo: Path, event: Path) -> list[str]:
+    """`hubbot ci` for a pull request from a fork (no comment, no build: nothing needs
+    GitHub or a registry) whose base is HEAD~1: validate what it affects, check secrets,
+    plan, start-up check and manifest diff of the affected pairs."""
+    head = git(repo, "rev-parse", "HEAD")
+    payload = {
+        "number": 1,
+        "pull_request": {
+            "number": 1,
+            "base": {"ref": "staging", "sha": git(repo, "rev-parse", "HEAD~1"),
+                     "repo": {"full_name": "tess/hubs"}},
+            "head": {"ref": "change", "sha": head, "repo": {"full_name": "fork/hubs"}},
+        },
+    }
+    event.write_text(json.dumps(payload), encoding="utf-8")
+    return [HUBBOT, "--repo", str(repo), "ci", "--event", "pull_request", "--event-path",
+            str(event)]
+
+
+def render_manifests(repo: Path, hub: str, env: str) -> list[str]:
+    return [HUBBOT, "--repo", str(repo), "render", hub, env, "--manifests"]
+
+
+def bare_template(repo: Path, hub: str, env: str, values_file: Path) -> list[str]:
+    """One `helm template` of the pair's merged values (as `hubbot render` prints them)."""
+    values = build(WorkTree(repo), hub, env)
+    rendered = subprocess.run(
+        [HUBBOT, "--repo", str(repo), "render", hub, env], capture_output=True, check=True
+    ).stdout
+    values_file.write_bytes(rendered)
+    return [
+        helm.binary(), "template", values.environment.release, str(repo / "hub"),
+        "--namespace", values.environment.namespace,
+        "--kube-version", kube_version(values.deployment), "--include-crds",
+        "-f", str(values_file),
+    ]
+
+
+def validate_pair(repo: Path, hub: str, env: str, startup: bool) -> list[str]:
+    flags = [] if startup else ["--no-startup"]
+    return [HUBBOT, "--repo", str(repo), "validate", hub, "--env", env, *flags]
+
+
 def validate(repo: Path) -> list[str]:
-    return [HUBBOT, "--repo", str(repo), "validate"]
+    """Every pair, without the start-up check (timed per pair on its own)."""
+    return [HUBBOT, "--repo", str(repo), "validate", "--no-startup"]
 
 
 def plan(repo: Path) -> list[str]:
@@ -151,6 +229,12 @@ def values_diff(repo: Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["manifests"] or len(sys.argv) != 3:
-        sys.exit("usage: python -m bench.speed manifests REPO")
-    print(manifest_diffs(Path(sys.argv[2])))
+    verb, arguments = sys.argv[1:2], sys.argv[2:]
+    if verb == ["manifests"] and len(arguments) == 1:
+        print(manifest_diffs(Path(arguments[0])))
+    elif verb == ["floor"] and len(arguments) == 1:
+        print(read_with_libyaml(Path(arguments[0])))
+    elif verb == ["pair-diff"] and len(arguments) == 3:
+        print(one_pair_diff(Path(arguments[0]), arguments[1], arguments[2]))
+    else:
+        sys.exit("usage: python -m bench.speed manifests|floor REPO | pair-diff REPO HUB ENV")

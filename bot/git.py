@@ -137,6 +137,14 @@ def worktree_files(repo: Path, path: str) -> list[str]:
     return sorted({name for name in out.decode().split("\0") if name})
 
 
+def changed_since(repo: Path, commit: str) -> set[str]:
+    """The paths whose content in the work tree differs from `commit`: changed, added,
+    deleted, and untracked (not ignored) files."""
+    out = run(repo, "diff", "--name-only", "--no-renames", "-z", commit, "--")
+    out += b"\0" + run(repo, "ls-files", "-z", "--others", "--exclude-standard")
+    return {name for name in out.decode().split("\0") if name}
+
+
 def export(repo: Path, commit: str, path: str, dest: Path) -> Path:
     """Write the files under `path` at `commit` into `dest`; return `dest / path`."""
     data = run(repo, "archive", "--format=tar", commit, "--", path)

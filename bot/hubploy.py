@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import HubbotError, Location, did_you_mean
-from bot.schemas import load_validator, violations
+from bot.schemas import load_checker
 from bot.source import Source, memoized
 from bot.yamlfile import Path_, YamlDoc, load_yaml
 
@@ -88,7 +88,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     doc = load_yaml(file, text)
     problems = [
         HubbotError(v.message, Location(file, doc.line_of(v.path) or 1))
-        for v in violations(doc.data, load_validator(source, "hubploy"), "hubploy.yaml")
+        for v in load_checker(source, "hubploy").violations(doc.data, "hubploy.yaml")
     ]
     if problems:
         raise SchemaErrors(problems)

@@ -8,7 +8,6 @@ what helm would have built from the separate files.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,26 @@ class Layer:
     lines: dict[Path_, int]
     secret: bool = False
     note: str | None = None  # how a computed layer got its values
+    # Per path: the origins this layer records for the value there and everything below it.
+    # A layer (hub/values.yaml, a common.yaml) is merged into many pairs: made once.
+    recorded: dict[Path_, list[tuple[Path_, Origin]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def records(self, path: Path_, value: Any) -> list[tuple[Path_, Origin]]:
+        """(path, origin) for `value`, set at `path`, and every value below it."""
+        found = self.recorded.get(path)
+        if found is None:
+            found = self.recorded[path] = []
+            _record(value, path, self, found)
+        return found
+
+    def origin(self, path: Path_, value: Any) -> Origin:
+        """This layer's origin of `value`, set at `path`."""
+        found = self.recorded.get(path)
+        if found is not None:
+            return found[0][1]
+        return _origin(self, path, MAP if isinstance(value, dict) else value)
 
 
 @dataclass(frozen=True)
@@ -76,8 +95,9 @@ class Merged:
 
 def merge_layers(layers: list[Layer]) -> Merged:
     merged = Merged(document={})
+    owned = {id(merged.document)}
     for layer in layers:
-        _merge_map(merged.document, layer.data, (), layer, merged.origins)
+        _merge_map(merged.document, layer.data, (), layer, merged.origins, owned)
     return merged
 
 
@@ -87,40 +107,55 @@ def _merge_map(
     path: Path_,
     layer: Layer,
     origins: dict[Path_, list[Origin]],
+    owned: set[int],
 ) -> None:
+    """Merge `src` into `dest`. Values are shared with the layers, not copied: a map is
+    copied only when a higher layer merges into it (`owned` holds the ids of the copies),
+    so no layer's data is ever changed."""
     for key, value in src.items():
         here = (*path, key)
-        if isinstance(value, dict) and isinstance(dest.get(key), dict):
-            origins.setdefault(here, []).append(_origin(layer, here, MAP))
-            _merge_map(dest[key], value, here, layer, origins)
+        current = dest.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            origins.setdefault(here, []).append(layer.origin(here, value))
+            if id(current) not in owned:
+                current = dest[key] = dict(current)
+                owned.add(id(current))
+            _merge_map(current, value, here, layer, origins, owned)
             continue
         if key in dest:
-            _forget_below(here, origins)
-        dest[key] = copy.deepcopy(value)
-        _record(value, here, layer, origins)
+            _forget_below(here, current, origins)
+        dest[key] = value
+        for below, origin in layer.records(here, value):
+            origins.setdefault(below, []).append(origin)
 
 
-def _record(value: Any, path: Path_, layer: Layer, origins: dict[Path_, list[Origin]]) -> None:
-    origins.setdefault(path, []).append(
-        _origin(layer, path, MAP if isinstance(value, dict) else value)
-    )
+def _record(value: Any, path: Path_, layer: Layer, out: list[tuple[Path_, Origin]]) -> None:
+    out.append((path, _origin(layer, path, MAP if isinstance(value, dict) else value)))
     if isinstance(value, dict):
         for key, item in value.items():
-            _record(item, (*path, key), layer, origins)
+            _record(item, (*path, key), layer, out)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _record(item, (*path, index), layer, origins)
+            _record(item, (*path, index), layer, out)
 
 
 def _origin(layer: Layer, path: Path_, value: Any) -> Origin:
     return Origin(layer.file, layer.lines.get(path), value, layer.secret, layer.note)
 
 
-def _forget_below(path: Path_, origins: dict[Path_, list[Origin]]) -> None:
-    """A replaced value takes its descendants with it."""
-    depth = len(path)
-    for stale in [p for p in origins if len(p) > depth and p[:depth] == path]:
-        del origins[stale]
+def _forget_below(path: Path_, replaced: Any, origins: dict[Path_, list[Origin]]) -> None:
+    """A replaced value takes its descendants with it: the paths inside the value replaced
+    are all the origins below `path` there can be."""
+    if isinstance(replaced, dict):
+        items: Any = replaced.items()
+    elif isinstance(replaced, list):
+        items = enumerate(replaced)
+    else:
+        return
+    for key, item in items:
+        below = (*path, key)
+        origins.pop(below, None)
+        _forget_below(below, item, origins)
 
 
 def effective(document: Any) -> Any:

@@ -315,6 +315,13 @@ def _outline_at_base(base: Source, head: Source, hub: str, at_head: _Outline | N
     return _outline(base, hub)
 
 
+def pair_inputs(source: Source, hub: str) -> dict[str, tuple[str, ...]]:
+    """Per environment of the hub: the files and image directories its render reads."""
+    outline = _outline(source, hub)
+    directories = tuple(path for _, path in outline.images)
+    return {env: (outline.file, *layer_files(hub, env), *directories) for env in outline.envs}
+
+
 def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: str) -> bool:
     """Every input of the pair's render is byte-identical: no need to render it."""
     files = [old.file, *layer_files(old.hub, env)]

@@ -45,7 +45,7 @@ def _load_schema(source: Source, name: str) -> dict[str, Any]:
         raise HubbotError(f"schema {file} is missing from {source.label}", Location(file))
     schema = load_yaml(file, text).data
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
+        check_schema(jsonschema.Draft202012Validator, schema)
     except jsonschema.SchemaError as exc:
         raise HubbotError(f"invalid JSON Schema: {exc.message}", Location(file)) from None
     if not isinstance(schema, dict):
@@ -53,13 +53,19 @@ def _load_schema(source: Source, name: str) -> dict[str, Any]:
     return schema
 
 
-def load_validator(source: Source, name: str) -> jsonschema.Draft202012Validator:
-    """A compiled validator for schemas/<name>.schema.yaml, once per source."""
-    return memoized(
-        source,
-        ("validator", name),
-        lambda: jsonschema.Draft202012Validator(load_schema(source, name)),
-    )
+def check_schema(cls: type[Any], schema: Any) -> None:
+    """Raise SchemaError unless `schema` is a valid schema of its draft.
+
+    jsonschema-rs checks it against the meta-schema in microseconds; only a schema it
+    refuses is checked by `jsonschema` (a second or more for a 30 KB schema), whose
+    error is the one reported.
+    """
+    try:
+        if jsonschema_rs.meta.is_valid(schema):
+            return
+    except (ValueError, TypeError, jsonschema_rs.ReferencingError):
+        pass  # a schema the fast check cannot take: the full one decides
+    cls.check_schema(schema)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class Checker:
 def compile_checker(schema: dict[str, Any], default: type[Any]) -> Checker:
     """A Checker for `schema` (its `$schema` draft, else `default`); raises SchemaError."""
     cls = jsonschema.validators.validator_for(schema, default=default)
-    cls.check_schema(schema)
+    check_schema(cls, schema)
     try:
         fast: jsonschema_rs.Validator | None = jsonschema_rs.validator_for(
             schema, validate_formats=False

@@ -9,6 +9,7 @@ link's text, so what is validated and what is deployed could differ.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -115,14 +116,7 @@ class GitCommit:
     def __post_init__(self) -> None:
         self.commit = git.resolve(self.root, self.commit)
         self.label = self.label or self.commit[:12]
-        self._entries = git.tree_entries(self.root, self.commit)
-        # One git process reads every text file the bot may need, instead of one per file.
-        wanted = [
-            (name, oid)
-            for name, (mode, oid) in self._entries.items()
-            if mode != "160000" and name.endswith((".yaml", ".yml", ".json", ".lock"))
-        ]
-        self._blobs = _read_blobs(self.root, wanted)
+        self._entries, self._blobs = _snapshot(self.root, self.commit)
 
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
@@ -231,6 +225,20 @@ def _tree_id(files: dict[str, tuple[str, bytes]]) -> bytes:
     )
     body = b"".join(f"{mode} {name}".encode() + b"\0" + oid for name, (mode, oid) in ordered)
     return hashlib.sha1(b"tree %d\0" % len(body) + body, usedforsecurity=False).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _snapshot(root: Path, commit: str) -> tuple[dict[str, tuple[str, str]], dict[str, bytes]]:
+    """A commit's tree entries and the text files the bot may need, read by one git process
+    each. A commit never changes: a pull request's run, which opens its base in several
+    steps, reads it once (both are only read, never changed)."""
+    entries = git.tree_entries(root, commit)
+    wanted = [
+        (name, oid)
+        for name, (mode, oid) in entries.items()
+        if mode != "160000" and name.endswith((".yaml", ".yml", ".json", ".lock"))
+    ]
+    return entries, _read_blobs(root, wanted)
 
 
 def _read_blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:

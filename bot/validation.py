@@ -11,6 +11,7 @@ Validation sees secrets only in shape-only form, so no message can hold one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from bot.chartschema import (
@@ -49,7 +50,7 @@ def check(source: Source, values: HubValues, trusted: Source | None = None) -> l
     if values.decrypted:
         raise ValueError("validation must run on shape-only values, never on decrypted ones")
     # Nulls stay until the chart's defaults are coalesced: there they delete a default.
-    with_nulls, secret_paths = _checkable(values.document)
+    with_nulls, secret_paths = _checkable(values)
     document = effective(with_nulls)
     schemas = [("values", "values schema"), ("policy", "house policy")]
     if values.env == "prod":
@@ -230,25 +231,49 @@ def resize_problems(base: HubValues, values: HubValues) -> list[HubbotError]:
     ]
 
 
-def _checkable(node: Any, path: Path_ = ()) -> tuple[Any, dict[Path_, str]]:
-    """Replace secret leaves with a sample of their type, noting where they were."""
-    if isinstance(node, SecretLeaf):
-        return SAMPLE_FOR_SOPS_TYPE.get(node.sops_type, "secret"), {path: node.sops_type}
+def _checkable(values: HubValues) -> tuple[Any, dict[Path_, str]]:
+    """The document with secret leaves replaced by a sample of their type, and where they
+    were. Only the secrets layers hold them: the paths they set are copied, not the rest."""
+    document: Any = values.document
     secrets: dict[Path_, str] = {}
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
+    for layer in values.layers:
+        if not layer.secret:
+            continue
+        for path, leaf in _secret_leaves(layer.data, ()):
+            if _at(document, path) is leaf:  # not replaced by a higher layer
+                secrets[path] = leaf.sops_type
+    for path, sops_type in secrets.items():
+        document = _replaced(document, path, SAMPLE_FOR_SOPS_TYPE.get(sops_type, "secret"))
+    return document, secrets
+
+
+def _secret_leaves(node: Any, path: Path_) -> Iterator[tuple[Path_, SecretLeaf]]:
+    if isinstance(node, SecretLeaf):
+        yield path, node
+    elif isinstance(node, dict):
         for key, value in node.items():
-            out[key], found = _checkable(value, (*path, key))
-            secrets.update(found)
-        return out, secrets
-    if isinstance(node, list):
-        items = []
+            yield from _secret_leaves(value, (*path, key))
+    elif isinstance(node, list):
         for index, value in enumerate(node):
-            item, found = _checkable(value, (*path, index))
-            items.append(item)
-            secrets.update(found)
-        return items, secrets
-    return node, secrets
+            yield from _secret_leaves(value, (*path, index))
+
+
+def _at(node: Any, path: Path_) -> Any:
+    for step in path:
+        in_list = isinstance(node, list) and isinstance(step, int) and step < len(node)
+        if not (in_list or (isinstance(node, dict) and step in node)):
+            return None
+        node = node[step]
+    return node
+
+
+def _replaced(node: Any, path: Path_, value: Any) -> Any:
+    """A copy of `node` with `value` at `path` (which exists), sharing everything else."""
+    if not path:
+        return value
+    copy: Any = dict(node) if isinstance(node, dict) else list(node)
+    copy[path[0]] = _replaced(node[path[0]], path[1:], value)
+    return copy
 
 
 def _locate(values: HubValues, path: Path_, missing: str | None = None) -> Location:

@@ -303,8 +303,6 @@ class _Fast:
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines: dict[Path_, int] = {}
-        self.ruamel: YAML | None = None
-        self.resolvers: dict[Any, list[tuple[str, Any]]] = {}
         self.seen: set[int] = set()
         self.depth = 0
 
@@ -372,11 +370,8 @@ class _Fast:
         """A plain scalar as ruamel resolves and constructs it."""
         if value and value[0] not in _NON_STRING_STARTS:
             return value
-        rt = self.ruamel
-        if rt is None:
-            rt = self.ruamel = YAML(typ="rt")
-            self.resolvers = rt.resolver.versioned_resolver
-        resolvers = self.resolvers.get(value[:1], [])
+        rt = _RULES
+        resolvers = rt.resolver.versioned_resolver.get(value[:1], [])
         tag = next((tag for tag, regexp in resolvers if regexp.match(value)), None)
         if tag is None:
             return value
@@ -392,13 +387,11 @@ class _Fast:
         return _plain(built, (), self.lines, self.file)
 
 
-def _non_string_starts() -> frozenset[str]:
-    """The first characters of every plain scalar ruamel may read as other than a string."""
-    resolvers = YAML(typ="rt").resolver.versioned_resolver
-    return frozenset(first for first in resolvers if first)
-
-
-_NON_STRING_STARTS = _non_string_starts()
+# ruamel's rules for resolving and constructing a plain scalar, read-only after this:
+# made once, as a new YAML() costs more than reading a small file.
+_RULES = YAML(typ="rt")
+# The first characters of every plain scalar ruamel may read as other than a string.
+_NON_STRING_STARTS = frozenset(first for first in _RULES.resolver.versioned_resolver if first)
 
 
 def _reader_error(file: str, text: str, exc: ReaderError) -> HubbotError:

@@ -53,6 +53,7 @@ from bot import (
     prcomment,
     promote,
     records,
+    scope,
     sops,
     sops_config,
     startup,
@@ -228,16 +229,27 @@ def pipeline(ctx: Context, event: Event) -> int:
 
 
 def validate_step(
-    ctx: Context, base_ref: str, problems: list[prcomment.Problem] | None = None
+    ctx: Context,
+    base_ref: str,
+    problems: list[prcomment.Problem] | None = None,
+    *,
+    only_changed: bool = False,
 ) -> None:
     """Validate the checkout, against the schemas at `base_ref` too, refusing what
     Kubernetes would refuse in the change from it; each problem also goes to `problems`
-    (for the PR comment)."""
+    (for the PR comment); `only_changed` (pull requests): only the pairs whose inputs
+    differ from `base_ref` (bot/scope.py)."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
         # The start-up check runs in its own step, for the affected pairs only.
         args = argparse.Namespace(
-            repo=ctx.repo, hubs=[], env=None, format=output, base=base_ref, no_startup=True
+            repo=ctx.repo,
+            hubs=[],
+            env=None,
+            format=output,
+            base=base_ref,
+            no_startup=True,
+            only_changed=only_changed,
         )
         found: list[tuple[str, HubbotError]] = []
         status = validate.run(args, found)
@@ -247,13 +259,23 @@ def validate_step(
             raise HubbotError("validation failed: fix the problems listed above")
 
 
-def secrets_step(ctx: Context) -> None:
-    """Every secrets file encrypted as its .sops.yaml creation rule says (no keys needed)."""
+def secrets_step(ctx: Context, base_ref: str | None = None) -> None:
+    """Every secrets file encrypted as its .sops.yaml creation rule says (no keys needed);
+    with `base_ref` (pull requests), those that differ from it unless the rules changed."""
     with ctx.report.step("secrets"):
         source = WorkTree(ctx.repo)
         rules = sops_config.load_rules(source)
         failed = []
-        for file in sops_config.secrets_files(source):
+        files = sops_config.secrets_files(source)
+        if base_ref is not None:
+            checked = scope.files_to_check(GitCommit(ctx.repo, base_ref), source, files)
+            if len(checked) < len(files):
+                print(
+                    f"{len(files) - len(checked)} of {len(files)} secrets files unchanged since "
+                    f"{base_ref[:12]}, and so is {sops_config.CONFIG_FILE}: not checked again"
+                )
+            files = checked
+        for file in files:
             try:
                 sops_config.check_against_rules(rules, file, source.read(file) or "")
             except HubbotError as exc:
@@ -412,8 +434,8 @@ def is_fork(pull: dict[str, Any]) -> bool:
 def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
     base = pull["base"]["sha"]
     with reviewing(ctx, pull) as review:
-        validate_step(ctx, base, review.problems)
-        secrets_step(ctx)
+        validate_step(ctx, base, review.problems, only_changed=True)
+        secrets_step(ctx, base)
         head = GitCommit(ctx.repo, "HEAD")
         result = plan_step(ctx, base, head)
         changed = [image for image in result.images if image.changed]

@@ -13,6 +13,7 @@ from bot import actions, chartschema, helm, startup
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
+from bot.scope import Scope, scope
 from bot.source import GitCommit, Source, WorkTree
 from bot.validation import check, resize_problems
 from bot.values import CHART_DIR, HubValues, build
@@ -41,6 +42,12 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "change under review cannot loosen, and refuse what Kubernetes would refuse in the "
         "change from REF (a resized static volume)",
     )
+    parser.add_argument(
+        "--only-changed",
+        action="store_true",
+        help="with --base: check fully only the pairs whose inputs differ from REF; the "
+        "others are proven unchanged by their inputs' fingerprints (a pull request's check)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,6 +55,9 @@ def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = 
     """Validate, printing each problem; `found` also receives each (where, problem)."""
     source = WorkTree(args.repo)
     trusted = trusted_base(args.repo, args.base) if args.base else None
+    if args.only_changed and trusted is None:
+        raise HubbotError("--only-changed needs --base REF: the ref to compare the inputs with")
+    limited: Scope | None = scope(trusted, source) if args.only_changed and trusted else None
     hubs = args.hubs or discover_hubs(source)
     if not hubs:
         raise HubbotError(
@@ -56,6 +66,8 @@ def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = 
         )
     out = Report(args.format, found)
     for hub in hubs:
+        if limited is not None and limited.hub_unchanged(hub):
+            continue
         try:
             envs = [args.env] if args.env else list(load_deployment(source, hub).environments)
         except HubbotError as exc:
@@ -64,6 +76,8 @@ def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = 
             out.pair(Checked(hub, None, problems))
             continue
         for env in envs:
+            if limited is not None and not limited.checks(hub, env):
+                continue
             warnings: list[HubbotError] = []
             verdict = None
             try:
@@ -79,6 +93,8 @@ def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = 
             out.pair(Checked(hub, env, problems, warnings, checked_by(source), verdict))
     out.check(f"{CHART_DIR}/ chart lock", chart_lock_problems(source))
     out.summary()
+    if limited is not None and args.format != "json":
+        print(limited.summary(len(out.pairs)))
     if has_infra(source):
         try:
             mismatches = cross_check(source, hubs, [args.env] if args.env else None)
