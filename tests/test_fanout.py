@@ -15,7 +15,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from pytest_httpserver import HTTPServer
 
 from bench.generate import Generated, generate
 from bot import builder, fanout
@@ -33,6 +32,7 @@ from tests.fixtures.helm_standin import (
     plaintext_secrets,
     point_urls,
 )
+from tests.fixtures.jupyterhub import Hub
 from tests.fixtures.repos import commit_all, git
 from tests.fixtures.secrets import AgeKey, write_secrets
 from tests.fixtures.tools import require_binary
@@ -213,16 +213,17 @@ def deployable(
     hub_repo: Path,
     age_env: AgeKey,
     aws_env: str,
-    jupyterhub_api: HTTPServer,
+    deployed_hubs: dict[str, Hub],
     helm_standin: HelmStandIn,
     github_env: FakeGitHub,
+    real_chart_packages: Path,
 ) -> Path:
     for hub in HUBS:
         for env in ("staging", "prod"):
             write_secrets(hub_repo, hub, env, plaintext_secrets(hub, secrets.token_hex(32)),
                           age=[age_env.recipient])
-    point_urls(hub_repo, jupyterhub_api.url_for("/").rstrip("/"))
-    locked_dependency_present(hub_repo)
+    point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
+    locked_dependency_present(hub_repo, real_chart_packages)
     commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
