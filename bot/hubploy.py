@@ -104,6 +104,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         )
         for i, image in enumerate(data["images"])
     )
+    _refuse_shared_helm_paths(images)
     if data["cluster"]["provider"] == "kubeconfig":
         kubeconfig = ("cluster", "kubeconfig", "file")
         inside_repo(doc, base, kubeconfig, data["cluster"]["kubeconfig"]["file"])
@@ -119,6 +120,22 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         for name, env in data["environments"].items()
     }
     return Deployment(hub, file, images, data["registry"], data["cluster"], environments, doc)
+
+
+def _refuse_shared_helm_paths(images: tuple[ImageConfig, ...]) -> None:
+    """Two images at one helm_path (or one inside the other's): the later would silently
+    replace the earlier, and a change to the losing one would rebuild and redeploy for
+    nothing."""
+    for number, image in enumerate(images):
+        for earlier in images[:number]:
+            shorter = min(len(image.helm_path), len(earlier.helm_path))
+            if image.helm_path[:shorter] == earlier.helm_path[:shorter]:
+                raise HubbotError(
+                    f"image {image.name} is set at {'.'.join(image.helm_path)}, where image "
+                    f"{earlier.name} ({earlier.location}) is set too: only one would reach "
+                    "helm; give each image a helm_path of its own",
+                    image.location,
+                )
 
 
 def kubeconfig_path(deployment: Deployment) -> str | None:

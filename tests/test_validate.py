@@ -761,3 +761,26 @@ def test_git_not_installed_is_not_a_missing_repository(
     monkeypatch.setenv("PATH", str(hub_repo / "no-programs-here"))
     status, out = validate(hub_repo, capsys)
     assert (status, out) == (1, "hubbot: error: git is not installed: install git and retry\n")
+
+
+def test_two_images_on_one_helm_path_name_both(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubploy = "deployments/tess-private/hubploy.yaml"
+    text = (hub_repo / hubploy).read_text()
+    second = (
+        "  - name: 123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-other-image\n"
+        "    path: images/default\n"
+        "    helm_path: jupyterhub.singleuser\n"
+    )
+    write(hub_repo, hubploy, text.replace("registry:\n", second + "registry:\n", 1))
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    first = line_of(hub_repo, hubploy, "tess-user-image")
+    later = line_of(hub_repo, hubploy, "tess-other-image")
+    assert (
+        f"{hubploy}:{later}: image 123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-other-image "
+        "is set at jupyterhub.singleuser, where image "
+        f"123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image ({hubploy}:{first}) is set "
+        "too: only one would reach helm; give each image a helm_path of its own"
+    ) in out
