@@ -242,6 +242,8 @@ def _text_table(values: ValuesDiff) -> list[str]:
 
 def _cells(row: Row) -> tuple[str, str, str, str]:
     layer = row.layer + (f" ({row.note})" if row.note else "")
+    if row.decided_by:
+        layer += f" (override removed; {row.decided_by} applies now)"
     return (row.path, _value(row.old), _value(row.new), layer)
 
 
@@ -348,6 +350,7 @@ def as_json(report: DiffReport) -> dict[str, Any]:
                     "old": row.old,
                     "new": row.new,
                     "layer": row.layer,
+                    "decided_by": row.decided_by,
                     "secret": row.secret,
                 }
                 for row in item.values.rows

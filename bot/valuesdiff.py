@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.merge import Layer, Merged
+from bot.merge import Layer, Merged, Origin
 from bot.sops_format import SecretLeaf
 from bot.values import HubValues
 from bot.yamlfile import Path_
@@ -31,6 +31,8 @@ class Row:
     layer: str  # file:line that set the new value (the old one when the key was removed)
     secret: bool = False
     note: str | None = None  # how a computed layer got its value
+    # When `layer` removed its override: the file:line whose value applies now.
+    decided_by: str | None = None
 
     @property
     def change(self) -> str:
@@ -115,14 +117,25 @@ def diff_values(base: HubValues | None, head: HubValues | None) -> ValuesDiff:
         side = head if new is not ABSENT else base
         assert side is not None
         origin = new_origin if new is not ABSENT else old_origin
+        layer, decided_by = _where(side.merged, path), None
+        if (
+            new is not ABSENT
+            and old_origin is not None
+            and new_origin is not None
+            and old_origin.file != new_origin.file
+            and not _sets(new_layers.get(old_origin.file), path)
+        ):
+            # The layer that decided it dropped its override: that is the change.
+            layer, decided_by = _at_origin(old_origin), layer
         rows.append(
             Row(
                 dotted(path),
                 _display(old, secret),
                 _display(new, secret),
-                _where(side.merged, path),
+                layer,
                 secret,
                 origin.note if origin else None,
+                decided_by,
             )
         )
     secret_files = tuple(
@@ -139,6 +152,20 @@ def diff_values(base: HubValues | None, head: HubValues | None) -> ValuesDiff:
         secret_files,
         decrypted,
     )
+
+
+def _sets(layer: Layer | None, path: Path_) -> bool:
+    """Whether `layer` sets a value at `path`."""
+    node: Any = None if layer is None else layer.data
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _at_origin(origin: Origin) -> str:
+    return f"{origin.file}:{origin.line}" if origin.line is not None else origin.file
 
 
 def _layer_text_key(layer: Layer | None) -> Any:

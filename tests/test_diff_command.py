@@ -134,6 +134,7 @@ def test_json_holds_the_plan_and_the_rows(
             "old": "2",
             "new": "3",
             "layer": f"{PROD}:14",
+            "decided_by": None,
             "secret": False,
         }
     ]

@@ -36,10 +36,12 @@ def test_explain_a_key_set_in_several_layers(
         hub_repo, capsys, "explain", "tess-private", "prod", "jupyterhub.cull.timeout"
     )
     assert status == 0
+    lines = (hub_repo / "hub/values.yaml").read_text().splitlines()
+    default = next(number for number, line in enumerate(lines, 1) if "timeout: 3600" in line)
     assert out.splitlines() == [
         "jupyterhub.cull.timeout = 14400",
         "  set by    deployments/tess-private/config/common.yaml:24",
-        "  overrode  hub/values.yaml:75 = 3600",
+        f"  overrode  hub/values.yaml:{default} = 3600",
     ]
 
 

@@ -33,7 +33,13 @@ def test_a_changed_key_names_the_layer_that_set_it(hub_repo: Path) -> None:
     assert diff.changed_files == (f"{PRIVATE}/config/prod.yaml",)
 
 
+def line_of(repo: Path, file: str, text: str) -> int:
+    lines = (repo / file).read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
+
+
 def test_added_and_removed_keys(hub_repo: Path) -> None:
+    max_age = line_of(hub_repo, f"{PUBLIC}/config/common.yaml", "maxAge: 28800")
     edit(hub_repo, f"{PUBLIC}/config/common.yaml", "    maxAge: 28800\n", "")
     edit(
         hub_repo,
@@ -42,29 +48,48 @@ def test_added_and_removed_keys(hub_repo: Path) -> None:
         "    users: true\n    x: 'on'\n",
     )
     commit_all(hub_repo, "no max age")
+    x_line = line_of(hub_repo, f"{PUBLIC}/config/common.yaml", "x: 'on'")
     diff = diff_of(hub_repo, "tess-public", "staging")
     assert [(row.path, row.change, row.old, row.new, row.layer) for row in diff.rows] == [
-        ("jupyterhub.cull.maxAge", "removed", "28800", None, f"{PUBLIC}/config/common.yaml:21"),
-        ("jupyterhub.cull.x", "added", None, '"on"', f"{PUBLIC}/config/common.yaml:19"),
+        (
+            "jupyterhub.cull.maxAge",
+            "removed",
+            "28800",
+            None,
+            f"{PUBLIC}/config/common.yaml:{max_age}",
+        ),
+        ("jupyterhub.cull.x", "added", None, '"on"', f"{PUBLIC}/config/common.yaml:{x_line}"),
     ]
 
 
-def test_removing_an_override_shows_the_lower_layer_as_the_setter(hub_repo: Path) -> None:
+def test_removing_an_override_is_explained_by_the_file_that_removed_it(hub_repo: Path) -> None:
+    line = line_of(hub_repo, f"{PRIVATE}/config/common.yaml", "timeout: 14400")
+    default = line_of(hub_repo, "hub/values.yaml", "timeout: 3600")
     edit(hub_repo, f"{PRIVATE}/config/common.yaml", "    timeout: 14400\n", "")
     commit_all(hub_repo, "default cull timeout")
     diff = diff_of(hub_repo, "tess-private", "staging")
-    assert diff.rows == (Row("jupyterhub.cull.timeout", "14400", "3600", "hub/values.yaml:75"),)
+    assert diff.rows == (
+        Row(
+            "jupyterhub.cull.timeout",
+            "14400",
+            "3600",
+            f"{PRIVATE}/config/common.yaml:{line}",
+            decided_by=f"hub/values.yaml:{default}",
+        ),
+    )
+    assert diff.files_with_effect() == {f"{PRIVATE}/config/common.yaml"}
 
 
 def test_a_change_a_higher_layer_decides_is_flagged(hub_repo: Path) -> None:
     edit(hub_repo, "hub/values.yaml", "replicas: 1", "replicas: 7")
     commit_all(hub_repo, "default placeholders")
+    replicas = line_of(hub_repo, "hub/values.yaml", "replicas: 7")
     diff = diff_of(hub_repo, "tess-public", "prod")
     assert diff.rows == ()
     assert diff.overridden == (
         Overridden(
             "jupyterhub.scheduling.userPlaceholder.replicas",
-            "hub/values.yaml:63",
+            f"hub/values.yaml:{replicas}",
             "1",
             "7",
             f"{PUBLIC}/config/prod.yaml:7",
