@@ -18,6 +18,9 @@ from bot.markdown import escape_cell, fence, inline_code
 from bot.plan import IMAGE, SECRETS, VALUES, Pair, Plan
 from bot.valuesdiff import Row, ValuesDiff
 
+# The full markdown report in GitHub Actions, which the workflows upload as an artifact.
+ARTIFACT = "hubbot-diff.md"
+
 
 @dataclass(frozen=True)
 class PairReport:

@@ -34,7 +34,7 @@ from tests.fixtures.helm_standin import (
     point_urls,
 )
 from tests.fixtures.jupyterhub import Hub
-from tests.fixtures.repos import commit_all, git
+from tests.fixtures.repos import PROJECT, commit_all, git
 from tests.fixtures.secrets import AgeKey, age_rules, encrypt_yaml, write_secrets
 
 FULL_NAME = "tess-org/tess-hubs"
@@ -118,6 +118,24 @@ def test_a_pull_request_posts_one_comment_and_pushes_nothing(
     # Run again for the next push to the PR: the same comment is edited, not a second one.
     assert ci(hub_repo, "pull_request", event) == 0
     assert len(api.comments_on(pull["number"])) == 1
+
+
+def test_in_actions_the_full_diff_is_written_for_the_artifact(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    base_sha = git(hub_repo, "rev-parse", "staging")
+    head_sha = branch_with_change(hub_repo, "longer-culling", "timeout: 600", "timeout: 900")
+    pull = api.add_pull("longer-culling", "staging")
+    event = pull_event(tmp_path, pull["number"], "staging", base_sha, "longer-culling", head_sha)
+
+    assert ci(hub_repo, "pull_request", event) == 0
+
+    artifact = (hub_repo / "hubbot-diff.md").read_text()
+    assert "cull.timeout" in artifact
+    assert "tess-public/staging" in artifact
+    workflow = (PROJECT / ".github/workflows/pr.yaml").read_text()
+    assert "path: hubbot-diff.md" in workflow
 
 
 def pull_request_changing(

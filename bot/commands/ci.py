@@ -59,6 +59,7 @@ from bot import (
     startup,
 )
 from bot.commands import validate
+from bot.diffreport import ARTIFACT
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
 from bot.engine import Engine, connect
@@ -317,6 +318,8 @@ def diff_markdown(
         text = report_markdown(report, promotion=promotion)
         ctx.redactor.assert_clean(text, "the diff report")
         ctx.report.sections.append(text)
+        if os.environ.get("GITHUB_ACTIONS") == "true":  # the workflow uploads it
+            (ctx.repo / ARTIFACT).write_text(text, encoding="utf-8")
         print(text, end="" if text.endswith("\n") else "\n")
     return text, report.refused
 

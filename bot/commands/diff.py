@@ -15,7 +15,6 @@ from bot.plan import plan
 from bot.source import open_source
 
 FORMATS = ("markdown", "text", "json")
-ARTIFACT = "hubbot-diff.md"
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +36,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         metavar="FILE",
         default=None,
-        help=f"also write the full markdown report to FILE (in GitHub Actions: {ARTIFACT})",
+        help=f"also write the full markdown report to FILE (in GitHub Actions: {diffreport.ARTIFACT})",
     )
     parser.set_defaults(func=run)
 
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(diffreport.markdown(report), end="")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    output = args.output or (Path(ARTIFACT) if summary else None)
+    output = args.output or (Path(diffreport.ARTIFACT) if summary else None)
     if output is not None or summary:
         full = diffreport.markdown(report)
         args.redactor.assert_clean(full, "the diff report")
