@@ -36,7 +36,8 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         metavar="FILE",
         default=None,
-        help=f"also write the full markdown report to FILE (in GitHub Actions: {diffreport.ARTIFACT})",
+        help="also write the full markdown report to FILE "
+        f"(in GitHub Actions: {diffreport.ARTIFACT})",
     )
     parser.set_defaults(func=run)
 
