@@ -530,14 +530,14 @@ def _checksums(key: Key, pair: _Pair) -> None:
 
 
 def _chart_labels(pair: _Pair) -> None:
-    """The resource's own chart label only: a pod template's labels are left, since a
-    change there restarts pods."""
-    for doc in (pair.old, pair.new):
-        labels = ((doc or {}).get("metadata") or {}).get("labels")
-        if isinstance(labels, dict):
-            for name in CHART_LABELS:
-                if name in labels:
-                    labels[name] = CHART_LABEL
+    """The resource's own chart label, where the two sides differ; a pod template's labels
+    are left, since a change there restarts pods."""
+    old, new = (((doc or {}).get("metadata") or {}).get("labels") for doc in (pair.old, pair.new))
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return
+    for name in CHART_LABELS:
+        if name in old and name in new and old[name] != new[name]:
+            old[name] = new[name] = CHART_LABEL
 
 
 def _annotation_maps(node: Any) -> Iterator[dict[str, Any]]:
