@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from pytest_httpserver import HTTPServer
 from ruamel.yaml import YAML
@@ -28,6 +26,7 @@ from bot.main import main
 from bot.memfs import process_start
 from bot.source import WorkTree
 from bot.values import build
+from tests.fixtures.aws import put_ecr_image
 from tests.fixtures.charts import CHART_VERSION, REAL_CHART, chart_packages_directory
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
@@ -73,23 +72,7 @@ class Deployable:
 
 def push_image(repo: Path, manifest_note: str = "v1") -> str:
     """Put the hubs' user image, at its content-address tag, into moto's ECR; its digest."""
-    tag = image_tag(repo)
-    ecr = boto3.client("ecr", region_name="us-east-1")
-    with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
-        ecr.create_repository(repositoryName=IMAGE_REPOSITORY)
-    layer = "sha256:" + hashlib.sha256(manifest_note.encode()).hexdigest()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
-                   "digest": layer},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                    "size": 1, "digest": layer}],
-    })
-    with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
-        ecr.put_image(repositoryName=IMAGE_REPOSITORY, imageManifest=manifest, imageTag=tag)
-    found = ecr.describe_images(repositoryName=IMAGE_REPOSITORY, imageIds=[{"imageTag": tag}])
-    return str(found["imageDetails"][0]["imageDigest"])
+    return put_ecr_image(IMAGE_REPOSITORY, image_tag(repo), manifest_note)
 
 
 def image_tag(repo: Path) -> str:

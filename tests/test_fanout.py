@@ -6,14 +6,11 @@ GitHub API stand-in; the 200-hub repository comes from bench/generate.py.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import re
 import secrets
 from pathlib import Path
 
-import boto3
 import pytest
 
 from bench.generate import Generated, generate
@@ -23,6 +20,7 @@ from bot.errors import HubbotError
 from bot.main import main
 from bot.redact import Redactor
 from bot.source import WorkTree
+from tests.fixtures.aws import put_ecr_image
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
     HUBS,
@@ -123,27 +121,10 @@ def ci(repo: Path, event: Path, *job: str) -> int:
     return main(["--repo", str(repo), "ci", "--event", "push", "--event-path", str(event), *job])
 
 
-def put_ecr_image(reference_name: str, tag: str) -> None:
-    """An image at `tag` in moto's ECR, so the plan job finds nothing to build."""
-    repository = reference_name.split("/", 1)[1]
-    ecr = boto3.client("ecr", region_name="us-east-1")
-    with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
-        ecr.create_repository(repositoryName=repository)
-    config = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
-                   "digest": config},
-        "layers": [],
-    })
-    with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
-        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)
-
-
 def images_in_registry(repo: Path, hubs: list[str]) -> None:
     for wanted in builder.collect(WorkTree(repo), hubs):
-        put_ecr_image(wanted.ref.name, wanted.ref.tag)
+        # The plan job then finds nothing to build.
+        put_ecr_image(wanted.ref.name.split("/", 1)[1], wanted.ref.tag, wanted.ref.tag)
 
 
 @pytest.fixture
