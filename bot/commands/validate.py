@@ -65,6 +65,9 @@ def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = 
             "hubploy.yaml)"
         )
     out = Report(args.format, found)
+    # Pairs in order; those that passed wait for the start-up check, which runs them all
+    # in one probe process (JupyterHub is imported once, not once per pair).
+    results: list[Checked | HubValues] = []
     for hub in hubs:
         if limited is not None and limited.hub_unchanged(hub):
             continue
@@ -73,24 +76,24 @@ def run(args: argparse.Namespace, found: list[tuple[str, HubbotError]] | None = 
         except HubbotError as exc:
             # This hub's pairs fail; the other hubs are still validated.
             problems = exc.problems if isinstance(exc, SchemaErrors) else [exc]
-            out.pair(Checked(hub, None, problems))
+            results.append(Checked(hub, None, problems))
             continue
         for env in envs:
             if limited is not None and not limited.checks(hub, env):
                 continue
-            warnings: list[HubbotError] = []
-            verdict = None
             try:
                 values = build(source, hub, env)
                 problems = check(source, values, trusted) + against_base(trusted, values)
-                if not problems and not args.no_startup:
-                    result = startup.check(source, values)
-                    problems, warnings, verdict = result.errors, result.warnings, result.verdict
             except SchemaErrors as exc:
                 problems = exc.problems
             except HubbotError as exc:
                 problems = [exc]
-            out.pair(Checked(hub, env, problems, warnings, checked_by(source), verdict))
+            if problems or args.no_startup:
+                results.append(Checked(hub, env, problems, checked=checked_by(source)))
+            else:
+                results.append(values)
+    for checked in with_startup(source, results):
+        out.pair(checked)
     out.check(f"{CHART_DIR}/ chart lock", chart_lock_problems(source))
     out.summary()
     if limited is not None and args.format != "json":
@@ -194,6 +197,29 @@ def as_json(problem: HubbotError) -> dict[str, Any]:
         "line": location.line if location else None,
         "message": problem.message,
     }
+
+
+def with_startup(source: WorkTree, results: list[Checked | HubValues]) -> list[Checked]:
+    """`results` with each waiting pair's start-up check done (all in one probe run)."""
+    waiting = [item for item in results if isinstance(item, HubValues)]
+    try:
+        reports = dict(zip(map(id, waiting), startup.check_many(source, waiting), strict=True))
+    except HubbotError as exc:  # the check itself could not run: every waiting pair fails
+        failed = startup.StartupReport("", "", errors=[exc])
+        reports = dict.fromkeys(map(id, waiting), failed)
+    done = []
+    for item in results:
+        if isinstance(item, Checked):
+            done.append(item)
+            continue
+        report = reports[id(item)]
+        verdict = None if report.errors and not report.verdict else report.verdict
+        done.append(
+            Checked(
+                item.hub, item.env, report.errors, report.warnings, checked_by(source), verdict
+            )
+        )
+    return done
 
 
 def trusted_base(repo: Path, ref: str) -> GitCommit:
