@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 
 from bot import git, helm, manifests, policy
@@ -51,16 +50,18 @@ def build_report(
     if not render_manifests or not result.pairs:
         pairs = [PairReport(p, values[(p.hub, p.env)], None) for p in result.pairs]
         return _report(result, pairs, None)
-    with tempfile.TemporaryDirectory(prefix="hubbot-diff-") as scratch, ExitStack() as charts:
+    with (
+        tempfile.TemporaryDirectory(prefix="hubbot-diff-") as scratch,
+        manifests.previews() as renders,
+    ):
         try:
-            # Dependencies are fetched once per ref, not once per pair.
-            head_chart = charts.enter_context(
-                helm.ready_chart(_chart_dir(head, Path(scratch, "head")))
-            )
+            # Dependencies are fetched, and charts prepared, once per ref, not once per pair.
+            head_chart = _chart_dir(head, Path(scratch, "head"))
+            renders.chart(head_chart)
             base_chart = head_chart
             if base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR):
-                base_dir = _chart_dir(base, Path(scratch, "base"))
-                base_chart = charts.enter_context(helm.ready_chart(base_dir))
+                base_chart = _chart_dir(base, Path(scratch, "base"))
+                renders.chart(base_chart)
         except helm.ChartUnavailable as exc:
             note = f"not rendered: {exc.message}"
             pairs = [PairReport(p, values[(p.hub, p.env)], None, note) for p in result.pairs]
@@ -79,6 +80,7 @@ def build_report(
                 redact,
                 kube_version=manifests.kube_version(some.deployment),
                 old_chart_dir=base_chart,
+                renders=renders,
             )
             pairs.append(PairReport(pair, values[(pair.hub, pair.env)], rendered))
     return _report(result, pairs, None)

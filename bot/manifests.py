@@ -28,12 +28,13 @@ from bot.errors import HubbotError
 from bot.helm import DEFAULT_KUBE_VERSION, ChartUnavailable
 from bot.hubploy import Deployment
 from bot.imagetag import reads_as_non_string
+from bot.previewchart import PreviewChart, marked_paths, preview_chart
 from bot.source import GitCommit, Source
 from bot.values import CHART_DIR, HubValues
 from bot.yamlfile import YAML11_BOOLEANS
 
 # PyYAML reads YAML 1.1 as helm and Kubernetes do, and with libyaml it reads a full
-# z2jh rendering fast enough to do it four times per hub and environment.
+# z2jh rendering fast enough to do it twice per hub and environment.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "chart_at",
     "manifest_diff",
     "pair_manifest_diff",
+    "previews",
     "render",
 ]
 
@@ -150,6 +152,57 @@ def pair_manifest_diff(
         )
 
 
+class Previews:
+    """Charts prepared for rendering and renders already made, within one run.
+
+    Each chart directory is made ready (bot/helm.py) and copied for previews
+    (bot/previewchart.py) once; each render is kept by its inputs, so the same values
+    of the same chart are rendered once however often they are asked for.
+    """
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._charts: dict[Path, PreviewChart] = {}
+        self._renders: dict[tuple[str, ...], tuple[dict[Key, Doc], dict[Key, set[Path_]]]] = {}
+
+    def chart(self, directory: Path) -> PreviewChart:
+        if directory not in self._charts:
+            ready = self._stack.enter_context(helm.ready_chart(directory))
+            self._charts[directory] = self._stack.enter_context(preview_chart(ready))
+        return self._charts[directory]
+
+    def resources(
+        self,
+        directory: Path,
+        values: dict[str, Any],
+        release: str,
+        namespace: str,
+        kube_version: str,
+        redact: Redact,
+    ) -> tuple[dict[Key, Doc], dict[Key, set[Path_]]]:
+        """The resources the chart renders for `values`, and per resource its random paths."""
+        chart = self.chart(directory)
+        # JSON is YAML with no ambiguous scalars: helm reads back exactly these values.
+        # Without keys, secrets are SecretLeaf shapes, rendered as their placeholder text.
+        text = json.dumps(values, default=str)
+        key = (str(chart.path), text, release, namespace, kube_version)
+        if key not in self._renders:
+            first = parse(_template(chart.path, text, release, namespace, kube_version, redact))
+            if chart.deterministic:
+                random = {k: paths for k, doc in first.items() if (paths := marked_paths(doc))}
+            else:
+                second = _template(chart.path, text, release, namespace, kube_version, redact)
+                random = random_paths(first, parse(second))
+            self._renders[key] = first, random
+        return self._renders[key]
+
+
+@contextmanager
+def previews() -> Iterator[Previews]:
+    with ExitStack() as stack:
+        yield Previews(stack)
+
+
 def manifest_diff(
     chart_dir: Path,
     old_values: dict[str, Any] | None,
@@ -160,23 +213,23 @@ def manifest_diff(
     *,
     kube_version: str = DEFAULT_KUBE_VERSION,
     old_chart_dir: Path | None = None,
+    renders: Previews | None = None,
 ) -> ManifestDiff:
     """The manifest diff between rendering `old_values` and `new_values` (None: not deployed).
 
-    `old_chart_dir` is the chart at the old ref when it differs from `chart_dir`.
+    `old_chart_dir` is the chart at the old ref when it differs from `chart_dir`;
+    `renders` shares prepared charts and renders across the pairs of a run.
     Raises ChartUnavailable when a locked dependency cannot be fetched.
     """
     with ExitStack() as stack:
-        ready: dict[Path, Path] = {}
+        shared = renders or stack.enter_context(previews())
 
         def rendered(
             directory: Path, values: dict[str, Any] | None
         ) -> tuple[dict[Key, Doc], dict[Key, set[Path_]]]:
             if values is None:
                 return {}, {}
-            if directory not in ready:
-                ready[directory] = stack.enter_context(helm.ready_chart(directory))
-            return _render_twice(ready[directory], values, release, namespace, kube_version, redact)
+            return shared.resources(directory, values, release, namespace, kube_version, redact)
 
         new, new_random = rendered(chart_dir, new_values)
         try:
@@ -190,33 +243,11 @@ def manifest_diff(
     return compare(old, new, old_random, new_random, redact)
 
 
-def _render_twice(
-    chart: Path,
-    values: dict[str, Any],
-    release: str,
-    namespace: str,
-    kube_version: str,
-    redact: Redact,
-) -> tuple[dict[Key, Doc], dict[Key, set[Path_]]]:
-    """The resources, and the paths whose values differ between two renders of them."""
-    first = parse(_template(chart, values, release, namespace, kube_version, redact))
-    second = parse(_template(chart, values, release, namespace, kube_version, redact))
-    return first, random_paths(first, second)
-
-
 def _template(
-    chart: Path,
-    values: dict[str, Any],
-    release: str,
-    namespace: str,
-    kube_version: str,
-    redact: Redact,
+    chart: Path, values: str, release: str, namespace: str, kube_version: str, redact: Redact
 ) -> str:
-    # JSON is YAML with no ambiguous scalars: helm reads back exactly these values. Without
-    # keys, secrets are SecretLeaf shapes, rendered as their placeholder text.
-    text = json.dumps(values, default=str)
     try:
-        return helm.template(chart, release, namespace, text, kube_version)
+        return helm.template(chart, release, namespace, values, kube_version)
     except HubbotError as exc:  # helm may quote a value in its error
         raise HubbotError(redact(exc.message), exc.location) from None
 
@@ -230,8 +261,10 @@ def render(
     kube_version: str = DEFAULT_KUBE_VERSION,
 ) -> str:
     """The sorted manifests for `values`, every Secret value and random token masked."""
-    with helm.ready_chart(chart_dir) as chart:
-        resources, random = _render_twice(chart, values, release, namespace, kube_version, redact)
+    with previews() as renders:
+        resources, random = renders.resources(
+            chart_dir, values, release, namespace, kube_version, redact
+        )
     parts = []
     for key, doc in resources.items():
         masked = _mask_paths(doc, random.get(key, set()), RANDOM)

@@ -1,0 +1,100 @@
+"""bot/previewchart.py with the real jupyterhub chart and real helm."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bot import helm
+from bot.errors import HubbotError
+from bot.manifests import parse
+from bot.previewchart import MARK, marked_paths, preview_chart
+
+VALUES = json.dumps({"jupyterhub": {"singleuser": {"image": {"name": "u", "tag": "1"}}}})
+
+
+def render(chart: Path) -> str:
+    return helm.template(chart, "rel", "ns", VALUES, helm.DEFAULT_KUBE_VERSION)
+
+
+def test_the_real_chart_renders_the_same_twice_from_its_preview_copy(
+    hub_chart_offline_ready: Path,
+) -> None:
+    # The pristine chart does not: that is why the copy exists.
+    assert render(hub_chart_offline_ready) != render(hub_chart_offline_ready)
+    with preview_chart(hub_chart_offline_ready) as preview:
+        assert preview.deterministic
+        assert not list((preview.path / "charts").glob("*.tgz"))  # unpacked
+        first = render(preview.path)
+        assert first == render(preview.path)
+    resources = parse(first)
+    secret = resources[("Secret", "", "hub")]
+    # The proxy token comes from randAlphaNum: marked, and found in the base64 data.
+    assert marked_paths(secret) == {("data", "hub.config.ConfigurableHTTPProxy.auth_token")}
+    assert not any(marked_paths(doc) for key, doc in resources.items() if key[0] != "Secret")
+    # The working chart is untouched.
+    assert list((hub_chart_offline_ready / "charts").glob("*.tgz"))
+
+
+def test_a_chart_with_a_random_function_it_cannot_fix_is_rendered_twice(
+    hub_chart_offline_ready: Path,
+) -> None:
+    (hub_chart_offline_ready / "templates" / "id.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: id\ndata:\n"
+        "  id: {{ uuidv4 | quote }}\n"
+    )
+    with preview_chart(hub_chart_offline_ready) as preview:
+        assert not preview.deterministic
+
+
+def test_the_fixed_text_keeps_the_length_and_the_digits(tmp_path: Path) -> None:
+    chart = tmp_path / "c"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n"
+        "  called: {{ randAlphaNum 12 | quote }}\n"
+        "  piped: {{ 3 | randAlpha | quote }}\n"
+        "  number: {{ randNumeric 4 | atoi | add 1 | quote }}\n"
+    )
+    with preview_chart(chart) as preview:
+        data = parse(render(preview.path))[("ConfigMap", "", "c")]["data"]
+    assert data == {"called": f"{MARK}000000000012", "piped": f"{MARK}003", "number": "5"}
+
+
+def package(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name in links:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("members", "links", "message"),
+    [
+        ({"../escape/Chart.yaml": b"x"}, (), "cannot be unpacked"),
+        ({"dep/Chart.yaml": b"x"}, ("dep/templates/passwd",), "cannot be unpacked"),
+        ({"a/Chart.yaml": b"x", "b/Chart.yaml": b"x"}, (), "is not one chart directory"),
+    ],
+)
+def test_a_hostile_dependency_package_is_refused(
+    tmp_path: Path, members: dict[str, bytes], links: tuple[str, ...], message: str
+) -> None:
+    chart = tmp_path / "c"
+    (chart / "charts").mkdir(parents=True)
+    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(package(members, links))
+    with pytest.raises(HubbotError, match=message), preview_chart(chart):
+        pass
+    assert not (tmp_path / "escape").exists()
