@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-import jsonschema
 import yaml
 
 from bot import chartpackage, helm, kubeversion, quantity
@@ -32,7 +31,7 @@ from bot.errors import HubbotError, Location
 from bot.hubploy import Deployment
 from bot.manifests import chart_at
 from bot.merge import Origin
-from bot.schemas import Checker, Violation, compile_checker
+from bot.schemas import DRAFT_7, Checker, SchemaInvalid, Violation, compile_checker
 from bot.source import Source, WorkTree, memoized
 from bot.values import CHART_DIR, CHART_VALUES, HubValues
 from bot.yamlfile import Path_
@@ -132,7 +131,7 @@ def read_contract(package: ChartPackage) -> ChartContract:
         defaults,
         None if constraint is None else str(constraint),
         checker,
-        tuple(_resource_paths(checker.full.schema if checker else _shape_of(defaults))),
+        tuple(_resource_paths(checker.schema if checker else _shape_of(defaults))),
     )
 
 
@@ -168,8 +167,8 @@ def _compile(origin: str, schema_text: str) -> Checker:
     if not isinstance(schema, dict):
         raise HubbotError("the chart's values.schema.json is not a JSON Schema object", where)
     try:
-        return compile_checker(schema, jsonschema.Draft7Validator)
-    except jsonschema.SchemaError as exc:
+        return compile_checker(schema, DRAFT_7)
+    except SchemaInvalid as exc:
         raise HubbotError(
             f"the chart's values.schema.json is invalid: {exc.message}", where
         ) from None

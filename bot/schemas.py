@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
-from jsonschema.exceptions import ValidationError
 
 from bot.errors import HubbotError, Location, did_you_mean
 from bot.source import Source, memoized
 from bot.yamlfile import Path_, load_yaml
 
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
+
 SCHEMA_DIR = "schemas"
+# The draft of a schema that names none, by the name of its `jsonschema` validator.
+DRAFT_2020_12 = "Draft202012Validator"
+DRAFT_7 = "Draft7Validator"
+
+
+class SchemaInvalid(Exception):
+    """A schema that is not a valid schema of its draft; the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -45,16 +58,30 @@ def _load_schema(source: Source, name: str) -> dict[str, Any]:
         raise HubbotError(f"schema {file} is missing from {source.label}", Location(file))
     schema = load_yaml(file, text).data
     try:
-        check_schema(jsonschema.Draft202012Validator, schema)
-    except jsonschema.SchemaError as exc:
+        check_schema(schema, DRAFT_2020_12)
+    except SchemaInvalid as exc:
         raise HubbotError(f"invalid JSON Schema: {exc.message}", Location(file)) from None
     if not isinstance(schema, dict):
         raise HubbotError("a schema must be a mapping", Location(file, 1))
     return schema
 
 
-def check_schema(cls: type[Any], schema: Any) -> None:
-    """Raise SchemaError unless `schema` is a valid schema of its draft.
+def _full_class(schema: Any, default: str) -> type[Validator]:
+    """The `jsonschema` validator class for the schema's draft (`default` when it names none).
+
+    Imported here, not at the top: importing jsonschema takes longer (~65 ms) than
+    `hubbot render` spends on everything but helm, and only a refusal needs it.
+    """
+    import jsonschema
+
+    cls: type[Validator] = jsonschema.validators.validator_for(
+        schema, default=getattr(jsonschema, default)
+    )
+    return cls
+
+
+def check_schema(schema: Any, default: str) -> None:
+    """Raise SchemaInvalid unless `schema` is a valid schema of its draft.
 
     jsonschema-rs checks it against the meta-schema in microseconds; only a schema it
     refuses is checked by `jsonschema` (a second or more for a 30 KB schema), whose
@@ -65,10 +92,15 @@ def check_schema(cls: type[Any], schema: Any) -> None:
             return
     except (ValueError, TypeError, jsonschema_rs.ReferencingError):
         pass  # a schema the fast check cannot take: the full one decides
-    cls.check_schema(schema)
+    import jsonschema  # see _full_class
+
+    try:
+        _full_class(schema, default).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise SchemaInvalid(exc.message) from None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checker:
     """A compiled schema for checking many documents.
 
@@ -78,7 +110,16 @@ class Checker:
     """
 
     fast: jsonschema_rs.Validator | None
-    full: jsonschema.protocols.Validator
+    schema: dict[str, Any]
+    default: str  # the draft when the schema names none
+    _full: Validator | None = field(default=None, repr=False)
+
+    @property
+    def full(self) -> Validator:
+        """The `jsonschema` validator, made the first time a document needs explaining."""
+        if self._full is None:
+            self._full = _full_class(self.schema, self.default)(self.schema)
+        return self._full
 
     def violations(self, document: Any, title: str, prefix: Path_ = ()) -> list[Violation]:
         if self.fast is not None:
@@ -90,17 +131,16 @@ class Checker:
         return violations(document, self.full, title, prefix)
 
 
-def compile_checker(schema: dict[str, Any], default: type[Any]) -> Checker:
-    """A Checker for `schema` (its `$schema` draft, else `default`); raises SchemaError."""
-    cls = jsonschema.validators.validator_for(schema, default=default)
-    check_schema(cls, schema)
+def compile_checker(schema: dict[str, Any], default: str) -> Checker:
+    """A Checker for `schema` (its `$schema` draft, else `default`); raises SchemaInvalid."""
+    check_schema(schema, default)
     try:
         fast: jsonschema_rs.Validator | None = jsonschema_rs.validator_for(
             schema, validate_formats=False
         )
     except ValueError:
         fast = None  # a schema only `jsonschema` can compile: it checks every document
-    return Checker(fast, cls(schema))
+    return Checker(fast, schema, default)
 
 
 def load_checker(source: Source, name: str) -> Checker:
@@ -108,12 +148,12 @@ def load_checker(source: Source, name: str) -> Checker:
     return memoized(
         source,
         ("checker", name),
-        lambda: compile_checker(load_schema(source, name), jsonschema.Draft202012Validator),
+        lambda: compile_checker(load_schema(source, name), DRAFT_2020_12),
     )
 
 
 def violations(
-    document: Any, validator: jsonschema.protocols.Validator, title: str, prefix: Path_ = ()
+    document: Any, validator: Validator, title: str, prefix: Path_ = ()
 ) -> list[Violation]:
     """Every violation of the validator's schema by `document`, in path order.
 
