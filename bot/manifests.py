@@ -139,7 +139,10 @@ def pair_manifest_diff(
     current = new or old
     if current is None:
         return ManifestDiff()
-    with chart_at(old_source) as old_chart, chart_at(new_source) as new_chart:
+    same_chart = old_source.tree_hash(CHART_DIR) == new_source.tree_hash(CHART_DIR)
+    with ExitStack() as stack:
+        old_chart = stack.enter_context(chart_at(old_source))
+        new_chart = old_chart if same_chart else stack.enter_context(chart_at(new_source))
         return manifest_diff(
             new_chart,
             None if old is None else old.document,
@@ -663,6 +666,10 @@ def _plain_or_quoted(text: str) -> str:
 
 
 def _changed_lines(pair: _Pair) -> int:
+    if pair.old == pair.new:  # most resources, and much cheaper than lines and a matcher
+        return 0
+    if pair.old is None or pair.new is None:
+        return len(_lines(pair.old if pair.new is None else pair.new))
     matcher = difflib.SequenceMatcher(None, _lines(pair.old), _lines(pair.new), autojunk=False)
     return sum(
         (i2 - i1) + (j2 - j1) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"
