@@ -167,6 +167,8 @@ class Previews:
         self._stack = stack
         self._charts: dict[Path, PreviewChart] = {}
         self._renders: dict[tuple[str, ...], tuple[dict[Key, Doc], dict[Key, set[Path_]]]] = {}
+        self._documents: dict[str, Any] = {}  # rendered document text -> what it holds
+        self._marks: dict[int, set[Path_]] = {}  # id of a document held above -> its marks
 
     def chart(self, directory: Path) -> PreviewChart:
         if directory not in self._charts:
@@ -190,14 +192,22 @@ class Previews:
         text = json.dumps(values, default=str)
         key = (str(chart.path), text, release, namespace, kube_version)
         if key not in self._renders:
-            first = parse(_template(chart.path, text, release, namespace, kube_version, redact))
+            rendered = _template(chart.path, text, release, namespace, kube_version, redact)
+            first = parse(rendered, self._documents)
             if chart.deterministic:
-                random = {k: paths for k, doc in first.items() if (paths := marked_paths(doc))}
+                random = {k: paths for k, doc in first.items() if (paths := self._marked(doc))}
             else:
                 second = _template(chart.path, text, release, namespace, kube_version, redact)
                 random = random_paths(first, parse(second))
             self._renders[key] = first, random
         return self._renders[key]
+
+
+    def _marked(self, doc: Doc) -> set[Path_]:
+        # A document rendered alike for several pairs or refs is one object: walked once.
+        if id(doc) not in self._marks:
+            self._marks[id(doc)] = marked_paths(doc)
+        return self._marks[id(doc)]
 
 
 @contextmanager
@@ -270,7 +280,7 @@ def render(
         )
     parts = []
     for key, doc in resources.items():
-        masked = _mask_paths(doc, random.get(key, set()), RANDOM)
+        masked = _mask_paths(copy.deepcopy(doc), random.get(key, set()), RANDOM)
         if masked.get("kind") == "Secret":
             masked = _mask_secret(masked, None)[0]
         masked = _redact_tree(masked, redact)
@@ -291,14 +301,31 @@ def title(key: Key) -> str:
     return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
 
 
-def parse(rendered: str) -> dict[Key, Doc]:
-    """The resources of a rendering, keyed by (kind, namespace, name) in sorted order."""
-    try:
-        docs = [doc for doc in yaml.load_all(rendered, Loader=_Loader) if isinstance(doc, dict)]
-    except yaml.YAMLError as exc:
-        raise HubbotError(f"helm rendered YAML that cannot be read: {exc}") from None
+# YAML forbids `---` at the start of a line inside a document ("c-forbidden"), so
+# each one starts a document: split before it, keeping the marker.
+_DOCUMENT_START = re.compile(r"^(?=---(?:[ \t]|$))", re.MULTILINE)
+
+
+def parse(rendered: str, known: dict[str, Any] | None = None) -> dict[Key, Doc]:
+    """The resources of a rendering, keyed by (kind, namespace, name) in sorted order.
+
+    `known` maps document texts already read to what they hold: a resource rendered
+    the same at both refs (most of them) is read once, and both sides hold the same
+    object, which callers must not change.
+    """
+    memo: dict[str, Any] = {} if known is None else known
+    docs = []
+    for text in _DOCUMENT_START.split(rendered):
+        if text not in memo:
+            try:
+                memo[text] = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+            except yaml.YAMLError as exc:
+                raise HubbotError(f"helm rendered YAML that cannot be read: {exc}") from None
+        docs.append(memo[text])
     resources: dict[Key, Doc] = {}
     for doc in docs:
+        if not isinstance(doc, dict):
+            continue
         meta = doc.get("metadata") or {}
         base = (str(doc.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name")))
         key, number = base, 1
@@ -359,6 +386,11 @@ def compare(
     pairs: dict[Key, _Pair] = {}
     for key in sorted(old.keys() | new.keys(), key=sort_key):
         random = (old_random.get(key, set()), new_random.get(key, set()))
+        if key in old and key in new and old[key] == new[key] and random[0] == random[1]:
+            # Unchanged (most resources): nothing to show or hide, and no rule needs to
+            # copy it. _restarts only reads it, for the config it refers to.
+            pairs[key] = _Pair(old[key], new[key])
+            continue
         pair = _normalise(key, old.get(key), new.get(key), random, result, redact)
         pairs[key] = pair
         if pair.old == pair.new and not pair.values_diff:

@@ -113,6 +113,24 @@ def test_resources_sorted_by_kind_namespace_name_crds_last(chart: Path) -> None:
     ]
 
 
+def test_a_document_rendered_alike_twice_is_read_once_and_shared() -> None:
+    one = "---\n# Source: a.yaml\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  x: '1'\n"
+    two = "---\n# Source: b.yaml\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  x: '1'\n"
+    changed = two.replace("'1'", "'2'")
+    known: dict[str, Any] = {}
+    old = manifests.parse(one + two, known)
+    new = manifests.parse(one + changed, known)
+    a, b = ("ConfigMap", "", "a"), ("ConfigMap", "", "b")
+    assert old[a] is new[a]
+    assert old[b] is not new[b]
+    assert new[b]["data"] == {"x": "2"}
+    # A document start with content on its line, and a document that is not a resource.
+    stream = "--- |\n  text\n--- # a comment\nkind: A\nmetadata:\n  name: x\n"
+    assert manifests.parse(stream) == {("A", "", "x"): {"kind": "A", "metadata": {"name": "x"}}}
+    with pytest.raises(HubbotError, match="helm rendered YAML that cannot be read"):
+        manifests.parse("---\nkind: [\n")
+
+
 def test_sort_key_uses_namespace_then_name() -> None:
     keys = [
         ("CustomResourceDefinition", "", "a"),
