@@ -79,7 +79,18 @@ def git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
 
 def one_file_change(repo: Path, hub: str) -> str:
     """Commit a one-key change to `hub`'s common.yaml (both its pairs are affected)."""
-    path = repo / "deployments" / hub / "config" / "common.yaml"
+    return change_hubs(repo, [hub])
+
+
+def change_hubs(repo: Path, hubs: list[str]) -> str:
+    """Commit a one-key change to each hub's common.yaml, in one commit."""
+    for hub in hubs:
+        _bump_concurrency(repo / "deployments" / hub / "config" / "common.yaml")
+    git(repo, "commit", "-q", "-am", f"bench: one-key change to {', '.join(hubs)}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def _bump_concurrency(path: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for number, line in enumerate(lines):
         if line.strip().startswith("concurrency:"):
@@ -89,8 +100,6 @@ def one_file_change(repo: Path, hub: str) -> str:
     else:
         raise RuntimeError(f"{path} has no `concurrency:` key for the benchmark to change")
     path.write_text("".join(lines), encoding="utf-8")
-    git(repo, "commit", "-q", "-am", f"bench: one-file change to {hub}")
-    return git(repo, "rev-parse", "HEAD")
 
 
 def add_history(repo: Path, count: int) -> None:
@@ -202,6 +211,11 @@ def bare_template(repo: Path, hub: str, env: str, values_file: Path) -> list[str
 def validate_pair(repo: Path, hub: str, env: str, startup: bool) -> list[str]:
     flags = [] if startup else ["--no-startup"]
     return [HUBBOT, "--repo", str(repo), "validate", hub, "--env", env, *flags]
+
+
+def validate_all(repo: Path) -> list[str]:
+    """Every pair, with the start-up check."""
+    return [HUBBOT, "--repo", str(repo), "validate"]
 
 
 def validate(repo: Path) -> list[str]:
