@@ -2,14 +2,15 @@
 
 A summary comes first (the pairs, the counts, the images, what restarts, the
 warnings), then one section per affected pair: its effective-values table and
-its manifest diff. Values here are display text from bot.valuesdiff; secret
-values never reach this module.
+its manifest diff. Pairs whose sections would read the same, letter for letter
+apart from their names, share one section that names them all. Values here are
+display text from bot.valuesdiff; secret values never reach this module.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ from bot.valuesdiff import Row, ValuesDiff
 
 # The full markdown report in GitHub Actions, which the workflows upload as an artifact.
 ARTIFACT = "hubbot-diff.md"
+# A shared section's title names its pairs up to this many characters; the rest are
+# counted there and all of them listed in the section.
+TITLE_NAMES = 160
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,55 @@ def _manifest_text(manifests: ManifestDiff) -> str:
     return "".join(manifests.text[title] for title in manifests.text)
 
 
+@dataclass
+class _Section:
+    """One pair's section, or the one that pairs with the same section share."""
+
+    names: list[str]  # hub/env, in the report's order
+    why: str
+    body: list[str]
+
+    def title(self) -> tuple[str, str | None]:
+        """The title's names, and all the names when the title holds only some of them."""
+        if len(self.names) == 1:
+            return self.names[0], None
+        joined = ", ".join(self.names)
+        if len(joined) <= TITLE_NAMES:
+            return f"{joined} (identical)", None
+        shown: list[str] = []
+        for name in self.names:
+            if len(", ".join([*shown, name])) > TITLE_NAMES:
+                break
+            shown.append(name)
+        more = len(self.names) - len(shown)
+        title = f"{len(self.names)} identical pairs ({', '.join(shown)} and {more} more)"
+        return title, f"The same for all {len(self.names)} pairs: {joined}"
+
+
+def _sections(
+    report: DiffReport,
+    why: Callable[[Pair], str],
+    body: Callable[[PairReport], list[str]],
+) -> list[_Section]:
+    """Each pair's section, pairs whose sections are identical but for the name in one.
+
+    The whole rendered section is compared, title included, and so are the restarts and
+    refused changes the summary lists per pair: nothing that differs is hidden.
+    """
+    shared: dict[tuple[str, str, tuple[str, ...]], _Section] = {}
+    for item in report.pairs:
+        lines = body(item)
+        manifests = item.manifests
+        elsewhere = () if manifests is None else (*manifests.restarts, "", *manifests.refused)
+        key = (why(item.pair), "\n".join(lines), elsewhere)
+        name = f"{item.pair.hub}/{item.pair.env}"
+        if key in shared:
+            shared[key].names.append(name)
+        else:
+            shared[key] = _Section([name], key[0], lines)
+    return list(shared.values())
+
+
 # Text
 
 
@@ -205,24 +258,33 @@ def text(report: DiffReport) -> str:
     _section(out, "no effect", _no_effect_lines(plan))
     _section(out, "restarts", _restarts(report))
     _section(out, "warnings", list(report.warnings))
-    for item in report.pairs:
-        out += ["", f"== {item.pair.hub}/{item.pair.env}: {_describe(item.pair)}"]
-        out += _text_table(item.values)
-        out += [f"  {line}" for line in _secret_lines(item.values)]
-        for entry in item.values.overridden:
-            out.append(
-                f"  no effect: {entry.path} {entry.old} -> {entry.new} at {entry.file}, "
-                f"overridden by {entry.by}"
-            )
-        if item.note:
-            out.append(f"  manifests: {item.note}")
-        if item.manifests is not None:
-            out.append(f"  manifests: {_resources(item.manifests)}")
-            out += [f"  {line}" for line in item.manifests.hidden_summary()]
-            diff = _manifest_text(item.manifests).rstrip("\n")
-            if diff:
-                out.append(diff)
+    for section in _sections(report, _describe, _text_pair):
+        title, every = section.title()
+        out += ["", f"== {title}: {section.why}"]
+        if every:
+            out.append(f"  {every}")
+        out += section.body
     return "\n".join(out) + "\n"
+
+
+def _text_pair(item: PairReport) -> list[str]:
+    """One pair's section of the text report, below its title."""
+    out = _text_table(item.values)
+    out += [f"  {line}" for line in _secret_lines(item.values)]
+    for entry in item.values.overridden:
+        out.append(
+            f"  no effect: {entry.path} {entry.old} -> {entry.new} at {entry.file}, "
+            f"overridden by {entry.by}"
+        )
+    if item.note:
+        out.append(f"  manifests: {item.note}")
+    if item.manifests is not None:
+        out.append(f"  manifests: {_resources(item.manifests)}")
+        out += [f"  {line}" for line in item.manifests.hidden_summary()]
+        diff = _manifest_text(item.manifests).rstrip("\n")
+        if diff:
+            out.append(diff)
+    return out
 
 
 def _section(out: list[str], title: str, lines: list[str]) -> None:
@@ -282,16 +344,23 @@ def markdown(report: DiffReport, *, promotion: bool = False) -> str:
     ):
         if lines:
             out += [f"**{title}**", ""] + [f"- {escape_cell(line)}" for line in lines] + [""]
-    for item in report.pairs:
-        out += _markdown_pair(item, report.new.get((item.pair.hub, item.pair.env)))
+
+    def body(item: PairReport) -> list[str]:
+        return _markdown_pair(item, report.new.get((item.pair.hub, item.pair.env)))
+
+    for section in _sections(report, _why, body):
+        title, every = section.title()
+        out += ["<details>", f"<summary>{html.escape(f'{title}: {section.why}')}</summary>", ""]
+        if every:
+            out += [escape_cell(every), ""]
+        out += [*section.body, "</details>", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
 def _markdown_pair(item: PairReport, place: NewPair | None = None) -> list[str]:
-    """One pair's section; a new pair (`place`) shows where it runs, not every key."""
-    pair = item.pair
-    summary = html.escape(f"{pair.hub}/{pair.env}: {_why(pair)}")
-    out = ["<details>", f"<summary>{summary}</summary>", ""]
+    """One pair's section, inside its `<details>`; a new pair (`place`) shows where it
+    runs, not every key."""
+    out: list[str] = []
     if place is not None:
         keys = len(item.values.rows)
         out += ["| namespace | release | URL | image | keys |", "|---|---|---|---|---|"]
@@ -328,7 +397,6 @@ def _markdown_pair(item: PairReport, place: NewPair | None = None) -> list[str]:
         if diff.strip():
             out += ["", fence(diff, "diff").rstrip("\n")]
         out.append("")
-    out += ["</details>", ""]
     return out
 
 

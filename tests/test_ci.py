@@ -462,7 +462,10 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
         "Manifests, resources: 3 changed (DaemonSet/continuous-image-puller, "
         "DaemonSet/hook-image-puller, Secret/hub), 0 added, 0 removed"
     )
-    assert comment["body"].count(changed) == 4
+    # Each hub's prod and staging read the same: one block per hub names both.
+    assert comment["body"].count(changed) == 2
+    for hub in HUBS:
+        assert f"<summary>{hub}/prod, {hub}/staging (identical): " in comment["body"]
     assert "\n- image puller runs on every node: tess-private/prod, tess-private/staging, " \
         "tess-public/prod, tess-public/staging\n" in comment["body"]
     assert tags(oci_registry, repository) == []

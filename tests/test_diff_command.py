@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from bot import actions, helm, markdown
+from bot import actions, diffreport, helm, markdown
+from bot.diffreport import DiffReport, PairReport
 from bot.main import main
+from bot.manifests import ManifestDiff
+from bot.plan import VALUES, Pair, Plan, Reason
+from bot.valuesdiff import Row, ValuesDiff
 from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import PROJECT, commit_all
 from tests.fixtures.secrets import AgeKey, write_secrets
@@ -238,7 +243,9 @@ def test_a_very_large_diff_splits_into_balanced_parts_under_the_limit(
         str(tmp_path / "full.md"),
     )
     assert status == 0
-    assert out.count("\n| `jupyterhub.extra.key") == 6000
+    # Offline, prod and staging read the same: one shared section holds the keys.
+    assert "<summary>tess-private/prod, tess-private/staging (identical): " in out
+    assert out.count("\n| `jupyterhub.extra.key") == 3000
     parts = markdown.split(out)
     assert len(parts) > 1
     for part in parts:
@@ -377,3 +384,118 @@ def test_a_resized_static_volume_is_a_warning_and_an_error(
     assert status == 1
     (prod,) = [item for item in json.loads(out)["diffs"] if item["env"] == "prod"]
     assert prod["manifests"]["refused"] == [line.split(": ", 1)[1] for line in refused[:2]]
+
+
+# --- identical pairs share one section --------------------------------------------------
+
+
+def report_of(*items: tuple[str, str, str, str]) -> DiffReport:
+    """A report of pairs (hub, env, a manifest diff line, a restart), each with one key
+    changed in hub/values.yaml."""
+    why = (Reason(VALUES, "1 key changed", ("hub/values.yaml",)),)
+    pairs = tuple(Pair(hub, env, why) for hub, env, _, _ in items)
+    reports = tuple(
+        PairReport(
+            pair,
+            ValuesDiff(
+                pair.hub, pair.env, (Row("hub.x", "1", "2", "hub/values.yaml:3"),), (),
+                ("hub/values.yaml",), (), decrypted=False,
+            ),
+            ManifestDiff(
+                changed=["ConfigMap/hub"],
+                text={"ConfigMap/hub": f"--- old/ConfigMap/hub\n+++ new/ConfigMap/hub\n{line}\n"},
+                restarts=[restart] if restart else [],
+            ),
+        )
+        for pair, (_, _, line, restart) in zip(pairs, items, strict=True)
+    )
+    return DiffReport(Plan("staging", "HEAD", (), pairs, ()), reports)
+
+
+def summaries(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("<summary>")]
+
+
+def test_pairs_with_the_same_diff_share_one_details_block_naming_both() -> None:
+    report = report_of(
+        ("tess-public", "prod", "+  x: 2", ""), ("tess-public", "staging", "+  x: 2", "")
+    )
+    out = diffreport.markdown(report)
+    assert out.count("<details>") == out.count("</details>") == 1
+    assert summaries(out) == [
+        "<summary>tess-public/prod, tess-public/staging (identical): "
+        "1 key changed in hub/values.yaml</summary>"
+    ]
+    assert out.count("| `hub.x` | `1` | `2` | `hub/values.yaml:3` |") == 1
+    assert out.count("+  x: 2") == 1
+
+    text = diffreport.text(report)
+    assert [line for line in text.splitlines() if line.startswith("==")] == [
+        "== tess-public/prod, tess-public/staging (identical): 1 key changed in hub/values.yaml"
+    ]
+    assert text.count("+  x: 2") == 1
+
+
+def test_pairs_that_differ_in_one_line_or_in_what_restarts_keep_their_own_blocks() -> None:
+    report = report_of(
+        ("a", "prod", "+  x: 2", ""),
+        ("a", "staging", "+  x: 3", ""),  # one manifest line differs
+        ("b", "prod", "+  x: 2", "hub pod restarts"),  # the block reads as a/prod's
+        ("c", "prod", "+  x: 2", ""),  # the same as a/prod, after the others
+    )
+    out = diffreport.markdown(report)
+    assert out.count("<details>") == 3
+    assert [line.split(":")[0] for line in summaries(out)] == [
+        "<summary>a/prod, c/prod (identical)", "<summary>a/staging", "<summary>b/prod",
+    ]
+    assert "+  x: 3" in out.split("<summary>a/staging")[1].split("</details>")[0]
+    text = diffreport.text(report)
+    assert [line.split(":")[0] for line in text.splitlines() if line.startswith("==")] == [
+        "== a/prod, c/prod (identical)", "== a/staging", "== b/prod",
+    ]
+
+
+def test_many_identical_pairs_are_counted_in_the_title_and_all_named_inside() -> None:
+    hubs = [f"hub-{i:03d}" for i in range(200)]
+    report = report_of(*[(hub, env, "+  x: 2", "") for hub in hubs for env in ("prod", "staging")])
+    out = diffreport.markdown(report)
+    assert out.count("<details>") == 1
+    (summary,) = summaries(out)
+    shown = re.fullmatch(
+        r"<summary>400 identical pairs \((.*) and (\d+) more\): "
+        r"1 key changed in hub/values\.yaml</summary>",
+        summary,
+    )
+    assert shown is not None
+    names = shown.group(1).split(", ")
+    assert names[:3] == ["hub-000/prod", "hub-000/staging", "hub-001/prod"]
+    assert len(shown.group(1)) <= diffreport.TITLE_NAMES
+    assert len(names) + int(shown.group(2)) == 400
+    every = ", ".join(f"{hub}/{env}" for hub in hubs for env in ("prod", "staging"))
+    assert f"\nThe same for all 400 pairs: {every}\n" in out
+    assert len(out) < markdown.COMMENT_LIMIT
+    text = diffreport.text(report)
+    assert f"\n  The same for all 400 pairs: {every}\n" in text
+
+
+def test_a_shared_values_change_groups_the_pairs_whose_manifest_diffs_match(
+    chart_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(chart_repo, "hub/values.yaml", "capacity: 1Ti", "capacity: 2Ti")
+    status, out, _ = hubbot(chart_repo, capsys, "diff", "--base", "HEAD", "--format", "markdown")
+    assert status == 1  # tess-private's static volumes cannot be resized
+    why = "1 key changed in hub/values.yaml"
+    # tess-public renders no volume; each tess-private pair names its own.
+    assert summaries(out) == [
+        f"<summary>tess-private/prod: {why}</summary>",
+        f"<summary>tess-private/staging: {why}</summary>",
+        f"<summary>tess-public/prod, tess-public/staging (identical): {why}</summary>",
+    ]
+    staging = out.split("<summary>tess-private/staging: ")[1].split("</details>")[0]
+    assert "+++ new/PersistentVolume/tess-private-staging-home\n" in staging
+    status, out, _ = hubbot(chart_repo, capsys, "diff", "--base", "HEAD", "--format", "text")
+    assert [line for line in out.splitlines() if line.startswith("==")] == [
+        f"== tess-private/prod: {why}",
+        f"== tess-private/staging: {why}",
+        f"== tess-public/prod, tess-public/staging (identical): {why}",
+    ]

@@ -231,3 +231,31 @@ def test_package_records_are_read_as_conda_and_pip_leave_them() -> None:
         ("pip", "/srv/conda/envs/notebook", "nbgitpuller"): "1.2.1",
         ("conda", "/srv/conda", "mamba"): "1.5.8",
     }
+
+
+def test_the_comment_gives_pairs_with_the_same_diff_one_block_and_others_their_own(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path
+) -> None:
+    base = git(hub_repo, "rev-parse", "staging")
+    first = branch_with_change(hub_repo, "culling", "timeout: 600", "timeout: 900")
+    pull = api.add_pull("culling", "staging")
+    assert ci(hub_repo, "pull_request",
+              pull_event(tmp_path, pull["number"], "staging", base, "culling", first)) == 0
+    text = body(api, pull["number"])
+    why = "1 key changed in tess-public/config/common.yaml"
+    diff = text.split("<!-- hubbot:diff-of")[1]
+    assert diff.count("<details>") == diff.count("</details>") == 1
+    assert f"<summary>tess-public/prod, tess-public/staging (identical): {why}</summary>" in diff
+    assert diff.count("~ cull.timeout: 600 -> 900") == 1
+
+    # Prod's culling now differs from staging's: each pair gets its own block again.
+    edit(hub_repo, "deployments/tess-public/config/prod.yaml", "jupyterhub:\n",
+         "jupyterhub:\n  cull:\n    timeout: 1200\n")
+    second = commit_all(hub_repo, "culling: longer in prod")
+    assert ci(hub_repo, "pull_request",
+              pull_event(tmp_path, pull["number"], "staging", base, "culling", second)) == 0
+    diff = body(api, pull["number"]).split("<!-- hubbot:diff-of")[1]
+    summaries = re.findall(r"<summary>([^:<]*):", diff)
+    assert summaries == ["tess-public/prod", "tess-public/staging"]
+    assert "~ cull.timeout: 600 -> 1200" in diff
+    assert "~ cull.timeout: 600 -> 900" in diff
