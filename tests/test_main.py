@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -152,3 +153,24 @@ def test_output_the_terminal_cannot_encode_is_escaped(hub_repo: Path) -> None:
     )
     assert refused.returncode == 1
     assert refused.stderr.startswith(b"hubbot: error: unknown environment 'stag\\xe9'")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The modules `path` imports, by name (`from bot import x` gives bot.x)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def test_verbs_call_library_modules_never_another_verb() -> None:
+    bot = Path(__file__).parent.parent / "bot"
+    for module in sorted(bot.rglob("*.py")):
+        if module.name == "main.py" and module.parent == bot:
+            continue  # the command line imports the chosen verb's module
+        verbs = {name for name in imported_modules(module) if name.startswith("bot.commands.")}
+        assert not verbs, f"{module.relative_to(bot.parent)} imports {sorted(verbs)}"

@@ -57,8 +57,8 @@ from bot import (
     sops,
     sops_config,
     startup,
+    verdicts,
 )
-from bot.commands import validate
 from bot.diffreport import ARTIFACT
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
@@ -242,18 +242,15 @@ def validate_step(
     differ from `base_ref` (bot/scope.py)."""
     with ctx.report.step("validate"):
         output = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-        # The start-up check runs in its own step, for the affected pairs only.
-        args = argparse.Namespace(
-            repo=ctx.repo,
-            hubs=[],
-            env=None,
-            format=output,
-            base=base_ref,
-            no_startup=True,
-            only_changed=only_changed,
-        )
         found: list[tuple[str, HubbotError]] = []
-        status = validate.run(args, found)
+        status = verdicts.validate(
+            ctx.repo,
+            output_format=output,
+            base=base_ref,
+            no_startup=True,  # it runs in its own step, for the affected pairs only
+            only_changed=only_changed,
+            found=found,
+        )
         if problems is not None:
             problems += [prcomment.Problem(where, error) for where, error in found]
         if status != 0:
