@@ -12,7 +12,7 @@ import pytest
 from bot import helm
 from bot.errors import HubbotError
 from bot.manifests import parse
-from bot.previewchart import MARK, marked_paths, preview_chart
+from bot.previewchart import MARK, MAX_FILE_SIZE, marked_paths, preview_chart
 
 VALUES = json.dumps({"jupyterhub": {"singleuser": {"image": {"name": "u", "tag": "1"}}}})
 
@@ -98,3 +98,16 @@ def test_a_hostile_dependency_package_is_refused(
     with pytest.raises(HubbotError, match=message), preview_chart(chart):
         pass
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_package_that_unpacks_bigger_than_helm_loads_is_refused_before_unpacking(
+    tmp_path: Path,
+) -> None:
+    chart = tmp_path / "c"
+    (chart / "charts").mkdir(parents=True)
+    big = package({"dep/Chart.yaml": b"x", "dep/templates/big.yaml": bytes(MAX_FILE_SIZE + 1)})
+    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(big)
+    assert len(big) < 100_000  # zeros compress well: the size only shows unpacked
+    with pytest.raises(HubbotError, match="more than helm loads"), preview_chart(chart):
+        pass
+    assert not list((chart / "charts").glob("tmp*"))
