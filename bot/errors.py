@@ -33,6 +33,15 @@ class HubbotError(Exception):
     def __str__(self) -> str:
         return f"{self.location}: {self.message}" if self.location else self.message
 
+    def as_json(self) -> dict[str, str | int | None]:
+        """File, line and message, as `--format json` reports a problem."""
+        where = self.location
+        return {
+            "file": where.file if where else None,
+            "line": where.line if where else None,
+            "message": self.message,
+        }
+
 
 class UsageError(HubbotError):
     """The command line itself is wrong: exit status 2."""

@@ -12,7 +12,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bot import actions, chartschema, helm, startup
 from bot.errors import HubbotError
@@ -151,8 +150,8 @@ class Report:
                         "env": pair.env,
                         "status": "failed" if pair.problems else "ok",
                         "checked_against": pair.checked or None,
-                        "problems": [as_json(problem) for problem in pair.problems],
-                        "warnings": [as_json(warning) for warning in pair.warnings],
+                        "problems": [problem.as_json() for problem in pair.problems],
+                        "warnings": [warning.as_json() for warning in pair.warnings],
                         "startup": pair.startup,
                     }
                     for pair in self.pairs
@@ -161,7 +160,7 @@ class Report:
                     {
                         "name": name,
                         "status": "failed" if problems else "ok",
-                        "problems": [as_json(problem) for problem in problems],
+                        "problems": [problem.as_json() for problem in problems],
                     }
                     for name, problems in self.checks
                 ],
@@ -172,15 +171,6 @@ class Report:
             }
             print(json.dumps(document, indent=2))
         return 1 if failed else 0
-
-
-def as_json(problem: HubbotError) -> dict[str, Any]:
-    location = problem.location
-    return {
-        "file": location.file if location else None,
-        "line": location.line if location else None,
-        "message": problem.message,
-    }
 
 
 def with_startup(source: WorkTree, results: list[Checked | HubValues]) -> list[Checked]:

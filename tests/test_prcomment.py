@@ -11,7 +11,7 @@ import pytest
 from bot.main import main
 from tests import test_ci
 from tests.fixtures.containers import USER_IMAGE_DIR, LocalRegistry, busybox_image, point_hubs_at
-from tests.fixtures.github import FakeGitHub
+from tests.fixtures.github import FakeGitHub, Json
 from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git
 from tests.test_ci import branch_with_change, ci, edit, pull_event
@@ -27,14 +27,23 @@ def body(api: FakeGitHub, number: int) -> str:
     return str(comment["body"])
 
 
-def test_a_second_push_that_fails_validation_updates_the_comment_and_outdates_the_diff(
-    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def culling_pull_request(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path
+) -> tuple[str, str, Json]:
+    """A pull request to staging changing tess-public's culling timeout, checked once:
+    (base sha, head sha, the pull request)."""
     base = git(hub_repo, "rev-parse", "staging")
     first = branch_with_change(hub_repo, "culling", "timeout: 600", "timeout: 900")
     pull = api.add_pull("culling", "staging")
     assert ci(hub_repo, "pull_request",
               pull_event(tmp_path, pull["number"], "staging", base, "culling", first)) == 0
+    return base, first, pull
+
+
+def test_a_second_push_that_fails_validation_updates_the_comment_and_outdates_the_diff(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, first, pull = culling_pull_request(hub_repo, api, tmp_path)
     good = body(api, pull["number"])
     assert f"### hubbot: head `{first[:7]}` checked, diff below" in good
     assert f"<!-- hubbot:diff-of {first} -->" in good
@@ -236,11 +245,7 @@ def test_package_records_are_read_as_conda_and_pip_leave_them() -> None:
 def test_the_comment_gives_pairs_with_the_same_diff_one_block_and_others_their_own(
     hub_repo: Path, api: FakeGitHub, tmp_path: Path
 ) -> None:
-    base = git(hub_repo, "rev-parse", "staging")
-    first = branch_with_change(hub_repo, "culling", "timeout: 600", "timeout: 900")
-    pull = api.add_pull("culling", "staging")
-    assert ci(hub_repo, "pull_request",
-              pull_event(tmp_path, pull["number"], "staging", base, "culling", first)) == 0
+    base, _, pull = culling_pull_request(hub_repo, api, tmp_path)
     text = body(api, pull["number"])
     why = "1 key changed in tess-public/config/common.yaml"
     diff = text.split("<!-- hubbot:diff-of")[1]

@@ -149,14 +149,6 @@ def _print_check_json(
     details: list[str],
     notes: list[str],
 ) -> None:
-    def problem(error: HubbotError) -> dict[str, Any]:
-        where = error.location
-        return {
-            "file": where.file if where else None,
-            "line": where.line if where else None,
-            "message": error.message,
-        }
-
     document = {
         "valid": not problems and all(error is None for _, error, _ in results),
         "files": [
@@ -165,7 +157,7 @@ def _print_check_json(
                 "status": "ok" if error is None else "failed",
                 # None: the file failed before its MAC could be checked.
                 "mac_verified": verified if error is None else None,
-                "problems": [] if error is None else [problem(error)],
+                "problems": [] if error is None else [error.as_json()],
             }
             for file, error, verified in results
         ],
