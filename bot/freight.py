@@ -315,8 +315,8 @@ def verify_prod(trust: records.Trust, ours: Checkout, prod: Freight) -> records.
 @dataclass(frozen=True)
 class GitHubRecorder:
     """Records each deploy as a GitHub deployment of the checked-out commit, its freight
-    and commit tree as payload; a success status carries the proof when the record key
-    is known.
+    and commit tree as payload; a success status carries the proof when the job holds its
+    environment's signing key.
 
     A GitHub failure never stops a deploy: it comes back as a note for the outcome table.
     A deploy from a working tree that differs from its commit is not recorded at all,
@@ -325,7 +325,7 @@ class GitHubRecorder:
 
     client: github.Client
     ours: Checkout
-    key: records.RecordKey | None
+    key: records.SigningKey | None
 
     def started(
         self, values: HubValues, freight: Freight | None
@@ -365,8 +365,8 @@ class GitHubRecorder:
                 )
             elif ok:
                 notes.append(
-                    f"deployment {deployment['id']} carries no proof ({records.KEY_VARIABLE} is "
-                    "not set): prod will not count it"
+                    f"deployment {deployment['id']} carries no proof "
+                    f"({records.SIGNING_KEY_VARIABLE} is not set): prod will not count it"
                 )
             try:
                 github.create_deployment_status(
@@ -383,7 +383,7 @@ class GitHubRecorder:
         return finished
 
 
-def record_staging_run(client: github.Client, ours: Checkout, key: records.RecordKey) -> None:
+def record_staging_run(client: github.Client, ours: Checkout, key: records.SigningKey) -> None:
     """Record that a staging run of this commit passed with no staging pair to deploy.
 
     A change only prod receives (a prod.yaml) deploys nothing on staging; this record is
@@ -419,8 +419,8 @@ def freight_check(
             if trust is None:
                 raise HubbotError(
                     "a prod deploy must prove staging ran the same commit tree and freight, "
-                    "from GitHub deployment records checked with the record key: set "
-                    f"GITHUB_TOKEN, GITHUB_REPOSITORY and {records.KEY_VARIABLE}"
+                    "from GitHub deployment records checked with the environments' public "
+                    f"keys: set GITHUB_TOKEN, GITHUB_REPOSITORY and {records.PUBLIC_KEYS_VARIABLE}"
                 )
             require_committed(ours)
             verify_prod(trust, ours, freight)

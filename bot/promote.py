@@ -103,8 +103,8 @@ def body(
     hubs = discover_hubs(head)
     if trust is None:
         freight = (
-            f"Not shown: the staging records cannot be verified here ({records.KEY_VARIABLE} "
-            "is not set).\n"
+            "Not shown: the staging records cannot be verified here "
+            f"({records.PUBLIC_KEYS_VARIABLE} is not set).\n"
         )
     else:
         latest = {hub: next(iter(staging_records(trust, hub).verified), None) for hub in hubs}

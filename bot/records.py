@@ -5,18 +5,26 @@ with any environment, sha, payload and status, and a pull request's own workflow
 acts as `github-actions[bot]` just like the deploy workflow. So a record counts
 only when, besides coming from the deploy workflow's identity for the right
 commit, hub and environment, with no failed status, its success status carries
-a proof: an HMAC-SHA256 over (repository, sha, commit tree, hub, environment,
-payload, outcome) keyed by HUBBOT_RECORD_KEY. That key is a secret of the GitHub
-environments `staging` and `prod` only, whose branch policies keep it out of
-pull request workflows (infra/github.tf). The proof is written only on success,
-so a failed deploy re-marked success has none, and it binds the sha and payload,
-so copying it onto another record does not verify.
+a proof: an Ed25519 signature over (repository, sha, commit tree, hub,
+environment, payload, outcome) made with the signing key of that record's
+environment.
+
+Each GitHub environment holds its own private key as the secret
+HUBBOT_RECORD_SIGNING_KEY (staging's in `staging`, prod's in `prod`), whose
+branch policies keep it out of pull request workflows (infra/github.tf).
+Checking a record needs only the public keys, HUBBOT_RECORD_PUBLIC_KEYS
+(`staging=<base64>,prod=<base64>`, a repository variable), so a job that holds
+no secret (the promotion step) can check them too, and a record of environment
+E counts only when E's public key verifies it: the prod deploy job, holding
+prod's key, cannot make a staging record that counts. The proof is written only
+on success, so a failed deploy re-marked success has none, and it binds the sha
+and payload, so copying it onto another record does not verify.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import binascii
 import itertools
 import json
 import re
@@ -25,17 +33,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from bot import git, github
 from bot.errors import HubbotError
 
-KEY_VARIABLE = "HUBBOT_RECORD_KEY"
+SIGNING_KEY_VARIABLE = "HUBBOT_RECORD_SIGNING_KEY"
+PUBLIC_KEYS_VARIABLE = "HUBBOT_RECORD_PUBLIC_KEYS"
 CREATOR_VARIABLE = "HUBBOT_RECORD_CREATOR"
 # The login GITHUB_TOKEN acts as; a GitHub App's installation token acts as `<app-slug>[bot]`.
 DEFAULT_CREATOR = "github-actions[bot]"
-MIN_KEY_LENGTH = 32
-FORMAT = 1
+KEY_BYTES = 32
+# Base64url without padding of a 64-byte signature.
+SIGNATURE_CHARACTERS = 86
+# 2: an Ed25519 signature (1 was an HMAC keyed by a secret every environment shared).
+FORMAT = 2
 PROOF_PREFIX = "hubbot-proof:"
-_PROOF_RE = re.compile(r"hubbot-proof:([0-9a-f]{64})(?:\s|$)")
+_PROOF_RE = re.compile(r"hubbot-proof:(\S*)")
+_SIGNATURE_RE = re.compile(rf"[A-Za-z0-9_-]{{{SIGNATURE_CHARACTERS}}}")
+_ENVIRONMENT_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 # How many records of one environment to look through, newest first.
 HISTORY = 30
 FAILED_STATES = ("failure", "error")
@@ -46,24 +67,111 @@ DESCRIPTION_LIMIT = 140
 
 
 @dataclass(frozen=True)
-class RecordKey:
-    secret: bytes = field(repr=False)
+class SigningKey:
+    """One environment's Ed25519 private key; never printed (not even its repr)."""
+
+    private: Ed25519PrivateKey = field(repr=False)
 
 
-def key_from_env(
+@dataclass(frozen=True)
+class PublicKeys:
+    """Each environment's Ed25519 public key, raw bytes by environment name."""
+
+    by_env: Mapping[str, bytes]
+
+
+def _decode_key(text: str) -> bytes | None:
+    """The 32 raw bytes a base64 (or base64url) key text holds; None if it holds none."""
+    stripped = text.strip()
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == KEY_BYTES else None
+
+
+def public_key_text(key: SigningKey) -> str:
+    """The base64 of the raw public key of `key`: what HUBBOT_RECORD_PUBLIC_KEYS lists."""
+    return base64.b64encode(_public_raw(key)).decode()
+
+
+def _public_raw(key: SigningKey) -> bytes:
+    return key.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def signing_key_from_env(
     environ: Mapping[str, str], register: Callable[[str], object]
-) -> RecordKey | None:
-    """HUBBOT_RECORD_KEY, registered with the redactor; None when it is not set."""
-    value = environ.get(KEY_VARIABLE, "")
+) -> SigningKey | None:
+    """HUBBOT_RECORD_SIGNING_KEY, registered with the redactor; None when it is not set."""
+    value = environ.get(SIGNING_KEY_VARIABLE, "")
     if not value:
         return None
     register(value)
-    if len(value) < MIN_KEY_LENGTH:
+    register(value.strip())
+    raw = _decode_key(value)
+    if raw is None:
+        # Never the value, nor its length: only what form was expected.
         raise HubbotError(
-            f"{KEY_VARIABLE} is too short ({len(value)} characters): use at least "
-            f"{MIN_KEY_LENGTH} random characters (`openssl rand -hex 32`)"
+            f"{SIGNING_KEY_VARIABLE} is not an Ed25519 private key: it must be the base64 "
+            f"of the key's {KEY_BYTES} raw bytes (README.md, \"The prod lock\", says how to "
+            "create one)"
         )
-    return RecordKey(value.encode())
+    register(raw.hex())
+    register(base64.urlsafe_b64encode(raw).decode())
+    return SigningKey(Ed25519PrivateKey.from_private_bytes(raw))
+
+
+def public_keys_from_env(environ: Mapping[str, str]) -> PublicKeys | None:
+    """HUBBOT_RECORD_PUBLIC_KEYS, `ENV=BASE64,ENV=BASE64`; None when it is not set."""
+    value = environ.get(PUBLIC_KEYS_VARIABLE, "").strip()
+    if not value:
+        return None
+    found: dict[str, bytes] = {}
+    for entry in value.split(","):
+        env, equals, text = (part.strip() for part in entry.strip().partition("="))
+        if not equals or not _ENVIRONMENT_RE.fullmatch(env):
+            raise HubbotError(
+                f"{PUBLIC_KEYS_VARIABLE}: {entry.strip()!r} is not ENV=KEY; write it as "
+                "`staging=<base64>,prod=<base64>`"
+            )
+        raw = _decode_key(text)
+        if raw is None:
+            raise HubbotError(
+                f"{PUBLIC_KEYS_VARIABLE}: the key of {env} is not an Ed25519 public key "
+                f"(the base64 of its {KEY_BYTES} raw bytes)"
+            )
+        if env in found:
+            raise HubbotError(f"{PUBLIC_KEYS_VARIABLE} names {env} twice")
+        twin = next((other for other, key in found.items() if key == raw), None)
+        if twin is not None:
+            raise HubbotError(
+                f"{PUBLIC_KEYS_VARIABLE} gives {twin} and {env} the same key: each environment "
+                "must sign with its own key, or one could prove the other's deploys"
+            )
+        found[env] = raw
+    return PublicKeys(found)
+
+
+def signing_key_for(
+    environ: Mapping[str, str], register: Callable[[str], object], env: str
+) -> SigningKey | None:
+    """The signing key of a job that deploys `env`; None when it holds none. When the
+    public keys are known too, the key must be `env`'s: records signed with any other
+    would never verify."""
+    key = signing_key_from_env(environ, register)
+    keys = public_keys_from_env(environ)
+    if key is None or keys is None or env not in keys.by_env:
+        return key
+    mine = _public_raw(key)
+    if keys.by_env[env] != mine:
+        owner = next((other for other, raw in keys.by_env.items() if raw == mine), None)
+        whose = f"the {owner} environment's key" if owner else "no environment's key"
+        raise HubbotError(
+            f"{SIGNING_KEY_VARIABLE} is {whose} in {PUBLIC_KEYS_VARIABLE}, not {env}'s: "
+            f"its records of {env} would never verify; give the job {env}'s own secret"
+        )
+    return key
 
 
 def creator_from_env(environ: Mapping[str, str]) -> str:
@@ -81,7 +189,7 @@ class Subject:
     env: str
 
 
-def proof(key: RecordKey, subject: Subject, payload: Mapping[str, Any], outcome: str) -> str:
+def _message(subject: Subject, payload: Mapping[str, Any], outcome: str) -> bytes:
     message = {
         "hubbot_record": FORMAT,
         "repository": subject.repository,
@@ -92,13 +200,44 @@ def proof(key: RecordKey, subject: Subject, payload: Mapping[str, Any], outcome:
         "payload": payload,
         "outcome": outcome,
     }
-    canonical = json.dumps(message, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(key.secret, canonical, hashlib.sha256).hexdigest()
+    return json.dumps(message, sort_keys=True, separators=(",", ":")).encode()
 
 
-def proven_description(proof_hex: str, detail: str) -> str:
+def proof(key: SigningKey, subject: Subject, payload: Mapping[str, Any], outcome: str) -> str:
+    """The signature of what a record says, base64url without padding (86 characters)."""
+    signature = key.private.sign(_message(subject, payload, outcome))
+    return base64.urlsafe_b64encode(signature).decode().rstrip("=")
+
+
+def proof_verifies(
+    public: bytes, text: str, subject: Subject, payload: Mapping[str, Any], outcome: str
+) -> bool:
+    """Whether `text`, a well-formed proof, is the signature of that record by `public`."""
+    signature = base64.urlsafe_b64decode(text + "==")
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(
+            signature, _message(subject, payload, outcome)
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+def malformed(text: str) -> str | None:
+    """Why `text` is not a proof's form; None when it is."""
+    if _SIGNATURE_RE.fullmatch(text):
+        return None
+    if len(text) != SIGNATURE_CHARACTERS:
+        return (
+            f"its proof is malformed: {len(text)} characters, where an Ed25519 signature "
+            f"takes {SIGNATURE_CHARACTERS} base64url characters (cut short, or not hubbot's)"
+        )
+    return "its proof is malformed: it holds characters that are not base64url"
+
+
+def proven_description(proof_text: str, detail: str) -> str:
     """A success status's description: the proof first, then as much detail as fits."""
-    return f"{PROOF_PREFIX}{proof_hex} {detail}"[:DESCRIPTION_LIMIT]
+    return f"{PROOF_PREFIX}{proof_text} {detail}"[:DESCRIPTION_LIMIT]
 
 
 @dataclass(frozen=True)
@@ -145,11 +284,12 @@ Expected = Callable[[str], tuple[str | None, str] | None]
 
 @dataclass(frozen=True)
 class Trust:
-    """What a record is checked against: this clone, this repository, the key, the creator."""
+    """What a record is checked against: this clone, this repository, each environment's
+    public key, the creator."""
 
     client: github.Client
     repo: Path
-    key: RecordKey
+    keys: PublicKeys
     creator: str = DEFAULT_CREATOR
     # Lookups already made: one run asks the same for every pair.
     memo: dict[Any, Found] = field(default_factory=dict, compare=False, repr=False)
@@ -251,13 +391,37 @@ class Trust:
         if found is None:
             return (
                 "its success status carries no proof (deployed without "
-                f"{KEY_VARIABLE}, or not by a deploy job)"
+                f"{SIGNING_KEY_VARIABLE}, or not by a deploy job)"
+            )
+        why = malformed(found.group(1))
+        if why is not None:
+            return why
+        public = self.keys.by_env.get(env)
+        if public is None:
+            named = ", ".join(sorted(self.keys.by_env)) or "none"
+            return (
+                f"its proof cannot be checked: {PUBLIC_KEYS_VARIABLE} has no key of the {env} "
+                f"environment (it has {named})"
             )
         subject = Subject(self.client.repository, sha, tree, hub, env)
-        if not hmac.compare_digest(found.group(1), proof(self.key, subject, payload, "success")):
+        if not proof_verifies(public, found.group(1), subject, payload, "success"):
+            signer = next(
+                (
+                    other
+                    for other, key in sorted(self.keys.by_env.items())
+                    if other != env and proof_verifies(key, found.group(1), subject, payload,
+                                                       "success")
+                ),
+                None,
+            )
+            if signer is not None:
+                return (
+                    f"its proof was signed with the {signer} environment's key, not {env}'s: "
+                    f"only a {env} deploy proves a {env} record"
+                )
             return (
-                "its proof does not match: it was not written by a deploy holding this "
-                f"repository's {KEY_VARIABLE} for this commit and payload"
+                f"its proof does not verify with the {env} environment's public key: it was "
+                f"not signed by a {env} deploy for this commit and payload"
             )
         return Record(int(deployment["id"]), sha, tree, payload)
 
@@ -266,12 +430,11 @@ def trust_from_env(
     client: github.Client,
     repo: Path,
     environ: Mapping[str, str],
-    register: Callable[[str], object],
 ) -> Trust | None:
-    """Who records are checked against, from HUBBOT_RECORD_KEY (None when it is not set)
-    and HUBBOT_RECORD_CREATOR."""
-    key = key_from_env(environ, register)
-    return None if key is None else Trust(client, repo, key, creator_from_env(environ))
+    """Who records are checked against, from HUBBOT_RECORD_PUBLIC_KEYS (None when it is
+    not set) and HUBBOT_RECORD_CREATOR. Public keys only: checking signs nothing."""
+    keys = public_keys_from_env(environ)
+    return None if keys is None else Trust(client, repo, keys, creator_from_env(environ))
 
 
 def _login(item: dict[str, Any]) -> str:

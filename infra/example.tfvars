@@ -10,3 +10,9 @@ data_buckets      = ["stpubdata"]
 
 # GitHub (github.tf): the teams whose approval a prod deploy waits for.
 prod_reviewer_teams = ["hub-admins"]
+# Each environment's record public key (README.md, "The prod lock", makes the pairs
+# and prints these lines); replace these with yours.
+record_public_keys = {
+  staging = "y9g9nkB/+kozbgAoJZQYS3jJtCA38m6+lhrk8rtQvB4="
+  prod    = "Sg3k1/A+j+kHndzot4uKsq2iQc+h5UGFoQVrd698ok0="
+}

@@ -34,10 +34,12 @@ from tests.fixtures.helm_standin import (
     point_urls,
 )
 from tests.fixtures.jupyterhub import Hub
+from tests.fixtures.record_keys import PUBLIC, SIGNING, make_record_keys
 from tests.fixtures.repos import PROJECT, commit_all, git
 from tests.fixtures.secrets import AgeKey, age_rules, encrypt_yaml, write_secrets
 
 FULL_NAME = "tess-org/tess-hubs"
+KEYS = make_record_keys()
 
 
 @pytest.fixture
@@ -48,8 +50,9 @@ def api(github_api: FakeGitHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
                  "GITHUB_ACTIONS", "AWS_ROLE_ARN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
-    # The deploy jobs' environment secret (never given to pull request workflows).
-    monkeypatch.setenv("HUBBOT_RECORD_KEY", "ci-test-record-key-" + secrets.token_hex(16))
+    # What the staging jobs hold; ci() gives each run its own environment's key.
+    monkeypatch.setenv(SIGNING, KEYS.signing["staging"])
+    monkeypatch.setenv(PUBLIC, KEYS.public())
     return github_api
 
 
@@ -86,6 +89,14 @@ def pull_event(
 
 
 def ci(repo: Path, event: str, path: Path, ref: str = "") -> int:
+    """`hubbot ci` as the workflow runs it: a push's jobs hold their branch's environment
+    signing key (when the test gives the jobs the record keys); a pull request's none.
+    The api fixture's monkeypatch restores the variable after the test."""
+    branch = str(json.loads(path.read_text()).get("ref", "")).removeprefix("refs/heads/")
+    if event == "pull_request":
+        os.environ.pop(SIGNING, None)
+    elif os.environ.get(PUBLIC) and branch in KEYS.signing:
+        os.environ[SIGNING] = KEYS.signing[branch]
     args = ["--repo", str(repo), "ci", "--event", event, "--event-path", str(path)]
     return main([*args, "--ref", ref] if ref else args)
 

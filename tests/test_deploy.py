@@ -20,7 +20,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from ruamel.yaml import YAML
 
-from bot import github
+from bot import github, records
 from bot.helm import PACKAGES_ENV
 from bot.main import main
 from bot.memfs import process_start
@@ -43,6 +43,7 @@ from tests.fixtures.helm_standin import (
     use_kubeconfig_provider,
 )
 from tests.fixtures.jupyterhub import Hub, HubRuntime, StartHub
+from tests.fixtures.record_keys import PUBLIC, SIGNING, make_record_keys
 from tests.fixtures.repos import commit_all, git
 from tests.fixtures.secrets import (
     AgeKey,
@@ -53,7 +54,8 @@ from tests.fixtures.secrets import (
 )
 
 IMAGE_REPOSITORY = "tess-user-image"
-RECORD_KEY = "record-key-" + secrets.token_hex(24)
+# Each environment's own signing key, as its GitHub environment holds it.
+KEYS = make_record_keys()
 
 
 @dataclass(frozen=True)
@@ -276,10 +278,12 @@ def test_a_missing_eks_cluster_fails_the_pair_before_helm(
 @pytest.fixture
 def recorded(deployable: Deployable, github_api: FakeGitHub,
              monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
-    """The GitHub stand-in, and the record key the deploy jobs hold."""
+    """The GitHub stand-in, and the record keys the deploy jobs hold: every environment's
+    public key, and (see deploy()) the signing key of the environment deployed."""
     for name, value in github_api.env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HUBBOT_RECORD_KEY", RECORD_KEY)
+    monkeypatch.setenv(SIGNING, KEYS.signing["staging"])
+    monkeypatch.setenv(PUBLIC, KEYS.public())
     monkeypatch.delenv("GITHUB_SHA", raising=False)
     return github_api
 
@@ -384,6 +388,12 @@ def test_sigkill_mid_deploy_leaves_nothing_decrypted_and_no_helm_running(
 
 
 def deploy(d: Deployable, *args: str) -> int:
+    """`hubbot deploy ARGS` as the deploy job of its environment: holding that environment's
+    signing key, when the test gives the jobs one (as GitHub gives a job its environment's
+    secret; monkeypatch restores the variable after the test)."""
+    env = args[-1]
+    if os.environ.get(SIGNING) and env in KEYS.signing:
+        os.environ[SIGNING] = KEYS.signing[env]
     return main(["--repo", str(d.repo), "deploy", *args])
 
 
@@ -552,7 +562,8 @@ def forge(
 
 @pytest.mark.parametrize(
     "forgery",
-    ["zero proof", "no proof", "proof copied", "zero sha", "another hub", "a person's token"],
+    ["zero proof", "no proof", "proof copied", "proof cut short", "signed with prod's key",
+     "zero sha", "another hub", "a person's token"],
 )
 def test_a_forged_staging_record_never_opens_prod(
     deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
@@ -567,13 +578,22 @@ def test_a_forged_staging_record_never_opens_prod(
     tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
     payload = {**public["payload"], "commit_tree": tree}
     client = as_user(recorded, recorded.token)
-    zero = "hubbot-proof:" + "0" * 64
+    zero = "hubbot-proof:" + "A" * 86
+    # What the prod deploy job, which holds prod's signing key, could sign for staging.
+    subject = records.Subject("tess-org/tess-hubs", sha, tree, "tess-public", "staging")
+    by_prod = records.PROOF_PREFIX + records.proof(KEYS.key("prod"), subject, payload, "success")
+    not_staging = "its proof does not verify with the staging environment's public key"
     expected = {
-        "zero proof": (sha, "tess-public-staging", payload, zero, "its proof does not match"),
+        "zero proof": (sha, "tess-public-staging", payload, zero, not_staging),
         "no proof": (sha, "tess-public-staging", payload, "deployed",
                      "its success status carries no proof"),
-        "proof copied": (sha, "tess-public-staging", payload, copied_proof,
-                         "its proof does not match"),
+        "proof copied": (sha, "tess-public-staging", payload, copied_proof, not_staging),
+        "proof cut short": (sha, "tess-public-staging", payload, by_prod[:-20],
+                            "its proof is malformed: 66 characters, where an Ed25519 "
+                            "signature takes 86 base64url characters"),
+        "signed with prod's key": (sha, "tess-public-staging", payload, by_prod,
+                                   "its proof was signed with the prod environment's key, not "
+                                   "staging's: only a staging deploy proves a staging record"),
         "zero sha": ("0" * 40, "tess-public-staging", payload, zero,
                      f"its commit {'0' * 40} is not in this repository"),
         "another hub": (sha, "tess-public-staging",
@@ -601,11 +621,14 @@ def test_a_forged_record_for_the_whole_staging_run_never_opens_prod(
     tree = git(deployable.repo, "rev-parse", "HEAD^{tree}")
     payload = {"hub": None, "env": "staging", "commit_tree": tree, "pairs": []}
     forged = forge(recorded, as_user(recorded, recorded.token), sha, "staging-run", payload,
-                   "hubbot-proof:" + "0" * 64)
+                   "hubbot-proof:" + "A" * 86)
 
     out = refused_before_helm(deployable, capsys)
 
-    assert f"deployment {forged} (commit {sha[:12]}): its proof does not match" in out
+    assert (
+        f"deployment {forged} (commit {sha[:12]}): its proof does not verify with the staging "
+        "environment's public key"
+    ) in out
 
 
 def test_a_failed_staging_deploy_re_marked_success_never_opens_prod(
@@ -716,36 +739,56 @@ def test_a_staging_deploy_from_a_changed_working_tree_is_not_recorded_as_its_com
     )
 
 
-def test_prod_needs_the_record_key_to_check_staging_records(
+def test_prod_needs_the_public_keys_to_check_staging_records(
     deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert deploy(deployable, "tess-public", "staging") == 0
-    monkeypatch.delenv("HUBBOT_RECORD_KEY")
+    monkeypatch.delenv(PUBLIC)
 
     out = refused_before_helm(deployable, capsys)
 
     assert (
         "a prod deploy must prove staging ran the same commit tree and freight, from GitHub "
-        "deployment records checked with the record key: set GITHUB_TOKEN, GITHUB_REPOSITORY "
-        "and HUBBOT_RECORD_KEY"
+        "deployment records checked with the environments' public keys: set GITHUB_TOKEN, "
+        "GITHUB_REPOSITORY and HUBBOT_RECORD_PUBLIC_KEYS"
     ) in out
-    assert RECORD_KEY not in out
+    assert not any(key in out for key in KEYS.signing.values())
+
+
+def test_a_deploy_job_given_another_environments_key_stops_before_anything_runs(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = len(deployable.standin.calls())
+    monkeypatch.setenv(SIGNING, KEYS.signing["prod"])
+
+    assert main(["--repo", str(deployable.repo), "deploy", "tess-public", "staging"]) == 1
+
+    out, err = capsys.readouterr()
+    assert err == (
+        "hubbot: error: HUBBOT_RECORD_SIGNING_KEY is the prod environment's key in "
+        "HUBBOT_RECORD_PUBLIC_KEYS, not staging's: its records of staging would never verify; "
+        "give the job staging's own secret\n"
+    )
+    assert not any(key in out + err for key in KEYS.signing.values())
+    assert len(deployable.standin.calls()) == calls
+    assert recorded.deployments == {}
 
 
 def test_a_record_from_a_deploy_without_the_key_does_not_count_and_says_so(
     deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("HUBBOT_RECORD_KEY")
+    monkeypatch.delenv(SIGNING)
     assert deploy(deployable, "tess-public", "staging") == 0
     out, _ = capsys.readouterr()
     (staging,) = recorded.deployments.values()
     assert (
-        f"[record: deployment {staging['id']} carries no proof (HUBBOT_RECORD_KEY is not "
-        "set): prod will not count it]"
+        f"[record: deployment {staging['id']} carries no proof (HUBBOT_RECORD_SIGNING_KEY is "
+        "not set): prod will not count it]"
     ) in out
-    monkeypatch.setenv("HUBBOT_RECORD_KEY", RECORD_KEY)
+    monkeypatch.setenv(SIGNING, KEYS.signing["prod"])
 
     out = refused_before_helm(deployable, capsys)
 

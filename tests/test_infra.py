@@ -14,7 +14,7 @@ import pytest
 from hcl2.api import loads as hcl_loads
 from ruamel.yaml import YAML
 
-from bot import infra
+from bot import infra, records
 from bot.errors import Location
 from bot.source import WorkTree
 from tests.fixtures.repos import replace_in, validate, write
@@ -725,6 +725,28 @@ def test_the_prod_lock_is_code_github_environments_and_branch_protection() -> No
         job.get("name", key) for key, job in workflow["jobs"].items()
     ]
 
+
+
+def test_the_record_public_keys_are_a_repository_variable_and_no_signing_key_is_in_state() -> None:
+    # Checking a record needs only public keys: a repository variable every job reads.
+    public = block("resource", "github_actions_variable", "record_public_keys")
+    assert public["variable_name"] == [records.PUBLIC_KEYS_VARIABLE]
+    assert public["value"] == ['${join(",",[for env , key in var.record_public_keys : '
+                               '"${env}=${key}"])}']
+    conditions = " ".join(
+        v["condition"][0] for v in variable("record_public_keys")["validation"]
+    )
+    assert "distinct(values(var.record_public_keys))" in conditions
+    assert "keys(var.environments)" in conditions
+    # The signing keys are set with `gh secret set`, never through terraform's state.
+    for kind in ("github_actions_secret", "github_actions_environment_secret"):
+        assert blocks("resource", kind) == {}
+    # The example's keys are in the form hubbot reads, one per environment, all different.
+    example = hcl_loads((INFRA / "example.tfvars").read_text())["record_public_keys"][0]
+    text = ",".join(f"{env}={key}" for env, key in example.items())
+    keys = records.public_keys_from_env({records.PUBLIC_KEYS_VARIABLE: text})
+    assert keys is not None
+    assert sorted(keys.by_env) == ["prod", "staging"]
 
 def test_region_of_the_deploy_workflow(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     workflow = ".github/workflows/deploy.yaml"

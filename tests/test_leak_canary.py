@@ -25,10 +25,12 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bot import helm
+from bot import freight, github, helm, records
 from bot.main import main
 from bot.redact import Redactor
-from tests.fixtures.repos import commit_all, write
+from tests.fixtures.github import FakeGitHub
+from tests.fixtures.record_keys import PUBLIC, SIGNING, RecordKeys, make_record_keys
+from tests.fixtures.repos import commit_all, git, write
 from tests.fixtures.secrets import (
     AgeKey,
     age_rules,
@@ -507,3 +509,75 @@ def test_a_quoted_number_is_a_string_and_redacted_in_every_rendering(
     assert (status, captured.err) == (0, "")
     assert "value: <redacted>" in captured.out
     assert not [form for form in NUMBER_FORMS if form in captured.out]
+
+
+# --- the record signing key -------------------------------------------------------------
+
+
+def signing_key_canaries(keys: RecordKeys) -> dict[str, str]:
+    """HUBBOT_RECORD_SIGNING_KEY values a deploy job must refuse, each a secret."""
+    body = base64.encodebytes(secrets.token_bytes(48)).decode().strip()
+    return {
+        "another environment's key": keys.signing["prod"],
+        "a key cut short": base64.b64encode(secrets.token_bytes(31)).decode(),
+        "a pem": f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n",
+    }
+
+
+def key_forms(value: str) -> list[str]:
+    """The value, and the raw key bytes it holds in the forms a slip would print them."""
+    forms = [value]
+    with contextlib.suppress(ValueError):
+        raw = base64.b64decode(value, validate=True)
+        forms += [raw.hex(), base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+    return forms
+
+
+@pytest.mark.parametrize("shape", ["another environment's key", "a key cut short", "a pem"])
+def test_a_refused_signing_key_escapes_no_deploy(
+    canary_repo: Path,
+    github_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    shape: str,
+) -> None:
+    keys = make_record_keys()
+    value = signing_key_canaries(keys)[shape]
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv(SIGNING, value)
+    monkeypatch.setenv(PUBLIC, keys.public())
+    checker = Leaks(key_forms(value), [tmp_path])
+    argv = ["--repo", str(canary_repo), "deploy", "tess-public", "staging"]
+
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    done = subprocess.run([sys.executable, "-m", "bot", *argv], capture_output=True, text=True,
+                          cwd=github_env, check=False)
+
+    for err in (captured.err, done.stderr):
+        assert err.startswith("hubbot: error: HUBBOT_RECORD_SIGNING_KEY is "), err
+    assert done.returncode == 1
+    checker.check_text(captured.out + captured.err, "the deploy's output in process")
+    checker.check_text(done.stdout + done.stderr, "the deploy's output as a process")
+    checker.check_files()
+
+
+def test_a_signed_record_sends_github_only_the_signature(
+    hub_repo: Path, github_api: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = make_record_keys()
+    key = keys.key("staging")
+    sha = git(hub_repo, "rev-parse", "HEAD")
+    ours = freight.Checkout(sha, git(hub_repo, "rev-parse", "HEAD^{tree}"), ())
+
+    freight.record_staging_run(github.client_from_env(github_api.env()), ours, key)
+
+    checker = Leaks(key_forms(keys.signing["staging"]), [])
+    sent = json.dumps([[r.method, r.path, r.body] for r in github_api.requests], default=str)
+    checker.check_text(sent, "the requests to GitHub")
+    checker.check_text(repr(key) + repr(keys), "the keys' repr")
+    (status,) = [s for statuses in github_api.statuses.values() for s in statuses]
+    assert status["description"].startswith(records.PROOF_PREFIX)
+    out, err = capsys.readouterr()
+    checker.check_text(out + err, "the output")

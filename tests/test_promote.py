@@ -12,20 +12,23 @@ from bot.errors import HubbotError
 from bot.main import main
 from bot.promote import MARKER, TITLE, branch_ref, check_pull_into_prod
 from tests.fixtures.github import FakeGitHub
+from tests.fixtures.record_keys import PUBLIC, SIGNING, make_record_keys
 from tests.fixtures.repos import commit_all, git
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tess-user-image"
 DIGEST = "sha256:" + "ab" * 32
 
 
-RECORD_KEY = "promote-test-record-key-0123456789abcdef"
+KEYS = make_record_keys()
 
 
 @pytest.fixture
 def api(github_api: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
+    """The promotion step's environment: the token and the public keys, no secret."""
     for name, value in github_api.env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HUBBOT_RECORD_KEY", RECORD_KEY)
+    monkeypatch.setenv(PUBLIC, KEYS.public())
+    monkeypatch.delenv(SIGNING, raising=False)
     return github_api
 
 
@@ -39,10 +42,10 @@ def change_staging(repo: Path, old: str, new: str) -> str:
 
 def record_staging(
     api: FakeGitHub, repo: Path, hub: str, sha: str, state: str = "success",
-    proof: str | None = None,
+    proof: str | None = None, signed_by: str = "staging",
 ) -> int:
-    """A staging record as the deploy job writes it (its proof made with the record key),
-    or, given `proof`, one with that text in its success status instead."""
+    """A staging record as the deploy job writes it (its proof signed with the key of
+    `signed_by`, staging's), or, given `proof`, one with that text in its success status."""
     client = github.client_from_env(api.env())
     tree = git(repo, "rev-parse", f"{sha}^{{tree}}")
     payload: dict[str, Any] = {
@@ -57,9 +60,7 @@ def record_staging(
     deployment = github.create_deployment(client, sha, f"{hub}-staging", payload)
     subject = records.Subject("tess-org/tess-hubs", sha, tree, hub, "staging")
     if proof is None:
-        proof = records.PROOF_PREFIX + records.proof(
-            records.RecordKey(RECORD_KEY.encode()), subject, payload, state
-        )
+        proof = records.PROOF_PREFIX + records.proof(KEYS.key(signed_by), subject, payload, state)
     github.create_deployment_status(client, deployment["id"], state, description=proof)  # type: ignore[arg-type]
     return int(deployment["id"])
 
@@ -103,19 +104,22 @@ def test_the_promotion_pr_lists_no_forged_freight(
 ) -> None:
     sha = change_staging(hub_repo, "timeout: 600", "timeout: 900")
     honest = record_staging(api, hub_repo, "tess-public", sha)
-    forged = record_staging(api, hub_repo, "tess-public", sha, proof="hubbot-proof:" + "0" * 64)
+    forged = record_staging(api, hub_repo, "tess-public", sha, proof="hubbot-proof:" + "A" * 86)
+    # What the prod deploy job, holding prod's signing key, could write: not staging's proof.
+    by_prod = record_staging(api, hub_repo, "tess-public", sha, signed_by="prod")
 
     assert main(["--repo", str(hub_repo), "promote"]) == 0
 
     (pull,) = api.pulls.values()
     assert f"| {honest} at `{sha[:12]}` |" in pull["body"]
     assert f"| {forged} at" not in pull["body"]
+    assert f"| {by_prod} at" not in pull["body"]
 
-    monkeypatch.delenv("HUBBOT_RECORD_KEY")
+    monkeypatch.delenv(PUBLIC)
     assert main(["--repo", str(hub_repo), "promote"]) == 0
     assert (
         "## Freight\n\nNot shown: the staging records cannot be verified here "
-        "(HUBBOT_RECORD_KEY is not set).\n"
+        "(HUBBOT_RECORD_PUBLIC_KEYS is not set).\n"
     ) in api.pulls[pull["number"]]["body"]
 
 

@@ -196,6 +196,34 @@ def test_only_the_plan_and_deploy_jobs_get_aws_and_deploys_never_cancel() -> Non
         assert job["concurrency"]["cancel-in-progress"] is False
 
 
+
+def job_env(job: dict[str, Any]) -> dict[str, str]:
+    return {name: value for step in job["steps"] for name, value in step.get("env", {}).items()}
+
+
+def test_each_environment_signs_with_its_own_secret_and_checking_needs_only_the_variable() -> None:
+    signing = "${{ secrets.HUBBOT_RECORD_SIGNING_KEY }}"
+    public = "${{ vars.HUBBOT_RECORD_PUBLIC_KEYS }}"
+    jobs = workflow("deploy.yaml")["jobs"]
+    for name in ("plan", "deploy"):
+        env = job_env(jobs[name])
+        assert (env["HUBBOT_RECORD_SIGNING_KEY"], env["HUBBOT_RECORD_PUBLIC_KEYS"]) == (
+            signing, public
+        ), name
+    # The gather job has no environment, so no environment secret: it checks the records
+    # of the promotion PR's freight with the public keys alone.
+    assert "environment" not in jobs["gather"]
+    gather = job_env(jobs["gather"])
+    assert gather["HUBBOT_RECORD_PUBLIC_KEYS"] == public
+    assert "HUBBOT_RECORD_SIGNING_KEY" not in gather
+    # A signing key only ever reaches a job of a GitHub environment; pull requests get none.
+    for path in WORKFLOWS:
+        assert "HUBBOT_RECORD_KEY" not in path.read_text(), path.name
+        for name, job in load(path)["jobs"].items():
+            if "HUBBOT_RECORD_SIGNING_KEY" in job_env(job):
+                assert path.name == "deploy.yaml", (path.name, name)
+                assert "environment" in job, (path.name, name)
+
 # --- each rule fails when broken --------------------------------------------------------
 
 

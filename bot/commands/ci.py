@@ -186,11 +186,11 @@ class Context:
     def client(self) -> github.Client:
         return github.client_from_env(assert_clean=self.redactor.assert_clean)
 
-    def record_key(self) -> records.RecordKey | None:
-        return records.key_from_env(os.environ, self.redactor.register)
+    def record_key(self, env: str) -> records.SigningKey | None:
+        return records.signing_key_for(os.environ, self.redactor.register, env)
 
     def trust(self, client: github.Client) -> records.Trust | None:
-        return records.trust_from_env(client, self.repo, os.environ, self.redactor.register)
+        return records.trust_from_env(client, self.repo, os.environ)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -576,7 +576,7 @@ def deploy_step(
             sops.decryptor(ctx.redactor, cwd=ctx.repo),
             ctx.redactor,
             targets,
-            freight.GitHubRecorder(client, ours, ctx.record_key()),
+            freight.GitHubRecorder(client, ours, ctx.record_key(env)),
             freight.freight_check(source, ctx.trust(client), ours),
         )
         table = deploy.table(outcomes)
@@ -617,10 +617,11 @@ def plan_push(ctx: Context, event: Event, branch: str) -> Plan:
 def record_run_step(ctx: Context, ours: freight.Checkout) -> None:
     """No staging pair to deploy (a change only prod receives): record that this commit's
     tree went through staging, since no staging deployment of it will."""
-    key = ctx.record_key()
+    key = ctx.record_key(STAGING)
     if key is None:
         ctx.report.skip(
-            "record staging run", f"{records.KEY_VARIABLE} is not set: prod will not count it"
+            "record staging run",
+            f"{records.SIGNING_KEY_VARIABLE} is not set: prod will not count it",
         )
         return
     if ours.uncommitted:

@@ -39,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
         # Before anything runs: a prod deploy ships a commit, never a working tree.
         freight.require_committed(ours)
     client = github_client(args.redactor)
-    key = records.key_from_env(os.environ, args.redactor.register)
+    key = records.signing_key_for(os.environ, args.redactor.register, args.env)
     recorder = None
     trust = None
     if client is None:
         print("deploys are not recorded: GITHUB_TOKEN and GITHUB_REPOSITORY are not set")
     else:
         recorder = freight.GitHubRecorder(client, ours, key)
-        trust = records.trust_from_env(client, args.repo, os.environ, args.redactor.register)
+        trust = records.trust_from_env(client, args.repo, os.environ)
     outcomes, stopped = deploy.deploy_targets(
         args.repo,
         source,

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         client = github.client_from_env(assert_clean=args.redactor.assert_clean)
     except HubbotError as exc:
         raise HubbotError(f"hubbot promote updates a pull request on GitHub: {exc}") from None
-    trust = records.trust_from_env(client, args.repo, os.environ, args.redactor.register)
+    trust = records.trust_from_env(client, args.repo, os.environ)
     result = promote.promote(args.repo, client, args.redactor.redact, trust)
     action = "opened" if result.created else "updated"
     print(f"{action} the promotion PR #{result.pull['number']}: {result.pull['html_url']}")
