@@ -227,7 +227,7 @@ def test_a_fork_pull_request_is_diffed_in_shape_only_mode_without_a_comment(
 
     out, _ = capsys.readouterr()
     assert api.requests == []
-    assert "==> build: skipped (a fork's pull request has no registry access)\n" in out
+    assert "==> build: skipped (no image changed)\n" in out
     # Validation follows the change: tess-private's pairs are proven unchanged.
     assert "2 of 4 pairs proven unchanged since " in out
     assert "ok      tess-private/" not in out

@@ -223,6 +223,16 @@ def test_an_image_that_does_not_build_fails_the_check_and_the_comment_shows_its_
     assert "cannot-find-libfoo" in text
     assert f"<!-- hubbot:diff-of {head} -->" in text  # the values diff is still current
 
+    # The same change from a fork: built too (the registry is not asked), and it fails
+    # the check; the report goes to the job summary, as a fork's token cannot comment.
+    capsys.readouterr()
+    fork = pull_event(tmp_path, 99, "staging", base, "broken", head, head_repo="someone/hubs")
+    assert ci(hub_repo, "pull_request", fork) == 1
+    out, _ = capsys.readouterr()
+    assert "a fork's pull request cannot ask the registry: building the changed images" in out
+    assert "cannot-find-libfoo" in out
+    assert "<== build (no push): the registry cannot be asked: failed in " in out
+
 
 def test_package_records_are_read_as_conda_and_pip_leave_them() -> None:
     from bot.imagediff import parse_listing

@@ -439,16 +439,10 @@ def pull_request_to_staging(ctx: Context, pull: dict[str, Any]) -> int:
         head = GitCommit(ctx.repo, "HEAD")
         result = plan_step(ctx, base, head)
         changed = [image for image in result.images if image.changed]
-        if is_fork(pull):
-            ctx.report.skip("build", "a fork's pull request has no registry access")
-            if changed:
-                review.images = imagediff.markdown(
-                    spec_diffs(ctx, result, changed, "not built: a fork's pull request")
-                )
-        elif not changed:
+        if not changed:
             ctx.report.skip("build", "no image changed")
         else:
-            review_build(ctx, review, result, changed)
+            review_build(ctx, review, result, changed, ask_registry=not is_fork(pull))
         comment_and_check(ctx, result, review)
     return 1 if review.failed else 0
 
@@ -458,12 +452,15 @@ def review_build(
     review: prcomment.Review,
     result: Plan,
     changed: list[ImagePlan],
+    *,
+    ask_registry: bool = True,
 ) -> None:
     """Build the PR's changed images without pushing, and say what their contents change.
 
     Built whenever the registry cannot tell that the tag exists (pull request
-    workflows may have no cloud credentials): an image that does not build fails
-    the check. Without a build, the packages come from the environment spec.
+    workflows may have no cloud credentials, and a fork's never has): an image that
+    does not build fails the check. Without a build, the packages come from the
+    environment spec.
     """
     hubs = sorted({hub for image in changed for hub in image.hubs})
     if ctx.dry_run:
@@ -471,13 +468,16 @@ def review_build(
         review.images = imagediff.markdown(spec_diffs(ctx, result, changed, "not built: dry run"))
         return
     source = WorkTree(ctx.repo)
-    registry = True
-    try:
-        wanted = {s.reference for s in builder.plan(source, hubs, push=False) if not s.exists}
-    except HubbotError as exc:
-        registry = False
-        wanted = {image.reference for image in changed}
-        print(f"cannot ask the registry which tags exist ({exc}): building the changed images")
+    registry = ask_registry
+    wanted = {image.reference for image in changed}
+    if not ask_registry:
+        print("a fork's pull request cannot ask the registry: building the changed images")
+    else:
+        try:
+            wanted = {s.reference for s in builder.plan(source, hubs, push=False) if not s.exists}
+        except HubbotError as exc:
+            registry = False
+            print(f"cannot ask the registry which tags exist ({exc}): building the changed images")
     if not wanted:
         ctx.report.skip("build", "every changed image is already in the registry")
         review.images = imagediff.markdown(
