@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot import freight, git, github, promote
+from bot import freight, git, github, promote, records
 from bot.errors import HubbotError
 from bot.hubploy import load_deployment
 from bot.source import GitCommit
@@ -51,10 +51,18 @@ class Rollback:
     paths: tuple[str, ...]  # the files put back as they were at the target's commit
 
 
-def successful(client: github.Client, hub: str, env: str) -> Iterator[Record]:
-    """The pair's successful deployments, newest first."""
+def successful(
+    client: github.Client, hub: str, env: str, trust: records.Trust | None = None
+) -> Iterator[Record]:
+    """The pair's successful deployments, newest first; with `trust`, only those whose
+    record verifies (bot/records.py): a forged record is neither "now" nor a target."""
     environment = freight.environment_name(hub, env)
+    verified = None
+    if trust is not None:
+        verified = {r.deployment_id for r in trust.find(environment, hub, env).verified}
     for deployment in itertools.islice(github.successful_deployments(client, environment), HISTORY):
+        if verified is not None and int(deployment["id"]) not in verified:
+            continue
         payload = deployment.get("payload")
         yield Record(
             int(deployment["id"]),
@@ -71,18 +79,21 @@ def _freight_of(payload: dict[str, Any]) -> Any:
     return (payload.get("images"), payload.get("chart"), payload.get("fingerprints"))
 
 
-def last_good(client: github.Client, hub: str, env: str) -> tuple[Record, Record]:
+def last_good(
+    client: github.Client, hub: str, env: str, trust: records.Trust | None = None
+) -> tuple[Record, Record]:
     """(what runs now, the newest earlier successful deploy that shipped other freight)."""
-    records = successful(client, hub, env)
-    current = next(records, None)
+    found = successful(client, hub, env, trust)
+    current = next(found, None)
     name = freight.environment_name(hub, env)
     if current is None:
+        refused = "" if trust is None else records.why_not(trust.find(name, hub, env))
         raise HubbotError(
             f"no successful deployment of {hub}/{env} is recorded (GitHub environment {name}): "
-            "there is nothing to roll back to"
+            "there is nothing to roll back to" + (f".{refused}" if refused else "")
         )
     shipped = _freight_of(current.payload)
-    for record in records:
+    for record in found:
         if shipped is None or _freight_of(record.payload) != shipped:
             return current, record
     raise HubbotError(
@@ -109,9 +120,12 @@ def pair_paths(repo: Path, commit: str, hub: str, env: str) -> list[str]:
     )
 
 
-def prepare(repo: Path, client: github.Client, hub: str, env: str) -> Rollback:
-    """The revert branch (local, not pushed) for `hub`/`env`, or an error."""
-    current, target = last_good(client, hub, env)
+def prepare(
+    repo: Path, client: github.Client, hub: str, env: str, trust: records.Trust | None = None
+) -> Rollback:
+    """The revert branch (local, not pushed) for `hub`/`env`, or an error; with `trust`,
+    from verified deployment records only."""
+    current, target = last_good(client, hub, env, trust)
     base = promote.branch_ref(repo, freight.STAGING)
     base_sha = git.resolve(repo, base)
     paths = pair_paths(repo, target.sha, hub, env)

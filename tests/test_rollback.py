@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from bot import github
+from bot import git as bot_git
+from bot import github, records
 from bot.main import main
 from tests.fixtures.github import FakeGitHub
+from tests.fixtures.record_keys import PUBLIC, make_record_keys
 from tests.fixtures.repos import commit_all, git, replace_in
 
 COMMON = "deployments/tess-public/config/common.yaml"
@@ -82,6 +84,7 @@ def test_a_prod_rollback_is_a_pull_request_into_staging_with_the_last_good_confi
     assert status == 0, out
     branch = f"hubbot/rollback-tess-public-prod-{good_id}"
     assert out.splitlines() == [
+        f"{PUBLIC} is not set: deployment records are taken as GitHub has them, unverified",
         f"tess-public/prod runs deployment {running_id(api)} (commit {bad[:12]}); the last good "
         f"deploy before it with other freight is {good_id} (commit {good[:12]})",
         f"branch {branch} from origin/staging puts back:",
@@ -157,3 +160,57 @@ def test_a_rollback_staging_already_holds_is_not_made_again(
     assert "nothing to revert; merge the promotion PR to ship it to prod" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.usefixtures("remote")
+def test_with_the_public_keys_a_forged_record_is_neither_now_nor_the_target(
+    hub_repo: Path, api: FakeGitHub, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Anyone who may write deployments can record a "success": with
+    HUBBOT_RECORD_PUBLIC_KEYS set, rollback counts only records whose proof verifies."""
+    keys = make_record_keys()
+    client = github.client_from_env(api.env())
+
+    def signed(sha: str, common: str) -> int:
+        tree = bot_git.commit_tree(hub_repo, sha)
+        assert tree is not None
+        payload: dict[str, Any] = {
+            "hubbot_freight": 1, "hub": "tess-public", "env": "prod", "commit_tree": tree,
+            "images": [], "chart": {"name": "tess-hub", "version": "0.1.0"},
+            "fingerprints": {"common": common},
+        }
+        deployment = github.create_deployment(client, sha, "tess-public-prod", payload)
+        subject = records.Subject(client.repository, sha, tree, "tess-public", "prod")
+        proof = records.proof(keys.key("prod"), subject, payload, "success")
+        github.create_deployment_status(
+            client, deployment["id"], "success",
+            description=records.proven_description(proof, "deployed"),
+        )
+        return int(deployment["id"])
+
+    good = git(hub_repo, "rev-parse", "HEAD")
+    good_id = signed(good, "sha256:good")
+    replace_in(hub_repo, COMMON, "timeout: 600", "timeout: 900")
+    bad = commit_all(hub_repo, "cull after 15 min")
+    bad_id = signed(bad, "sha256:bad")
+    replace_in(hub_repo, COMMON, "timeout: 900", "timeout: 1200")
+    forged = commit_all(hub_repo, "cull after 20 min")
+    record(api, "prod", forged, "sha256:forged")  # a success status without a proof
+    git(hub_repo, "push", "-q", "origin", "staging")
+    git(hub_repo, "fetch", "-q", "origin")
+
+    argv = ["--repo", str(hub_repo), "rollback", "tess-public", "prod", "--no-push"]
+    monkeypatch.setenv(PUBLIC, keys.public())
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"tess-public/prod runs deployment {bad_id} (commit {bad[:12]}); the last good deploy "
+        f"before it with other freight is {good_id} (commit {good[:12]})"
+    ) in out
+
+    monkeypatch.delenv(PUBLIC)  # without the keys: taken as GitHub has them, and said so
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{PUBLIC} is not set: deployment records are taken as GitHub has them" in out
+    assert f"(commit {forged[:12]}); the last good deploy before it" in out

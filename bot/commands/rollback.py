@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from bot import github, rollback
+from bot import github, records, rollback
 from bot.errors import HubbotError
 
 
@@ -30,7 +31,13 @@ def run(args: argparse.Namespace) -> int:
         raise HubbotError(
             f"hubbot rollback reads the deployment records on GitHub: {exc}"
         ) from None
-    prepared = rollback.prepare(args.repo, client, args.hub, args.env)
+    trust = records.trust_from_env(client, args.repo, os.environ)
+    if trust is None:
+        print(
+            f"{records.PUBLIC_KEYS_VARIABLE} is not set: deployment records are taken as "
+            "GitHub has them, unverified"
+        )
+    prepared = rollback.prepare(args.repo, client, args.hub, args.env, trust)
     current, target = prepared.current, prepared.target
     print(
         f"{args.hub}/{args.env} runs deployment {current.deployment_id} (commit "
