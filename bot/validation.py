@@ -299,7 +299,7 @@ def _tag_problems(values: HubValues) -> list[HubbotError]:
         for key in ("name", "tag")
     }
     for managed_path, config in managed.items():
-        for setting in values.merged.origins.get(managed_path, []):
+        for setting in values.merged.chain(managed_path):
             if setting.note is None:
                 problems.append(
                     HubbotError(
