@@ -189,10 +189,15 @@ def _paths(node: Any, path: Path_) -> list[Path_]:
 
 def effective(document: Any) -> Any:
     """The document with null-deleted keys removed: what templates will see."""
+    # Scalars are taken as they are, without a call each (most of a document is scalars).
     if isinstance(document, dict):
-        return {k: effective(v) for k, v in document.items() if v is not None}
+        return {
+            k: effective(v) if isinstance(v, dict | list) else v
+            for k, v in document.items()
+            if v is not None
+        }
     if isinstance(document, list):
-        return [effective(v) for v in document]
+        return [effective(v) if isinstance(v, dict | list) else v for v in document]
     return document
 
 
