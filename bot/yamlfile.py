@@ -413,7 +413,7 @@ def _read_plain(value: str) -> Any:
     if value and value[0] not in _NON_STRING_STARTS:
         return value
     rt = _RULES
-    resolvers = rt.resolver.versioned_resolver.get(value[:1], [])
+    resolvers = _RESOLVERS.get(value[:1], [])
     tag = next((tag for tag, regexp in resolvers if regexp.match(value)), None)
     if tag is None:
         return value
@@ -432,8 +432,9 @@ def _read_plain(value: str) -> Any:
 # ruamel's rules for resolving and constructing a plain scalar, read-only after this:
 # made once, as a new YAML() costs more than reading a small file.
 _RULES = YAML(typ="rt")
+_RESOLVERS = _RULES.resolver.versioned_resolver  # a property, worked out on each use
 # The first characters of every plain scalar ruamel may read as other than a string.
-_NON_STRING_STARTS = frozenset(first for first in _RULES.resolver.versioned_resolver if first)
+_NON_STRING_STARTS = frozenset(first for first in _RESOLVERS if first)
 
 
 def _reader_error(file: str, text: str, exc: ReaderError) -> HubbotError:
