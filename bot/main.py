@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import sys
 from collections.abc import Sequence
@@ -111,6 +112,18 @@ def chosen_verb(argv: Sequence[str]) -> str | None:
     return verb
 
 
+def _fewer_collections() -> None:
+    """Tune the cyclic garbage collector for a command's process.
+
+    A command builds many small containers (parsed files, merged values, their
+    provenance) and keeps most until it ends: by default the collector runs every
+    700 allocations and walks them again and again: about a quarter of `hubbot validate`'s
+    CPU time over 200 hubs. What the imports made lives as long as the process.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # A character the terminal's encoding (PYTHONIOENCODING=ascii, say) cannot show is
     # written as an escape, never a UnicodeEncodeError.
@@ -124,8 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     memfs.sweep()
     try:
         with installed(redactor), error_handler(redactor.redact):
-            argv = sys.argv[1:] if argv is None else argv
-            args = parser(chosen_verb(argv)).parse_args(argv)
+            if argv is None:
+                argv = sys.argv[1:]
+                command = parser(chosen_verb(argv))
+                _fewer_collections()
+            else:  # called from Python (tests), whose collector is left alone
+                command = parser(chosen_verb(argv))
+            args = command.parse_args(argv)
             args.redactor = redactor
             args.repo = git.toplevel(args.repo or Path.cwd())
             status: int = args.func(args)

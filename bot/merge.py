@@ -26,26 +26,16 @@ class Layer:
     lines: dict[Path_, int]
     secret: bool = False
     note: str | None = None  # how a computed layer got its values
-    # Per path: the origins this layer records for the value there and everything below it.
-    # A layer (hub/values.yaml, a common.yaml) is merged into many pairs: made once.
-    recorded: dict[Path_, list[tuple[Path_, Origin]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    def records(self, path: Path_, value: Any) -> list[tuple[Path_, Origin]]:
-        """(path, origin) for `value`, set at `path`, and every value below it."""
-        found = self.recorded.get(path)
-        if found is None:
-            found = self.recorded[path] = []
-            _record(value, path, self, found)
-        return found
 
     def origin(self, path: Path_, value: Any) -> Origin:
         """This layer's origin of `value`, set at `path`."""
-        found = self.recorded.get(path)
-        if found is not None:
-            return found[0][1]
-        return _origin(self, path, MAP if isinstance(value, dict) else value)
+        return Origin(
+            self.file,
+            self.lines.get(path),
+            MAP if isinstance(value, dict) else value,
+            self.secret,
+            self.note,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,12 +54,33 @@ MAP = "<map>"
 
 @dataclass
 class Merged:
+    """The merged document, and which layers set each path in it.
+
+    Provenance is worked out per path when asked for: a command asks about a few
+    paths (those with a problem), and recording every path of every pair up front was
+    a fifth of `hubbot validate`.
+    """
+
     document: dict[str, Any]
-    # For every path any surviving layer set: the layers that set it, the winner last.
-    origins: dict[Path_, list[Origin]] = field(default_factory=dict)
+    layers: tuple[Layer, ...] = ()
+    _chains: dict[Path_, tuple[Origin, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def chain(self, path: Path_) -> tuple[Origin, ...]:
+        """The layers that set `path`, the winner last; empty if it is not in the document."""
+        found = self._chains.get(path)
+        if found is None:
+            found = self._chains[path] = _chain(self.layers, path)
+        return found
+
+    @property
+    def origins(self) -> dict[Path_, tuple[Origin, ...]]:
+        """The chain of every path in the document (and no other)."""
+        return {path: self.chain(path) for path in _paths(self.document, ())}
 
     def winner(self, path: Path_) -> Origin | None:
-        chain = self.origins.get(path)
+        chain = self.chain(path)
         return chain[-1] if chain else None
 
     def nearest(self, path: Path_) -> tuple[Path_, Origin] | None:
@@ -86,7 +97,7 @@ class Merged:
         A later layer may set keys under a deleted one again: the null still took the rest.
         """
         for end in range(len(path), 0, -1):
-            chain = self.origins.get(path[:end], [])
+            chain = self.chain(path[:end])
             null = next((origin for origin in reversed(chain) if origin.value is None), None)
             if null is not None:
                 return path[:end], null
@@ -94,76 +105,99 @@ class Merged:
 
 
 def merge_layers(layers: list[Layer]) -> Merged:
-    merged = Merged(document={})
+    merged = Merged(document={}, layers=tuple(layers))
     owned = {id(merged.document)}
     for layer in layers:
-        _merge_map(merged.document, layer.data, (), layer, merged.origins, owned)
+        _merge_map(merged.document, layer.data, owned)
     return merged
 
 
-def _merge_map(
-    dest: dict[str, Any],
-    src: dict[str, Any],
-    path: Path_,
-    layer: Layer,
-    origins: dict[Path_, list[Origin]],
-    owned: set[int],
-) -> None:
+def _merge_map(dest: dict[str, Any], src: dict[str, Any], owned: set[int]) -> None:
     """Merge `src` into `dest`. Values are shared with the layers, not copied: a map is
     copied only when a higher layer merges into it (`owned` holds the ids of the copies),
     so no layer's data is ever changed."""
     for key, value in src.items():
-        here = (*path, key)
         current = dest.get(key)
         if isinstance(value, dict) and isinstance(current, dict):
-            origins.setdefault(here, []).append(layer.origin(here, value))
             if id(current) not in owned:
                 current = dest[key] = dict(current)
                 owned.add(id(current))
-            _merge_map(current, value, here, layer, origins, owned)
-            continue
-        if key in dest:
-            _forget_below(here, current, origins)
-        dest[key] = value
-        for below, origin in layer.records(here, value):
-            origins.setdefault(below, []).append(origin)
+            _merge_map(current, value, owned)
+        else:
+            dest[key] = value
 
 
-def _record(value: Any, path: Path_, layer: Layer, out: list[tuple[Path_, Origin]]) -> None:
-    out.append((path, _origin(layer, path, MAP if isinstance(value, dict) else value)))
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _record(item, (*path, key), layer, out)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _record(item, (*path, index), layer, out)
+_ABSENT = object()
 
 
-def _origin(layer: Layer, path: Path_, value: Any) -> Origin:
-    return Origin(layer.file, layer.lines.get(path), value, layer.secret, layer.note)
+def _chain(layers: tuple[Layer, ...], path: Path_) -> tuple[Origin, ...]:
+    """The merge replayed along `path` alone.
+
+    A layer reaching `path` through maps that merge into maps adds its origin to the
+    chain. One that replaces a value on the way (anything but a map merging into a map)
+    takes what was below with it: the chain starts again with its own setting, if it has
+    one. Whether the merged value at each depth is a map decides which happens.
+    """
+    size = len(path)
+    is_map = [True] + [False] * size  # at each depth of `path`, as merged so far
+    chain: list[Origin] = []
+    for layer in layers:
+        node: Any = layer.data
+        for depth, key in enumerate(path, 1):
+            if key not in node:
+                break  # this layer does not reach `path`
+            node = node[key]
+            if isinstance(node, dict) and is_map[depth]:
+                if depth == size:
+                    chain.append(layer.origin(path, node))
+                continue
+            if depth < size:
+                chain.clear()
+            for deeper in range(depth, size + 1):
+                if deeper > depth:
+                    node = _step(node, path[deeper - 1])
+                is_map[deeper] = isinstance(node, dict)
+            if node is not _ABSENT:
+                chain.append(layer.origin(path, node))
+            break
+    return tuple(chain)
 
 
-def _forget_below(path: Path_, replaced: Any, origins: dict[Path_, list[Origin]]) -> None:
-    """A replaced value takes its descendants with it: the paths inside the value replaced
-    are all the origins below `path` there can be."""
-    if isinstance(replaced, dict):
-        items: Any = replaced.items()
-    elif isinstance(replaced, list):
-        items = enumerate(replaced)
+def _step(node: Any, key: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(key, _ABSENT)
+    if isinstance(node, list) and type(key) is int and 0 <= key < len(node):
+        return node[key]
+    return _ABSENT
+
+
+def _paths(node: Any, path: Path_) -> list[Path_]:
+    """Every path inside `node` (at `path`), enclosing paths first."""
+    if isinstance(node, dict):
+        items: Any = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
     else:
-        return
+        return []
+    found = []
     for key, item in items:
-        below = (*path, key)
-        origins.pop(below, None)
-        _forget_below(below, item, origins)
+        here = (*path, key)
+        found.append(here)
+        found += _paths(item, here)
+    return found
 
 
 def effective(document: Any) -> Any:
     """The document with null-deleted keys removed: what templates will see."""
+    # Scalars are taken as they are, without a call each (most of a document is scalars).
     if isinstance(document, dict):
-        return {k: effective(v) for k, v in document.items() if v is not None}
+        return {
+            k: effective(v) if isinstance(v, dict | list) else v
+            for k, v in document.items()
+            if v is not None
+        }
     if isinstance(document, list):
-        return [effective(v) for v in document]
+        return [effective(v) if isinstance(v, dict | list) else v for v in document]
     return document
 
 

@@ -91,15 +91,22 @@ class WorkTree:
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link."""
-        current = self.root
+        # Directories found not to be links, each looked at once (hundreds of files
+        # share deployments/).
+        directories: set[str] = self.memo.setdefault("directories, not links", set())
+        root = str(self.root)
         for link in prefixes(path):
-            current = current / link.rsplit("/", 1)[-1]
+            if link in directories:
+                continue
+            current = os.path.join(root, link)
             try:
                 mode = os.lstat(current).st_mode
             except (FileNotFoundError, NotADirectoryError):
                 return
             if stat.S_ISLNK(mode):
                 raise link_error(link, os.readlink(current))
+            if stat.S_ISDIR(mode):
+                directories.add(link)
 
 
 @dataclass

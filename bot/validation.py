@@ -86,7 +86,7 @@ def check(source: Source, values: HubValues, trusted: Source | None = None) -> l
         problems += _trusted_hubploy_problems(values, trusted)
     problems += clashes(source).get((values.hub, values.env), [])
     problems += _input_problems(source, values)
-    problems += _tag_problems(values)
+    problems += _tag_problems(values, document)
     # The house and the chart schema may say the same of one secret: say it once.
     unique = {(str(p.location), p.message): p for p in problems}
     return list(unique.values())
@@ -290,8 +290,12 @@ def _locate(values: HubValues, path: Path_, missing: str | None = None) -> Locat
     return Location(origin.file, origin.line)
 
 
-def _tag_problems(values: HubValues) -> list[HubbotError]:
-    """Image tags: computed ones are not set by hand; others stay strings, pinned in prod."""
+def _tag_problems(values: HubValues, document: dict[str, Any]) -> list[HubbotError]:
+    """Image tags: computed ones are not set by hand; others stay strings, pinned in prod.
+
+    `document` is the effective values, secrets replaced by a sample of their type (which
+    no check of a tag can take for a problem).
+    """
     problems = []
     managed = {
         (*config.helm_path, key): config
@@ -299,7 +303,7 @@ def _tag_problems(values: HubValues) -> list[HubbotError]:
         for key in ("name", "tag")
     }
     for managed_path, config in managed.items():
-        for setting in values.merged.origins.get(managed_path, []):
+        for setting in values.merged.chain(managed_path):
             if setting.note is None:
                 problems.append(
                     HubbotError(
@@ -308,32 +312,30 @@ def _tag_problems(values: HubValues) -> list[HubbotError]:
                         Location(setting.file, setting.line),
                     )
                 )
-    for path, tag in _image_tags(effective(values.document)):
-        origin = values.merged.winner(path)
-        if origin is None or path in managed:
+    tags: list[tuple[Path_, Any]] = []
+    _image_tags(document, (), tags)
+    for path, tag in tags:
+        if path in managed:
             continue
-        where = Location(origin.file, origin.line)
         if isinstance(tag, str) and reads_as_non_string(tag):
-            problems.append(
-                HubbotError(
-                    f'image tag "{tag}" looks like a number to YAML: tools that re-read it '
-                    "unquoted will break it; use a tag with a letter or dash",
-                    where,
-                )
+            message = (
+                f'image tag "{tag}" looks like a number to YAML: tools that re-read it '
+                "unquoted will break it; use a tag with a letter or dash"
             )
         elif values.env == "prod" and tag in MOVING_TAGS:
-            problems.append(
-                HubbotError(f'image tag "{tag}" moves: prod must run a pinned image tag', where)
-            )
+            message = f'image tag "{tag}" moves: prod must run a pinned image tag'
+        else:
+            continue
+        origin = values.merged.winner(path)
+        if origin is not None:
+            problems.append(HubbotError(message, Location(origin.file, origin.line)))
     return problems
 
 
-def _image_tags(node: Any, path: Path_ = ()) -> list[tuple[Path_, Any]]:
+def _image_tags(node: dict[str, Any], path: Path_, found: list[tuple[Path_, Any]]) -> None:
     """Every `image: {tag: ...}` in the values (the z2jh convention for images)."""
-    found: list[tuple[Path_, Any]] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "image" and isinstance(value, dict) and "tag" in value:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            if key == "image" and "tag" in value:
                 found.append(((*path, key, "tag"), value["tag"]))
-            found += _image_tags(value, (*path, key))
-    return found
+            _image_tags(value, (*path, key), found)

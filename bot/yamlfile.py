@@ -182,7 +182,7 @@ def _too_deep(text: str) -> int | None:
 
 def _load_with_libyaml(file: str, text: str) -> YamlDoc | None:
     """The document, or None where ruamel must read the file."""
-    if _ODD_SYNTAX.search(text) is not None:
+    if _odd_syntax(text):
         return None
     try:
         return _Fast(file).load(text)
@@ -270,10 +270,24 @@ def _non_string_key(text: str, exc: _NonStringKey) -> str:
 # what the two scanners treat differently: a tab, a byte order mark, a lone
 # carriage return, YAML 1.1's extra line breaks, a `#` right after a block
 # scalar's indicator. A false match only costs speed.
-_ODD_SYNTAX = re.compile(
-    r"(?:^|[\s\[{,:])[!&]|^%|[\t\x85\u2028\u2029\ufeff]|\r(?!\n)|[|>][-+0-9]*#",
-    re.MULTILINE,
-)
+_TAG_OR_ANCHOR = re.compile(r"(?:^|[\s\[{,:])[!&]", re.MULTILINE)
+_LONE_CR = re.compile(r"\r(?!\n)")
+_BLOCK_COMMENT = re.compile(r"[|>][-+0-9]*#")
+_ODD_CHARACTERS = ("\t", "\x85", "\u2028", "\u2029", "\ufeff")
+
+
+def _odd_syntax(text: str) -> bool:
+    """Whether `text` has any of the above. One regular expression of them all scans
+    every character against each branch (a tenth of `hubbot validate`): `in` skips the
+    branches whose characters the text lacks, as almost every file does."""
+    return (
+        (("!" in text or "&" in text) and _TAG_OR_ANCHOR.search(text) is not None)
+        or text.startswith("%")
+        or "\n%" in text
+        or any(character in text for character in _ODD_CHARACTERS)
+        or ("\r" in text and _LONE_CR.search(text) is not None)
+        or ("#" in text and _BLOCK_COMMENT.search(text) is not None)
+    )
 
 _PLAIN = "hubbot:plain"
 _QUOTED = "hubbot:quoted"
@@ -318,80 +332,109 @@ class _Fast:
         return YamlDoc(file=self.file, data=data, lines=self.lines)
 
     def value(self, node: yaml.Node, path: Path_) -> Any:
-        tag = node.tag
-        if tag == _QUOTED:
-            return node.value
-        if tag == _PLAIN:
-            return self.plain(node.value)
+        """A collection's data (a scalar is read by `item`, in the loop over its parent)."""
         # An alias (a node met again) or deep nesting: ruamel's bounded reading decides.
-        if tag != _COLLECTION or id(node) in self.seen or self.depth >= MAX_DEPTH - 1:
+        if node.tag != _COLLECTION or id(node) in self.seen or self.depth >= MAX_DEPTH - 1:
             raise _NotOrdinary
         self.seen.add(id(node))
         self.depth += 1
         lines = self.lines
+        item = self.item
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = self.key(key_node)
+                tag = key_node.tag
+                if tag == _QUOTED:
+                    key = str(key_node.value)
+                elif tag == _PLAIN:
+                    key = _PLAIN_KEYS.get(key_node.value) or _plain_key(key_node.value)
+                else:
+                    raise _NotOrdinary
                 if key in out:
                     raise _NotOrdinary
                 key_path = (*path, key)
                 lines[key_path] = key_node.start_mark.line + 1
-                out[key] = self.child(value_node, key_path)
+                out[key] = item(value_node, key_path)
             result: Any = out
         else:
             items = []
-            for index, item in enumerate(node.value):
+            for index, value_node in enumerate(node.value):
                 item_path = (*path, index)
-                lines[item_path] = item.start_mark.line + 1
-                items.append(self.child(item, item_path))
+                lines[item_path] = value_node.start_mark.line + 1
+                items.append(item(value_node, item_path))
             result = items
         self.depth -= 1
         return result
 
-    def child(self, node: yaml.Node, path: Path_) -> Any:
-        value = self.value(node, path)
-        if node.tag == _PLAIN and (
-            (type(value) is str and value in YAML11_BOOLEANS) or _LEADING_ZERO.match(node.value)
-        ):
-            raise _NotOrdinary  # ruamel's reading gives the message
-        return value
+    def item(self, node: yaml.Node, path: Path_) -> Any:
+        """The value of a key or a list item."""
+        tag = node.tag
+        if tag == _QUOTED:
+            return node.value
+        if tag == _PLAIN:
+            value = _PLAIN_VALUES.get(node.value, _UNSEEN)
+            if value is _UNSEEN:
+                value = _plain_value(node.value)
+            if value is _REREAD:
+                raise _NotOrdinary
+            return value
+        return self.value(node, path)
 
-    def key(self, node: yaml.Node) -> str:
-        if node.tag == _QUOTED:
-            return str(node.value)
-        if node.tag == _PLAIN:
-            key = self.plain(node.value)
-            if type(key) is str:
-                return key
+
+# Plain scalars as read, by their text: most recur in file after file (true, 10, a
+# user's name), and working one out costs more than looking it up.
+_PLAIN_KEYS: dict[str, str] = {}
+_PLAIN_VALUES: dict[str, Any] = {}
+_UNSEEN = object()
+_REREAD = object()  # ruamel must read the file: for its reading, or for its message
+
+
+def _plain_key(text: str) -> str:
+    key = _read_plain(text)
+    if type(key) is not str:
         raise _NotOrdinary
+    _PLAIN_KEYS[text] = key
+    return key
 
-    def plain(self, value: str) -> Any:
-        """A plain scalar as ruamel resolves and constructs it."""
-        if value and value[0] not in _NON_STRING_STARTS:
-            return value
-        rt = _RULES
-        resolvers = rt.resolver.versioned_resolver.get(value[:1], [])
-        tag = next((tag for tag, regexp in resolvers if regexp.match(value)), None)
-        if tag is None:
-            return value
-        if tag not in _CONSTRUCTED:
-            raise _NotOrdinary  # the merge key `<<` and the value key `=`
-        from ruamel.yaml.nodes import ScalarNode
 
-        constructor = rt.constructor
-        try:
-            built = constructor.yaml_constructors[tag](constructor, ScalarNode(tag, value))
-        except Exception:  # ruamel fails on some (`+_`): let it fail in its own order
-            raise _NotOrdinary from None
-        return _plain(built, (), self.lines, self.file)
+def _plain_value(text: str) -> Any:
+    try:
+        value = _read_plain(text)
+    except _NotOrdinary:
+        value = _REREAD
+    if (type(value) is str and value in YAML11_BOOLEANS) or _LEADING_ZERO.match(text):
+        value = _REREAD  # ruamel's reading gives the message
+    _PLAIN_VALUES[text] = value
+    return value
+
+
+def _read_plain(value: str) -> Any:
+    """A plain scalar as ruamel resolves and constructs it."""
+    if value and value[0] not in _NON_STRING_STARTS:
+        return value
+    rt = _RULES
+    resolvers = _RESOLVERS.get(value[:1], [])
+    tag = next((tag for tag, regexp in resolvers if regexp.match(value)), None)
+    if tag is None:
+        return value
+    if tag not in _CONSTRUCTED:
+        raise _NotOrdinary  # the merge key `<<` and the value key `=`
+    from ruamel.yaml.nodes import ScalarNode
+
+    constructor = rt.constructor
+    try:
+        built = constructor.yaml_constructors[tag](constructor, ScalarNode(tag, value))
+    except Exception:  # ruamel fails on some (`+_`): let it fail in its own order
+        raise _NotOrdinary from None
+    return _plain(built, (), {}, "")
 
 
 # ruamel's rules for resolving and constructing a plain scalar, read-only after this:
 # made once, as a new YAML() costs more than reading a small file.
 _RULES = YAML(typ="rt")
+_RESOLVERS = _RULES.resolver.versioned_resolver  # a property, worked out on each use
 # The first characters of every plain scalar ruamel may read as other than a string.
-_NON_STRING_STARTS = frozenset(first for first in _RULES.resolver.versioned_resolver if first)
+_NON_STRING_STARTS = frozenset(first for first in _RESOLVERS if first)
 
 
 def _reader_error(file: str, text: str, exc: ReaderError) -> HubbotError:

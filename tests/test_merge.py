@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bot import helm, manifests
 from bot.merge import MAP, Layer, effective, merge_layers
 from bot.values import layer_files
-from bot.yamlfile import dump_yaml, load_yaml
+from bot.yamlfile import Path_, dump_yaml, load_yaml
 from tests.fixtures.charts import PROJECT
 from tests.fixtures.tools import require_binary
 
@@ -83,6 +83,68 @@ VALUES = st.recursive(
 # Maps are drawn often at the top, so layers overlap where merging (not replacing) matters.
 MAPS = st.dictionaries(KEYS, st.dictionaries(KEYS, VALUES, max_size=3) | VALUES, max_size=3)
 STACKS = st.lists(st.dictionaries(KEYS, MAPS | VALUES, max_size=4), min_size=2, max_size=4)
+
+
+def paths_in(node: Any, path: Path_ = ()) -> list[Path_]:
+    if isinstance(node, dict):
+        items: Any = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return []
+    return [p for key, item in items for p in [(*path, key), *paths_in(item, (*path, key))]]
+
+
+def recorded_merge(layers: list[Layer]) -> dict[Path_, list[tuple[str, Any]]]:
+    """Provenance the plain way, as a reference: every layer records each path it sets
+    while merging; a replaced value takes the records below it along."""
+    records: dict[Path_, list[tuple[str, Any]]] = {}
+
+    def below(node: Any, path: Path_) -> list[tuple[Path_, Any]]:
+        if isinstance(node, dict):
+            items: Any = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            return []
+        found: list[tuple[Path_, Any]] = []
+        for key, item in items:
+            found += [((*path, key), item), *below(item, (*path, key))]
+        return found
+
+    def merge(dest: dict[str, Any], src: dict[str, Any], path: Path_, file: str) -> None:
+        for key, value in src.items():
+            here = (*path, key)
+            if isinstance(value, dict) and isinstance(dest.get(key), dict):
+                records.setdefault(here, []).append((file, MAP))
+                dest[key] = dict(dest[key])
+                merge(dest[key], value, here, file)
+                continue
+            for gone, _ in below(dest.get(key), here):
+                records.pop(gone, None)
+            dest[key] = value
+            for at, item in [(here, value), *below(value, here)]:
+                records.setdefault(at, []).append((file, MAP if isinstance(item, dict) else item))
+
+    document: dict[str, Any] = {}
+    for one in layers:
+        merge(document, one.data, (), one.file)
+    return records
+
+
+@settings(max_examples=300, deadline=None)
+@given(stack=STACKS)
+def test_provenance_worked_out_per_path_is_what_merging_records(
+    stack: list[dict[str, Any]],
+) -> None:
+    layers = [Layer(f"layer{index}.yaml", data, {}) for index, data in enumerate(stack)]
+    merged = merge_layers(layers)
+    expected = recorded_merge(layers)
+    found = {path: [(o.file, o.value) for o in chain] for path, chain in merged.origins.items()}
+    assert found == expected
+    # Also every path a layer set that a higher one replaced: its chain is empty.
+    for path in {path for one in layers for path in paths_in(one.data)} | {("a", "x", 0)}:
+        assert [(o.file, o.value) for o in merged.chain(path)] == expected.get(path, [])
 
 
 def helm_template(helm: str, values_args: list[str], stdin: str | None = None) -> str:

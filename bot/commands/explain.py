@@ -30,7 +30,7 @@ def parse_key(text: str) -> Path_:
 def run(args: argparse.Namespace) -> int:
     values = build(WorkTree(args.repo), args.hub, args.env)
     path = parse_key(args.key)
-    chain = values.merged.origins.get(path)
+    chain = values.merged.chain(path)
     if not chain:
         near = values.merged.nearest(path)
         hint = f"; the nearest key set is {_dotted(near[0])}" if near else ""
