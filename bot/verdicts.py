@@ -12,15 +12,20 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot import actions, chartschema, helm, startup
+from bot import chartschema, helm
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
 from bot.infra import cross_check, has_infra
-from bot.scope import Scope, scope
 from bot.source import GitCommit, Source, WorkTree
 from bot.validation import check, resize_problems
 from bot.values import CHART_DIR, HubValues, build
+
+# Imported where they are needed, by the options that need them: each costs every run.
+if TYPE_CHECKING:
+    from bot import actions
+    from bot.scope import Scope
 
 
 def validate(
@@ -40,7 +45,11 @@ def validate(
     trusted = trusted_base(repo, base) if base else None
     if only_changed and trusted is None:
         raise HubbotError("--only-changed needs --base REF: the ref to compare the inputs with")
-    limited: Scope | None = scope(trusted, source) if only_changed and trusted else None
+    limited: Scope | None = None
+    if only_changed and trusted:
+        from bot.scope import scope
+
+        limited = scope(trusted, source)
     hubs = hubs or discover_hubs(source)
     if not hubs:
         raise HubbotError(
@@ -176,6 +185,10 @@ class Report:
 def with_startup(source: WorkTree, results: list[Checked | HubValues]) -> list[Checked]:
     """`results` with each waiting pair's start-up check done (all in one probe run)."""
     waiting = [item for item in results if isinstance(item, HubValues)]
+    if not waiting:  # --no-startup, or no pair passed
+        return [item for item in results if isinstance(item, Checked)]
+    from bot import startup
+
     try:
         reports = dict(zip(map(id, waiting), startup.check_many(source, waiting), strict=True))
     except HubbotError as exc:  # the check itself could not run: every waiting pair fails
@@ -260,6 +273,8 @@ def report_warnings(name: str, warnings: list[HubbotError], output_format: str) 
 
 def annotation(problem: HubbotError, name: str, level: actions.Level = "error") -> str:
     """A GitHub Actions annotation (workflow command) for one problem."""
+    from bot import actions
+
     location = problem.location
     return actions.annotation(
         level,
