@@ -85,32 +85,29 @@ MAPS = st.dictionaries(KEYS, st.dictionaries(KEYS, VALUES, max_size=3) | VALUES,
 STACKS = st.lists(st.dictionaries(KEYS, MAPS | VALUES, max_size=4), min_size=2, max_size=4)
 
 
-def paths_in(node: Any, path: Path_ = ()) -> list[Path_]:
+def below(node: Any, path: Path_ = ()) -> list[tuple[Path_, Any]]:
+    """Every (path, value) inside `node` (at `path`), enclosing paths first; written
+    apart from bot/merge.py on purpose: the reference must not share its code."""
     if isinstance(node, dict):
         items: Any = node.items()
     elif isinstance(node, list):
         items = enumerate(node)
     else:
         return []
-    return [p for key, item in items for p in [(*path, key), *paths_in(item, (*path, key))]]
+    found: list[tuple[Path_, Any]] = []
+    for key, item in items:
+        found += [((*path, key), item), *below(item, (*path, key))]
+    return found
+
+
+def paths_in(node: Any) -> list[Path_]:
+    return [path for path, _ in below(node)]
 
 
 def recorded_merge(layers: list[Layer]) -> dict[Path_, list[tuple[str, Any]]]:
     """Provenance the plain way, as a reference: every layer records each path it sets
     while merging; a replaced value takes the records below it along."""
     records: dict[Path_, list[tuple[str, Any]]] = {}
-
-    def below(node: Any, path: Path_) -> list[tuple[Path_, Any]]:
-        if isinstance(node, dict):
-            items: Any = node.items()
-        elif isinstance(node, list):
-            items = enumerate(node)
-        else:
-            return []
-        found: list[tuple[Path_, Any]] = []
-        for key, item in items:
-            found += [((*path, key), item), *below(item, (*path, key))]
-        return found
 
     def merge(dest: dict[str, Any], src: dict[str, Any], path: Path_, file: str) -> None:
         for key, value in src.items():
