@@ -29,6 +29,9 @@ from bot.yamlfile import load_yaml
 # A chart package is small (the jupyterhub chart is about 100 KB packed); anything far
 # larger is not one, and is not unpacked into memory.
 MAX_PACKAGE_BYTES = 20 * 1024 * 1024
+# helm's own limits on what a chart package unpacks to (--max-chart-size, --max-file-size).
+MAX_CHART_SIZE = 100 * 1024 * 1024
+MAX_FILE_SIZE = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,24 @@ class ChartPackage:
         return data if isinstance(data, dict) else {}
 
 
+def refuse_oversized(name: str, members: list[tarfile.TarInfo]) -> None:
+    """A package that unpacks bigger than helm itself would load is refused before it is
+    unpacked (a few MiB of zeros unpack to gigabytes; a package is a pull request's to
+    choose)."""
+    for member in members:
+        if member.size > MAX_FILE_SIZE:
+            raise HubbotError(
+                f"chart package {name}: {member.name} unpacks to {member.size} bytes, more "
+                f"than helm loads ({MAX_FILE_SIZE})"
+            )
+    total = sum(member.size for member in members)
+    if total > MAX_CHART_SIZE:
+        raise HubbotError(
+            f"chart package {name} unpacks to {total} bytes, more than helm loads "
+            f"({MAX_CHART_SIZE})"
+        )
+
+
 def read_package(path: Path, dep: Dependency) -> ChartPackage:
     """The files of the package at `path`, checked to be `dep` at its locked version."""
     where = Location(str(path))
@@ -61,6 +82,7 @@ def read_package(path: Path, dep: Dependency) -> ChartPackage:
         data = path.read_bytes()
         files: dict[str, bytes] = {}
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            refuse_oversized(path.name, tar.getmembers())
             for member in tar.getmembers():
                 top, _, inner = member.name.partition("/")
                 # Only the chart's own regular files: no links, nothing outside its directory.

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.chartpackage import refuse_oversized
 from bot.errors import HubbotError
 
 MARK = "hubbotrandom"
@@ -45,9 +46,6 @@ _UNFIXABLE = re.compile(
     r"gen(?:PrivateKey|CA|CAWithKey|SelfSignedCert|SelfSignedCertWithKey|SignedCert|"
     r"SignedCertWithKey))\b"
 )
-# helm's own limits on a chart package (--max-chart-size, --max-file-size defaults).
-MAX_CHART_SIZE = 100 * 1024 * 1024
-MAX_FILE_SIZE = 5 * 1024 * 1024
 _TEMPLATE_SUFFIXES = (".yaml", ".yml", ".tpl", ".txt", ".json")
 
 
@@ -77,7 +75,7 @@ def _unpack_dependencies(chart: Path) -> None:
         with tempfile.TemporaryDirectory(dir=charts) as unpacked:
             try:
                 with tarfile.open(package) as archive:
-                    _refuse_oversized(package.name, archive.getmembers())
+                    refuse_oversized(package.name, archive.getmembers())
                     # The "data" filter refuses links and paths that leave the directory.
                     archive.extractall(unpacked, filter="data")
             except (tarfile.TarError, OSError) as exc:
@@ -93,23 +91,6 @@ def _unpack_dependencies(chart: Path) -> None:
         package.unlink()
     for sub in sorted(path for path in charts.iterdir() if path.is_dir()):
         _unpack_dependencies(sub)
-
-
-def _refuse_oversized(name: str, members: list[tarfile.TarInfo]) -> None:
-    """A package that unpacks bigger than helm itself would load is refused before it fills
-    the disk (a chart package is a pull request's to choose)."""
-    for member in members:
-        if member.size > MAX_FILE_SIZE:
-            raise HubbotError(
-                f"chart package {name}: {member.name} unpacks to {member.size} bytes, more "
-                f"than helm loads ({MAX_FILE_SIZE})"
-            )
-    total = sum(member.size for member in members)
-    if total > MAX_CHART_SIZE:
-        raise HubbotError(
-            f"chart package {name} unpacks to {total} bytes, more than helm loads "
-            f"({MAX_CHART_SIZE})"
-        )
 
 
 def _fix_randomness(chart: Path) -> bool:

@@ -11,12 +11,14 @@ import pytest
 import yaml
 
 from bot import helm
-from bot.chartpackage import locked_package
+from bot.chartpackage import MAX_CHART_SIZE, MAX_FILE_SIZE, locked_package, read_package
 from bot.chartschema import chart_values, coalesce, read_contract, schema_violations
+from bot.errors import HubbotError
 from bot.kubeversion import ConstraintError, satisfies
 from bot.quantity import jupyterhub_bytes, kubernetes
 from tests.fixtures.charts import CHART_VERSION
 from tests.fixtures.repos import replace_in, validate, write
+from tests.test_previewchart import package
 
 PUBLIC_COMMON = "deployments/tess-public/config/common.yaml"
 PRIVATE_COMMON = "deployments/tess-private/config/common.yaml"
@@ -352,3 +354,24 @@ def test_jupyterhub_bytes() -> None:
     assert jupyterhub_bytes(4096) == 4096
     assert jupyterhub_bytes("1Gi") is None
     assert jupyterhub_bytes("1024") is None
+
+
+FILES_PAST_THE_LIMIT = MAX_CHART_SIZE // MAX_FILE_SIZE + 1
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"jupyterhub/Chart.yaml": b"x", "jupyterhub/big.json": bytes(MAX_FILE_SIZE + 1)},
+        {f"jupyterhub/f{n}.json": bytes(MAX_FILE_SIZE) for n in range(FILES_PAST_THE_LIMIT)},
+    ],
+    ids=["one file", "the whole package"],
+)
+def test_a_package_that_unpacks_bigger_than_helm_loads_is_not_read_into_memory(
+    tmp_path: Path, members: dict[str, bytes]
+) -> None:
+    path = tmp_path / "jupyterhub-4.4.0.tgz"
+    path.write_bytes(package(members))
+    dependency = helm.Dependency("jupyterhub", "4.4.0", "https://hub.jupyter.org/helm-chart/")
+    with pytest.raises(HubbotError, match="more than helm loads"):
+        read_package(path, dependency)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot import helm
+from bot.chartpackage import MAX_FILE_SIZE
 from bot.errors import HubbotError
 from bot.manifests import parse
-from bot.previewchart import MARK, MAX_FILE_SIZE, marked_paths, preview_chart
+from bot.previewchart import MARK, marked_paths, preview_chart
 
 VALUES = json.dumps({"jupyterhub": {"singleuser": {"image": {"name": "u", "tag": "1"}}}})
 
