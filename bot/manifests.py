@@ -202,7 +202,6 @@ class Previews:
             self._renders[key] = first, random
         return self._renders[key]
 
-
     def _marked(self, doc: Doc) -> set[Path_]:
         # A document rendered alike for several pairs or refs is one object: walked once.
         if id(doc) not in self._marks:
