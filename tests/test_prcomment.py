@@ -158,14 +158,18 @@ def packages(*lines: str) -> str:
     return 'RUN ["/bin/sh", "-c", "' + " && ".join(run) + '"]'
 
 
+def unreachable_registry(tmp_path: Path) -> LocalRegistry:
+    """A registry on a free port where nothing listens: the registry cannot be asked."""
+    port = free_port()
+    return LocalRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", tmp_path)
+
+
 @pytest.mark.slow
 def test_a_changed_image_is_built_without_a_registry_and_its_package_changes_listed(
     hub_repo: Path, api: FakeGitHub, docker_host: str, no_logins: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port = free_port()
-    unreachable = LocalRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", tmp_path)
-    point_hubs_at(hub_repo, unreachable)
+    point_hubs_at(hub_repo, unreachable_registry(tmp_path))
     busybox_image(hub_repo / USER_IMAGE_DIR, extra=packages(
         "conda numpy-1.26.0-py311_0", "conda python-3.11.7-h1_0", "conda scipy-1.11.0-py311_0",
         "conda requests-2.31.0-py_0", "conda tqdm-4.66.0-py_0", "conda-pip tqdm-4.66.0",
@@ -202,9 +206,7 @@ def test_an_image_that_does_not_build_fails_the_check_and_the_comment_shows_its_
     hub_repo: Path, api: FakeGitHub, docker_host: str, no_logins: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port = free_port()
-    unreachable = LocalRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", tmp_path)
-    point_hubs_at(hub_repo, unreachable)
+    point_hubs_at(hub_repo, unreachable_registry(tmp_path))
     base = git(hub_repo, "rev-parse", "staging")
     git(hub_repo, "checkout", "-q", "-b", "broken")
     busybox_image(hub_repo / USER_IMAGE_DIR,
