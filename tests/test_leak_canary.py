@@ -332,15 +332,22 @@ exec sleep 120 </dev/null >/dev/null 2>&1
 """
 
 
-def test_sigterm_while_editing_leaves_no_plaintext(
-    canary_repo: Path, canaries: dict[str, str], tmp_path: Path, leaks: Leaks
-) -> None:
+def editing(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment of a `secrets edit` whose editor is EDITOR, and the file where
+    that editor records what it saw."""
     editor = tmp_path / "editor.sh"
     editor.write_text(EDITOR)
     editor.chmod(0o700)
     record = tmp_path / "record"
     env = dict(os.environ, EDITOR=str(editor), HUBBOT_TEST_RECORD=str(record))
     env.pop("SOPS_EDITOR", None)
+    return env, record
+
+
+def test_sigterm_while_editing_leaves_no_plaintext(
+    canary_repo: Path, canaries: dict[str, str], tmp_path: Path, leaks: Leaks
+) -> None:
+    env, record = editing(tmp_path)
     command = [sys.executable, "-m", "bot", "--repo", str(canary_repo)]
     process = subprocess.Popen(
         [*command, "secrets", "edit", "tess-private", "prod"],
@@ -378,12 +385,7 @@ def test_sigkill_of_the_process_group_mid_edit_leaves_no_plaintext_anywhere(
     canary_repo: Path, canaries: dict[str, str], tmp_path: Path
 ) -> None:
     """Nothing can run at SIGKILL: the buffer's directory goes by the watchdog's hand."""
-    editor = tmp_path / "editor.sh"
-    editor.write_text(EDITOR)
-    editor.chmod(0o700)
-    record = tmp_path / "record"
-    env = dict(os.environ, EDITOR=str(editor), HUBBOT_TEST_RECORD=str(record))
-    env.pop("SOPS_EDITOR", None)
+    env, record = editing(tmp_path)
     since = time.time() - 1
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "--repo", str(canary_repo), "secrets", "edit",
