@@ -72,7 +72,7 @@ def run(
 ) -> Result:
     """Run `helm ARGS`; with `check`, a failure raises a HubbotError quoting helm's error.
 
-    `env` adds helm's own settings (HELM_*) to the environment for this call.
+    `env` adds settings (helm's HELM_*, Go's) to the environment for this call.
     """
     helm = binary()
     try:
@@ -150,7 +150,21 @@ def template(
             "-",
         ],
         stdin=values_yaml.encode(),
+        env=short_lived_go(),
     ).stdout
+
+
+# A render is a process of a few tenths of a second whose heap stays small (about 70 MB
+# for the jupyterhub chart): Go's collector, tuned for servers, spends about a quarter
+# of its CPU there. Off, with a memory limit at which it runs after all, that is saved.
+_SHORT_LIVED_GO = {"GOGC": "off", "GOMEMLIMIT": "1GiB"}
+
+
+def short_lived_go() -> dict[str, str]:
+    """Go runtime settings for a short helm process; any the environment sets win."""
+    if any(name in os.environ for name in _SHORT_LIVED_GO):
+        return {}
+    return dict(_SHORT_LIVED_GO)
 
 
 # --- Chart.lock -------------------------------------------------------------------------

@@ -92,6 +92,35 @@ def test_template_reads_values_from_stdin_and_includes_crds(hub_chart_offline_re
     assert "kind: CustomResourceDefinition" in out
 
 
+def recording_helm(tmp_path: Path) -> tuple[Path, Path]:
+    """A HELM that writes its Go settings to a file, then runs the real helm."""
+    record = tmp_path / "go-settings"
+    wrapper = tmp_path / "recording-helm"
+    wrapper.write_text(
+        f'#!/bin/sh\necho "GOGC=$GOGC GOMEMLIMIT=$GOMEMLIMIT" > {record}\n'
+        f'exec {helm.binary()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, record
+
+
+def test_a_render_runs_without_go_collector_unless_the_environment_says(
+    hub_chart_offline_ready: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapper, record = recording_helm(tmp_path)
+    monkeypatch.setenv("HELM", str(wrapper))
+    for name in ("GOGC", "GOMEMLIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    assert "kind: Deployment" in helm.template(hub_chart_offline_ready, "r", "n", "{}")
+    assert record.read_text() == "GOGC=off GOMEMLIMIT=1GiB\n"
+    monkeypatch.setenv("GOGC", "200")
+    helm.template(hub_chart_offline_ready, "r", "n", "{}")
+    assert record.read_text() == "GOGC=200 GOMEMLIMIT=\n"
+    monkeypatch.delenv("GOGC")
+    helm.run(["version"])  # not a render (deploys wait on a cluster for minutes): Go's defaults
+    assert record.read_text() == "GOGC= GOMEMLIMIT=\n"
+
+
 def test_template_failure_is_one_line(hub_chart_offline_ready: Path) -> None:
     values = '{"homeStorage": {"enabled": true}}'
     with pytest.raises(HubbotError) as caught:
