@@ -73,8 +73,9 @@ def load_deployment(source: Source, hub: str) -> Deployment:
 
 
 def _load_deployment(source: Source, hub: str) -> Deployment:
-    hubs = discover_hubs(source)
-    if hub not in hubs:
+    # The one hub asked for is looked at first: listing them all reads every hubploy.yaml.
+    if hub not in source.children(DEPLOYMENTS) or not _has_hubploy(source, hub):
+        hubs = discover_hubs(source)
         known = ", ".join(hubs) or "none"
         close = did_you_mean(hub, hubs)
         raise HubbotError(

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import os
 import re
 import shutil
 import tarfile
@@ -55,42 +57,113 @@ class PreviewChart:
     deterministic: bool  # False: random values are found by rendering twice
 
 
+# Where unpacked, rewritten dependency packages are kept between runs, by the sha256 of
+# the package and of the rewrite rules: a package never changes under its digest, and
+# unpacking and rewriting it is a third of what a one-pair render costs besides helm.
+CACHE_ENV = "HUBBOT_CACHE_DIR"
+_RULES = hashlib.sha256(
+    repr((sorted(_FIXED.items()), _UNFIXABLE.pattern, _TEMPLATE_SUFFIXES)).encode()
+).hexdigest()[:16]
+_DETERMINISTIC = "deterministic"  # a cache entry's file: "yes" or "no", written last
+
+
 @contextmanager
 def preview_chart(ready: Path) -> Iterator[PreviewChart]:
     """A temporary copy of the chart at `ready` (dependencies in charts/), unpacked, with
     its random functions fixed where that is possible."""
     with tempfile.TemporaryDirectory(prefix="hubbot-preview-") as tmp:
-        copy = Path(tmp) / ready.name
+        copy = Path(tmp) / "chart" / ready.name
         shutil.copytree(ready, copy, symlinks=True)
-        _unpack_dependencies(copy)
-        yield PreviewChart(copy, _fix_randomness(copy))
+        packages = sorted(path for path in copy.rglob("*.tgz") if path.parent.name == "charts")
+        deterministic = _fix_randomness(copy)  # before the packages join it: they are fixed
+        for package in packages:
+            deterministic &= _add_dependency(package, Path(tmp))
+        yield PreviewChart(copy, deterministic)
 
 
-def _unpack_dependencies(chart: Path) -> None:
-    """Each charts/*.tgz as a directory, so that its templates can be rewritten."""
-    charts = chart / "charts"
-    if not charts.is_dir():
-        return
-    for package in sorted(charts.glob("*.tgz")):
-        with tempfile.TemporaryDirectory(dir=charts) as unpacked:
-            try:
-                with tarfile.open(package) as archive:
-                    refuse_oversized(package.name, archive.getmembers())
-                    # The "data" filter refuses links and paths that leave the directory.
-                    archive.extractall(unpacked, filter="data")
-            except (tarfile.TarError, OSError) as exc:
-                message = f"chart package {package.name} cannot be unpacked: {exc}"
-                raise HubbotError(message) from None
-            tops = list(Path(unpacked).iterdir())
-            if len(tops) != 1 or not tops[0].is_dir():
-                raise HubbotError(f"chart package {package.name} is not one chart directory")
-            target = charts / tops[0].name
-            if target.exists():
-                raise HubbotError(f"chart package {package.name} and charts/{target.name} clash")
-            tops[0].rename(target)
-        package.unlink()
-    for sub in sorted(path for path in charts.iterdir() if path.is_dir()):
-        _unpack_dependencies(sub)
+def cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hubbot"
+
+
+def _add_dependency(package: Path, scratch: Path) -> bool:
+    """Put the package's chart, unpacked and fixed, beside it in place of it; False if it
+    has randomness that cannot be fixed."""
+    entry = _cached(package)
+    if entry is None or not _is_plain_tree(entry):
+        entry = _prepare(package, Path(tempfile.mkdtemp(dir=scratch)))
+    for top in (entry / "chart").iterdir():
+        target = package.parent / top.name
+        if target.exists():
+            raise HubbotError(f"chart package {package.name} and charts/{top.name} clash")
+        shutil.copytree(top, target)
+    package.unlink()
+    return (entry / _DETERMINISTIC).read_text(encoding="utf-8") == "yes"
+
+
+def _cached(package: Path) -> Path | None:
+    """The package's cache entry, made now if need be; None where there is no cache."""
+    digest = hashlib.sha256(package.read_bytes()).hexdigest()
+    entry = cache_dir() / "preview-charts" / f"{digest}-{_RULES}"
+    if (entry / _DETERMINISTIC).is_file():
+        return entry
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".new-"))
+    except OSError:
+        return None  # no cache here (a read-only home, say): the caller prepares its own
+    try:
+        _prepare(package, scratch)
+        scratch.rename(entry)  # atomic: a reader sees a whole entry or none
+    except OSError:
+        pass  # another run made it first, or the disk is full
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return entry if (entry / _DETERMINISTIC).is_file() else None
+
+
+def _prepare(package: Path, entry: Path) -> Path:
+    """`entry`/chart/<name>: the package unpacked with its own dependencies, fixed."""
+    chart = entry / "chart"
+    chart.mkdir()
+    _unpack(package, chart)
+    deterministic = _fix_randomness(chart)
+    (entry / _DETERMINISTIC).write_text("yes" if deterministic else "no", encoding="utf-8")
+    return entry
+
+
+def _is_plain_tree(entry: Path) -> bool:
+    """Only directories and regular files: a cache entry holding anything else (a link
+    that helm would follow) is not one hubbot made, and is not used."""
+    return all(
+        not path.is_symlink() and (path.is_dir() or path.is_file())
+        for path in (entry, *entry.rglob("*"))
+    )
+
+
+def _unpack(package: Path, charts: Path) -> None:
+    """The package's chart as a directory in `charts`, its own packages unpacked too."""
+    with tempfile.TemporaryDirectory(dir=charts) as unpacked:
+        try:
+            with tarfile.open(package) as archive:
+                refuse_oversized(package.name, archive.getmembers())
+                # The "data" filter refuses links and paths that leave the directory.
+                archive.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            message = f"chart package {package.name} cannot be unpacked: {exc}"
+            raise HubbotError(message) from None
+        tops = list(Path(unpacked).iterdir())
+        if len(tops) != 1 or not tops[0].is_dir():
+            raise HubbotError(f"chart package {package.name} is not one chart directory")
+        target = charts / tops[0].name
+        if target.exists():
+            raise HubbotError(f"chart package {package.name} and charts/{target.name} clash")
+        tops[0].rename(target)
+    for inner in sorted((target / "charts").glob("*.tgz")):
+        _unpack(inner, inner.parent)
+        inner.unlink()
 
 
 def _fix_randomness(chart: Path) -> bool:

@@ -13,7 +13,7 @@ from bot import helm
 from bot.chartpackage import MAX_FILE_SIZE
 from bot.errors import HubbotError
 from bot.manifests import parse
-from bot.previewchart import MARK, marked_paths, preview_chart
+from bot.previewchart import CACHE_ENV, MARK, marked_paths, preview_chart
 
 VALUES = json.dumps({"jupyterhub": {"singleuser": {"image": {"name": "u", "tag": "1"}}}})
 
@@ -112,3 +112,96 @@ def test_a_package_that_unpacks_bigger_than_helm_loads_is_refused_before_unpacki
     with pytest.raises(HubbotError, match="more than helm loads"), preview_chart(chart):
         pass
     assert not list((chart / "charts").glob("tmp*"))
+
+
+def one_template_chart(tmp_path: Path, template: str) -> Path:
+    """A chart whose one dependency package holds `template` (a ConfigMap's data line)."""
+    chart = tmp_path / "c"
+    (chart / "charts").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    dep = package(
+        {
+            "dep/Chart.yaml": b"apiVersion: v2\nname: dep\nversion: 1.0.0\n",
+            "dep/templates/cm.yaml": (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep\ndata:\n"
+                f"  value: {template}\n"
+            ).encode(),
+        }
+    )
+    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(dep)
+    return chart
+
+
+def rendered_value(preview: Path) -> str:
+    value: str = parse(render(preview))[("ConfigMap", "", "dep")]["data"]["value"]
+    return value
+
+
+def cache_entries(cache: Path) -> list[Path]:
+    return sorted((cache / "preview-charts").iterdir())
+
+
+def test_a_dependency_is_unpacked_and_fixed_once_then_taken_from_the_cache(
+    tmp_path: Path, helm_bin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    chart = one_template_chart(tmp_path, "{{ randAlphaNum 4 | quote }}")
+    with preview_chart(chart) as preview:
+        assert preview.deterministic
+        assert rendered_value(preview.path) == f"{MARK}0004"
+    [entry] = cache_entries(cache)
+    # What the next run copies is the cache's: changed there, it shows in the next preview.
+    cached = entry / "chart" / "dep" / "templates" / "cm.yaml"
+    cached.write_text(cached.read_text().replace(f'"{MARK}', f'"cached-{MARK}'))
+    with preview_chart(chart) as preview:
+        assert rendered_value(preview.path) == f"cached-{MARK}0004"
+    assert cache_entries(cache) == [entry]
+    # Another package is another entry; one that cannot be fixed is remembered as such.
+    other = one_template_chart(tmp_path / "other", "{{ uuidv4 | quote }}")
+    with preview_chart(other) as preview:
+        assert not preview.deterministic
+    with preview_chart(other) as preview:
+        assert not preview.deterministic
+    assert len(cache_entries(cache)) == 2
+
+
+def test_a_cache_entry_holding_a_link_is_not_used(
+    tmp_path: Path, helm_bin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    chart = one_template_chart(tmp_path, "{{ .Files.Get \"secret.txt\" | quote }}")
+    with preview_chart(chart):
+        pass
+    [entry] = cache_entries(cache)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("read through a link")
+    (entry / "chart" / "dep" / "secret.txt").symlink_to(outside)
+    with preview_chart(chart) as preview:
+        assert rendered_value(preview.path) == ""  # the package's own files, not the link's
+
+
+def test_without_a_usable_cache_the_preview_is_made_all_the_same(
+    tmp_path: Path, helm_bin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(not_a_directory / "cache"))
+    chart = one_template_chart(tmp_path, "{{ randAlphaNum 4 | quote }}")
+    with preview_chart(chart) as preview:
+        assert rendered_value(preview.path) == f"{MARK}0004"
+    assert not list(tmp_path.glob("**/.new-*"))
+
+
+def test_a_hostile_package_leaves_nothing_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    chart = tmp_path / "c"
+    (chart / "charts").mkdir(parents=True)
+    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(package({"../escape/Chart.yaml": b"x"}))
+    with pytest.raises(HubbotError, match="cannot be unpacked"), preview_chart(chart):
+        pass
+    assert cache_entries(cache) == []
