@@ -12,10 +12,12 @@ deploy and no missed deploy. The seconds are printed for context.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from pathlib import Path
 from bench import replay, speed
 from bench.generate import KINDS, PROJECT, generate, hub_name
 from bench.speed import Timing
+from bot.previewchart import CACHE_ENV
 
 # Runs of each plan timing for the history ratio (at least; --runs may ask more).
 HISTORY_RUNS = 7
@@ -103,15 +106,21 @@ def run_speed(results: Results, work: Path, runs: int) -> None:
 def run_ratios(results: Results, repo: Path, work: Path, runs: int, count: int) -> None:
     """The measurements of the issue's ratios, at the largest size."""
     hub, env = hub_name(count // 2), "staging"
+    bare = speed.bare_template(repo, hub, env, work / "values.yaml")
     for name, argv in (
         ("floor", speed.floor(repo)),
         ("render", speed.render_manifests(repo, hub, env)),
-        ("helm template", speed.bare_template(repo, hub, env, work / "values.yaml")),
-        ("pair diff", speed.pair_diff(repo, hub, env)),
+        ("helm template", bare),
         ("startup pair", speed.validate_pair(repo, hub, env, startup=True)),
         ("no startup pair", speed.validate_pair(repo, hub, env, startup=False)),
     ):
         results.extra[(name, count)] = speed.measure(argv, runs)
+    rendered = work / "rendered.yaml"
+    rendered.write_bytes(subprocess.run(bare, capture_output=True, check=True).stdout)
+    results.extra[("read rendered", count)] = speed.measure(speed.read_rendered(rendered), runs)
+    # A change of the pair's own values: its diff renders both refs, as a pull request's.
+    speed.one_file_change(repo, hub)
+    results.extra[("pair diff", count)] = speed.measure(speed.pair_diff(repo, hub, env), runs)
     # Once: it runs JupyterHub's start-up for every pair (minutes).
     results.extra[("startup sweep", count)] = speed.measure(speed.validate_all(repo), 1)
     speed.change_hubs(repo, [hub_name(index) for index in range(1, 1 + MORE_HUBS)])
@@ -168,10 +177,15 @@ def ratio_table(results: Results) -> str:
         "pair diff": results.extra[("pair diff", large)].cpu_median,
     }
     small = min(results.hubs)
+    helm = context["helm template"]
     lines += [
         "CPU seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in context.items())
         + f", PR path {results.extra[('pull request', large)].cpu_median:.2f} at {large} hubs "
         f"and {results.extra[('pull request', small)].cpu_median:.2f} at {small}",
+        "the least a render that masks secrets can cost, helm's run plus a Python process "
+        "that only reads its output with libyaml: "
+        f"{(helm + results.extra[('read rendered', large)].cpu_median) / helm:.2f}x one bare "
+        "helm template",
         f"start-up check: {startup:.2f} CPU s for one pair (validate of one pair with it, "
         f"minus without); a sweep of all {2 * large} pairs in one run: {sweep:.0f} CPU s, "
         f"{sweep / (2 * large):.2f} per pair",
@@ -314,7 +328,12 @@ def main() -> int:
     parser.add_argument("--results", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     results = Results(machine(), sorted(args.hubs), args.runs)
+    # Timed as installed: bytecode compiled (PYTHONDONTWRITEBYTECODE would otherwise have
+    # every run compile the modules changed since it was last written).
+    compileall.compile_dir(PROJECT / "bot", quiet=1)
     with tempfile.TemporaryDirectory(prefix="hubbot-bench-") as work:
+        # The bench's own cache, warm after a command's first run as a user's is.
+        os.environ[CACHE_ENV] = str(Path(work) / "cache")
         run_speed(results, Path(work), args.runs)
         run_replays(results, Path(work), args.replay_hubs, [PROJECT, *args.repos])
     report = table(results) + "\n\n" + ratio_table(results) + "\n\n" + summary(results)

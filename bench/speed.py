@@ -208,6 +208,17 @@ def bare_template(repo: Path, hub: str, env: str, values_file: Path) -> list[str
     ]
 
 
+def read_rendered(rendered: Path) -> list[str]:
+    """A process that reads a saved `helm template` output with libyaml, and nothing else:
+    what any render that masks secrets does at least, beside running helm."""
+    return [sys.executable, "-m", "bench.speed", "read-rendered", str(rendered)]
+
+
+def read_with_libyaml_all(rendered: Path) -> int:
+    documents = yaml.load_all(rendered.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+    return sum(1 for _ in documents)
+
+
 def validate_pair(repo: Path, hub: str, env: str, startup: bool) -> list[str]:
     flags = [] if startup else ["--no-startup"]
     return [HUBBOT, "--repo", str(repo), "validate", hub, "--env", env, *flags]
@@ -248,7 +259,12 @@ if __name__ == "__main__":
         print(manifest_diffs(Path(arguments[0])))
     elif verb == ["floor"] and len(arguments) == 1:
         print(read_with_libyaml(Path(arguments[0])))
+    elif verb == ["read-rendered"] and len(arguments) == 1:
+        print(read_with_libyaml_all(Path(arguments[0])))
     elif verb == ["pair-diff"] and len(arguments) == 3:
         print(one_pair_diff(Path(arguments[0]), arguments[1], arguments[2]))
     else:
-        sys.exit("usage: python -m bench.speed manifests|floor REPO | pair-diff REPO HUB ENV")
+        sys.exit(
+            "usage: python -m bench.speed manifests|floor REPO | pair-diff REPO HUB ENV"
+            " | read-rendered FILE"
+        )
