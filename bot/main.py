@@ -97,15 +97,19 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 
 def chosen_verb(argv: Sequence[str]) -> str | None:
-    """The verb `argv` runs, found as parser() finds it; None for top-level help or errors."""
+    """The verb `argv` runs, found as parser() finds it; None for top-level help or errors,
+    "" for --version (which needs no verb)."""
     finder = _VerbFinder(add_help=False)
-    finder.add_argument("-h", "--help", "--version", action="store_true")
+    finder.add_argument("-h", "--help", action="store_true")
+    finder.add_argument("--version", action="store_true")
     finder.add_argument("--repo")
     finder.add_argument("command", nargs=argparse.REMAINDER)
     try:
         found, _ = finder.parse_known_args(argv)
     except _NoVerb:
         return None
+    if found.version and not found.help:
+        return ""  # no verb's module is needed to print the version
     if found.help or not found.command or found.command[0] not in VERBS:
         return None
     verb: str = found.command[0]

@@ -118,6 +118,16 @@ def test_a_verb_nothing_resembles_gets_no_suggestion() -> None:
     assert "did you mean" not in str(raised.value)
 
 
+def test_version_imports_no_verb() -> None:
+    script = (
+        "import sys\nfrom bot.main import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bot.commands.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+
+
 def test_version_prints_the_installed_version() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bot.main", "--version"], capture_output=True, text=True
