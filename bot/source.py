@@ -9,12 +9,13 @@ link's text, so what is validated and what is deployed could differ.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -133,6 +134,25 @@ class GitCommit:
             return None
         return decode(path, self.blobs.read(oid))
 
+    def prefetch(self, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
+        """Read `files`, and the files directly inside `directories`, in one request to git:
+        for a caller about to read them all (asked one at a time, each costs a round trip).
+        What is absent or refused is left to `read` to say, as are git's errors."""
+        wanted = set(files)
+        inside = {directory.rstrip("/") for directory in directories}
+        names = [name for name in wanted if name in self._entries]
+        if inside:
+            names += [
+                name
+                for name in self._entries
+                if posixpath.dirname(name) in inside and name not in wanted
+            ]
+        oids = [
+            oid for mode, oid in map(self._entries.__getitem__, names) if mode in FILE_MODES
+        ]
+        with contextlib.suppress(HubbotError):
+            self.blobs.read_many(oids)
+
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
         prefix = path.rstrip("/") + "/"
@@ -167,6 +187,7 @@ class GitCommit:
 
 
 LINK_MODE = "120000"  # git's mode for a symbolic link
+FILE_MODES = ("100644", "100755")  # git's modes for a file
 SUBMODULE_MODE = "160000"  # git's mode for a submodule: a commit of another repository
 
 
@@ -243,6 +264,14 @@ def _snapshot(root: Path, commit: str) -> tuple[dict[str, tuple[str, str]], git.
     which opens its base in several steps, lists it and reads each file once (both are only
     read, never changed)."""
     return git.tree_entries(root, commit), git.BlobReader(root)
+
+
+def prefetch(source: Source, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
+    """Tell `source` that `files`, and the files directly inside `directories`, are about to
+    be read: a commit then reads them from git in one request. Nothing changes what `read`
+    answers or raises."""
+    if isinstance(source, GitCommit):
+        source.prefetch(files, directories)
 
 
 def open_source(root: Path, ref: str | None) -> Source:

@@ -19,7 +19,7 @@ import pytest
 
 from bot import git as bot_git
 from bot.errors import HubbotError
-from bot.source import GitCommit, Source, WorkTree
+from bot.source import GitCommit, Source, WorkTree, prefetch
 from tests.fixtures.repos import commit_all, git, write
 
 COMMON = "deployments/tess-public/config/common.yaml"
@@ -325,3 +325,31 @@ def test_a_process_ending_with_a_commit_open_leaves_no_git_process(small_repo: P
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_files_a_caller_will_read_are_read_ahead_together(small_repo: Path) -> None:
+    os.symlink("common.yaml", small_repo / "deployments/hub-2/config/link.yaml")
+    commit_all(small_repo, "a link")
+    source = GitCommit(small_repo, "HEAD")
+    configs = [f"deployments/hub-{hub}/config" for hub in range(12)]
+    source.prefetch(["deployments/hub-0/hubploy.yaml", "absent.yaml", "deployments"], configs)
+    # common.yaml of each hub, and hub-0's hubploy.yaml; not the link, nor what is absent.
+    assert source.blobs.reads == 13
+    for hub in range(12):
+        path = f"deployments/hub-{hub}/config/common.yaml"
+        assert source.read(path) == shown(small_repo, path)
+    assert source.read("deployments/hub-0/hubploy.yaml") == "images: []\nname: hub-0\n"
+    assert source.blobs.reads == 13
+    with pytest.raises(HubbotError, match=r"link\.yaml: is a symbolic link"):
+        source.read("deployments/hub-2/config/link.yaml")
+
+
+def test_reading_ahead_leaves_errors_to_the_read(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    oid = git(small_repo, "rev-parse", "HEAD:deployments/hub-5/config/common.yaml")
+    (small_repo / ".git/objects" / oid[:2] / oid[2:]).unlink()
+    source.prefetch(directories=["deployments/hub-5/config", "deployments/hub-6/config"])
+    assert source.read("deployments/hub-6/config/common.yaml") == "replicas: 6\n"
+    with pytest.raises(HubbotError, match=f"git has no object {oid} "):
+        source.read("deployments/hub-5/config/common.yaml")
+    prefetch(WorkTree(small_repo), ["empty.yaml"], ["deployments"])  # a work tree: nothing to do
