@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import tarfile
 import tempfile
+import threading
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 from bot.errors import HubbotError
 
@@ -98,14 +103,139 @@ def remotes(repo: Path) -> list[str]:
     return run(repo, "remote").decode().split()
 
 
-def show(repo: Path, commit: str, path: str) -> bytes | None:
-    """The content of `path` at `commit`, or None when it does not exist there."""
-    result = subprocess.run(
-        ["git", "-C", str(repo), "cat-file", "blob", f"{commit}:{path}"],
-        capture_output=True,
-        check=False,
-    )
-    return result.stdout if result.returncode == 0 else None
+class BlobReader:
+    """Blobs of one repository by object id, read when first asked for through one
+    long-lived `git cat-file --batch` process (started on first need) and kept, so each is
+    read from git once. Safe to share between threads. The process ends when the reader is
+    closed or garbage-collected, or at interpreter exit."""
+
+    # Object ids per request of read_many: their lines (41 bytes each) fit into any pipe's
+    # buffer, so writing a request never waits for git, which is waiting for its answers
+    # to be read.
+    REQUEST = 64
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.reads = 0  # objects asked of git so far
+        self._blobs: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stop: weakref.finalize[..., BlobReader] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running git, or None when none is running."""
+        with self._lock:
+            return self._process.pid if self._process else None
+
+    def read(self, oid: str) -> bytes:
+        """The content of blob `oid`; an error if the repository lacks it."""
+        return self.read_many([oid])[oid]
+
+    def read_many(self, oids: Iterable[str]) -> dict[str, bytes]:
+        """The content of each blob in `oids`, those not read yet asked of git in as few
+        round trips as possible: for a caller that knows it needs them all."""
+        wanted = list(dict.fromkeys(oids))
+        with self._lock:
+            missing = [oid for oid in wanted if oid not in self._blobs]
+            for start in range(0, len(missing), self.REQUEST):
+                self._ask(missing[start : start + self.REQUEST])
+            return {oid: self._blobs[oid] for oid in wanted}
+
+    def close(self) -> None:
+        """End the git process, if one runs (a later read starts another)."""
+        with self._lock:
+            self._end()
+
+    def _ask(self, oids: list[str]) -> None:
+        process = self._start()
+        assert process.stdin is not None
+        assert process.stdout is not None
+        refused: HubbotError | None = None
+        try:
+            process.stdin.write("".join(f"{oid}\n" for oid in oids).encode())
+            process.stdin.flush()
+            for oid in oids:
+                # Every answer is read, even after a refusal, so the next starts in step.
+                answer = self._answer(process.stdout, oid)
+                self.reads += 1
+                if isinstance(answer, HubbotError):
+                    refused = refused or answer
+                else:
+                    self._blobs[oid] = answer
+        except (OSError, ValueError) as exc:  # a closed pipe: git has ended
+            raise self._died(str(exc)) from None
+        if refused:
+            raise refused
+
+    def _answer(self, out: IO[bytes], oid: str) -> bytes | HubbotError:
+        """The content git gives for `oid`, or the error to raise once all are read."""
+        header = out.readline()
+        if not header.endswith(b"\n"):
+            raise self._died("no answer")
+        fields = header.decode(errors="replace").split()
+        if fields[1:] in (["missing"], ["ambiguous"]):
+            return HubbotError(f"git has no object {oid} in {self.repo}: is the clone complete?")
+        if len(fields) != 3 or fields[0] != oid or not fields[2].isdigit():
+            self._end()  # out of step with git: a later read starts afresh
+            raise HubbotError(f"git cat-file answered {header!r} when asked for {oid}")
+        size = int(fields[2])
+        data = out.read(size + 1)
+        if len(data) != size + 1:
+            raise self._died(f"{len(data)} of {size + 1} bytes")
+        if fields[1] != "blob":
+            return HubbotError(f"git object {oid} is a {fields[1]}, not a file's content")
+        return data[:size]
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            try:
+                self._process = subprocess.Popen(
+                    ["git", "-C", str(self.repo), "cat-file", "--batch"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            except FileNotFoundError:
+                raise GitMissing("git is not installed: install git and retry") from None
+            self._stop = weakref.finalize(self, _end_batch, self._process)
+        return self._process
+
+    def _died(self, detail: str) -> HubbotError:
+        """The error for a git process that stopped answering, which is ended."""
+        process = self._process
+        assert process is not None
+        assert process.stderr is not None
+        stderr = process.stderr
+        process.kill()
+        self._end(keep_stderr=True)
+        message = stderr.read().decode(errors="replace").strip().splitlines()
+        stderr.close()
+        why = message[-1] if message else f"exit status {process.returncode}, {detail}"
+        return HubbotError(f"git cat-file --batch in {self.repo} ended: {why}")
+
+    def _end(self, keep_stderr: bool = False) -> None:
+        if self._stop is not None:
+            self._stop.detach()
+        if self._process is not None:
+            _end_batch(self._process, keep_stderr)
+        self._process, self._stop = None, None
+
+
+def _end_batch(process: subprocess.Popen[bytes], keep_stderr: bool = False) -> None:
+    """Close a `git cat-file --batch` process's input (it then exits) and wait for it."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    with contextlib.suppress(OSError):  # the flush of a pipe git no longer reads
+        process.stdin.close()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stdout.close()
+    if process.stderr is not None and not keep_stderr:
+        process.stderr.close()
 
 
 def tree_entries(repo: Path, commit: str) -> dict[str, tuple[str, str]]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import HubbotError, Location, did_you_mean
 from bot.schemas import load_checker
-from bot.source import Source, memoized
+from bot.source import Source, memoized, prefetch
 from bot.yamlfile import Path_, YamlDoc, load_yaml
 
 DEPLOYMENTS = "deployments"
@@ -58,7 +59,20 @@ def discover_hubs(source: Source) -> list[str]:
 
 
 def _discover_hubs(source: Source) -> list[str]:
-    return [name for name in source.children(DEPLOYMENTS) if _has_hubploy(source, name)]
+    names = source.children(DEPLOYMENTS)
+    prefetch(source, [f"{DEPLOYMENTS}/{name}/hubploy.yaml" for name in names])
+    return [name for name in names if _has_hubploy(source, name)]
+
+
+def prefetch_hubs(source: Source, hubs: Iterable[str]) -> None:
+    """Read ahead, in one request where `source` is a commit, the files that make `hubs`'
+    values (bot.source.prefetch): for a caller about to build them all."""
+    hubs = list(hubs)
+    prefetch(
+        source,
+        [f"{DEPLOYMENTS}/{hub}/hubploy.yaml" for hub in hubs],
+        [f"{DEPLOYMENTS}/{hub}/{part}" for hub in hubs for part in ("config", "secrets")],
+    )
 
 
 def _has_hubploy(source: Source, name: str) -> bool:

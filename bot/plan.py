@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from bot.errors import HubbotError
-from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
+from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment, prefetch_hubs
 from bot.imagetag import tag_for_tree
 from bot.source import Source, memoized
 from bot.values import (
@@ -197,6 +197,9 @@ def plan(
     failed: list[HubFailure] = []
     base_hubs = set(discover_hubs(base))
     head_hubs = set(discover_hubs(head))
+    # Every hub is compared: its files at a commit are read in one request, not one each.
+    prefetch_hubs(base, base_hubs)
+    prefetch_hubs(head, head_hubs)
     for hub in sorted(base_hubs | head_hubs):
         try:
             hub_pairs, quiet, hub_diffs = _plan_hub(

@@ -9,13 +9,13 @@ link's text, so what is validated and what is deployed could differ.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import posixpath
 import stat
-import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -111,26 +111,47 @@ class WorkTree:
 
 @dataclass
 class GitCommit:
-    """The files of one commit, read through git without touching the work tree."""
+    """The files of one commit, read through git without touching the work tree: the tree
+    is listed when opened, each file read when first asked for."""
 
     root: Path
     commit: str
     label: str = ""
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)
-    _entries: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
-    _blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # Read when first asked for, then kept; shared with every GitCommit of this commit.
+    blobs: git.BlobReader = field(init=False, repr=False, compare=False)
+    _entries: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.commit = git.resolve(self.root, self.commit)
         self.label = self.label or self.commit[:12]
-        self._entries, self._blobs = _snapshot(self.root, self.commit)
+        self._entries, self.blobs = _snapshot(self.root, self.commit)
 
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
-        blob = self._blobs.get(path)
-        if blob is None and path in self._entries:
-            blob = git.show(self.root, self.commit, path)
-        return decode(path, blob) if blob is not None else None
+        mode, oid = self._entries.get(path, ("", ""))
+        if not oid or mode == SUBMODULE_MODE:
+            return None
+        return decode(path, self.blobs.read(oid))
+
+    def prefetch(self, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
+        """Read `files`, and the files directly inside `directories`, in one request to git:
+        for a caller about to read them all (asked one at a time, each costs a round trip).
+        What is absent or refused is left to `read` to say, as are git's errors."""
+        wanted = set(files)
+        inside = {directory.rstrip("/") for directory in directories}
+        names = [name for name in wanted if name in self._entries]
+        if inside:
+            names += [
+                name
+                for name in self._entries
+                if posixpath.dirname(name) in inside and name not in wanted
+            ]
+        oids = [
+            oid for mode, oid in map(self._entries.__getitem__, names) if mode in FILE_MODES
+        ]
+        with contextlib.suppress(HubbotError):
+            self.blobs.read_many(oids)
 
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
@@ -162,10 +183,12 @@ class GitCommit:
                 raise link_error(link, self._link_target(oid))
 
     def _link_target(self, oid: str) -> str:
-        return git.run(self.root, "cat-file", "blob", oid).decode(errors="replace")
+        return self.blobs.read(oid).decode(errors="replace")
 
 
 LINK_MODE = "120000"  # git's mode for a symbolic link
+FILE_MODES = ("100644", "100755")  # git's modes for a file
+SUBMODULE_MODE = "160000"  # git's mode for a submodule: a commit of another repository
 
 
 def prefixes(path: str) -> list[str]:
@@ -235,37 +258,20 @@ def _tree_id(files: dict[str, tuple[str, bytes]]) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _snapshot(root: Path, commit: str) -> tuple[dict[str, tuple[str, str]], dict[str, bytes]]:
-    """A commit's tree entries and the text files the bot may need, read by one git process
-    each. A commit never changes: a pull request's run, which opens its base in several
-    steps, reads it once (both are only read, never changed)."""
-    entries = git.tree_entries(root, commit)
-    wanted = [
-        (name, oid)
-        for name, (mode, oid) in entries.items()
-        if mode != "160000" and name.endswith((".yaml", ".yml", ".json", ".lock"))
-    ]
-    return entries, _read_blobs(root, wanted)
+def _snapshot(root: Path, commit: str) -> tuple[dict[str, tuple[str, str]], git.BlobReader]:
+    """A commit's tree entries, listed by one git process, and the reader of its files,
+    which reads each when first asked for. A commit never changes: a pull request's run,
+    which opens its base in several steps, lists it and reads each file once (both are only
+    read, never changed)."""
+    return git.tree_entries(root, commit), git.BlobReader(root)
 
 
-def _read_blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
-    if not wanted:
-        return {}
-    request = "".join(f"{oid}\n" for _, oid in wanted).encode()
-    out = subprocess.run(
-        ["git", "-C", str(root), "cat-file", "--batch"],
-        input=request,
-        capture_output=True,
-        check=True,
-    ).stdout
-    blobs: dict[str, bytes] = {}
-    position = 0
-    for name, _ in wanted:
-        header_end = out.index(b"\n", position)
-        size = int(out[position:header_end].split()[2])
-        blobs[name] = out[header_end + 1 : header_end + 1 + size]
-        position = header_end + 1 + size + 1
-    return blobs
+def prefetch(source: Source, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
+    """Tell `source` that `files`, and the files directly inside `directories`, are about to
+    be read: a commit then reads them from git in one request. Nothing changes what `read`
+    answers or raises."""
+    if isinstance(source, GitCommit):
+        source.prefetch(files, directories)
 
 
 def open_source(root: Path, ref: str | None) -> Source:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from bot import chartschema, helm
 from bot.errors import HubbotError
-from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment
+from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment, prefetch_hubs
 from bot.infra import cross_check, has_infra
 from bot.source import GitCommit, Source, WorkTree
 from bot.validation import check, resize_problems
@@ -56,6 +56,9 @@ def validate(
             f"nothing to validate: no hub in {DEPLOYMENTS}/ (each is a directory with a "
             "hubploy.yaml)"
         )
+    if trusted is not None:
+        # Each pair validated is compared with the base (against_base): read its hubs at once.
+        prefetch_hubs(trusted, [h for h in hubs if limited is None or not limited.hub_unchanged(h)])
     out = Report(output_format, found)
     # Pairs in order; those that passed wait for the start-up check, which runs them all
     # in one probe process (JupyterHub is imported once, not once per pair).

@@ -1,15 +1,26 @@
 """bot/source.py reads what git holds: a symbolic link is refused in the work tree and commits
-alike, and a file that is not UTF-8 text is one error."""
+alike, and a file that is not UTF-8 text is one error. A commit's files are read from git when
+first asked for, each once, by one git process that ends with the source."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bot import git as bot_git
 from bot.errors import HubbotError
-from bot.source import GitCommit, Source, WorkTree
-from tests.fixtures.repos import commit_all, write
+from bot.source import GitCommit, Source, WorkTree, prefetch
+from tests.fixtures.repos import commit_all, git, write
 
 COMMON = "deployments/tess-public/config/common.yaml"
 IMAGE_DIR = "deployments/tess-private/images/default"
@@ -111,3 +122,234 @@ def test_a_file_that_is_not_utf8_names_the_byte_offset(
             f"{LAYER}:{line}: byte offset {offset} (0x{junk[offset]:02x}) is not UTF-8: the file "
             "must be UTF-8 text (a binary file?)"
         )
+
+
+# --- reading a commit's files lazily ------------------------------------------------------
+
+BIG = "big/values.yaml"
+
+
+@pytest.fixture
+def small_repo(tmp_path: Path) -> Path:
+    """A git repository of a few dozen files: YAML and not, empty, without a final newline,
+    and one larger than any pipe's buffer."""
+    repo = tmp_path / "small"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "test@tess-hubs.invalid")
+    git(repo, "config", "user.name", "hubbot tests")
+    git(repo, "config", "commit.gpgsign", "false")
+    for hub in range(12):
+        write(repo, f"deployments/hub-{hub}/hubploy.yaml", f"images: []\nname: hub-{hub}\n")
+        write(repo, f"deployments/hub-{hub}/config/common.yaml", f"replicas: {hub}\n")
+        write(repo, f"deployments/hub-{hub}/README.md", f"# hub {hub}\n")
+    write(repo, "empty.yaml", "")
+    write(repo, "no-newline.json", '{"a": 1}')
+    write(repo, BIG, "".join(f"key{n}: {'x' * 60}\n" for n in range(5000)))
+    commit_all(repo, "files")
+    return repo
+
+
+def tracked(repo: Path) -> list[str]:
+    return git(repo, "ls-files").splitlines()
+
+
+def shown(repo: Path, path: str) -> str:
+    """The file as `git show` gives it."""
+    return subprocess.run(
+        ["git", "-C", str(repo), "show", f"HEAD:{path}"], check=True, capture_output=True
+    ).stdout.decode()
+
+
+def within(seconds: float, call: Callable[[], object]) -> object:
+    """`call()`, or a failure if it takes longer than `seconds` (a hang, not an answer)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"no answer within {seconds} s"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def test_a_commit_reads_only_the_files_asked_for(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    assert source.blobs.reads == 0
+    assert source.blobs.pid is None  # no git process until a file is wanted
+    assert source.read("deployments/hub-3/config/common.yaml") == "replicas: 3\n"
+    assert source.blobs.reads == 1
+    source.read("deployments/hub-3/config/common.yaml")
+    # Another view of the same commit shares what was read.
+    again = GitCommit(small_repo, "main")
+    assert again.read("deployments/hub-3/config/common.yaml") == "replicas: 3\n"
+    assert again.blobs.reads == 1
+    assert again.read("deployments/hub-3/config/absent.yaml") is None
+    assert again.read("deployments/hub-3") is None  # a directory
+    assert again.blobs.reads == 1
+
+
+def test_a_commit_reads_what_git_show_gives(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    paths = tracked(small_repo)
+    random.Random(7).shuffle(paths)
+    for path in paths:
+        assert source.read(path) == shown(small_repo, path), path
+    assert source.read(BIG) is not None
+    assert len(source.read(BIG) or "") > 300_000
+    assert source.read("empty.yaml") == ""
+    assert source.read("no-newline.json") == '{"a": 1}'
+    assert source.blobs.reads == len(set(git(small_repo, "ls-files", "-s").split()[1::4]))
+
+
+def test_a_missing_object_is_an_error_and_the_next_read_still_right(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    oid = git(small_repo, "rev-parse", "HEAD:deployments/hub-5/config/common.yaml")
+    (small_repo / ".git/objects" / oid[:2] / oid[2:]).unlink()  # a clone missing it
+    with pytest.raises(HubbotError) as caught:
+        within(30, lambda: source.read("deployments/hub-5/config/common.yaml"))
+    assert str(caught.value) == f"git has no object {oid} in {small_repo}: is the clone complete?"
+    assert within(30, lambda: source.read("deployments/hub-6/config/common.yaml")) == (
+        "replicas: 6\n"
+    )
+
+
+def test_several_missing_objects_asked_at_once(small_repo: Path) -> None:
+    reader = bot_git.BlobReader(small_repo)
+    present = git(small_repo, "rev-parse", "HEAD:empty.yaml")
+    other = git(small_repo, "rev-parse", "HEAD:no-newline.json")
+    with pytest.raises(HubbotError, match=r"git has no object 0{40} "):
+        within(30, lambda: reader.read_many(["0" * 40, present, "1" * 40]))
+    # Every answer was read: the next is the next object's.
+    assert within(30, lambda: reader.read(other)) == b'{"a": 1}'
+    assert within(30, lambda: reader.read(present)) == b""
+    reader.close()
+
+
+def test_a_git_process_that_died_is_an_error_not_a_hang(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    source.read("deployments/hub-1/config/common.yaml")
+    pid = source.blobs.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(HubbotError) as caught:
+        within(30, lambda: source.read("deployments/hub-2/config/common.yaml"))
+    assert str(caught.value).startswith(f"git cat-file --batch in {small_repo} ended: ")
+    # The next read starts another.
+    assert within(30, lambda: source.read("deployments/hub-2/config/common.yaml")) == (
+        "replicas: 2\n"
+    )
+    assert source.blobs.pid not in (None, pid)
+
+
+def test_a_repository_gone_after_opening_is_an_error_naming_git(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    (small_repo / ".git").rename(small_repo.parent / "moved.git")
+    with pytest.raises(HubbotError) as caught:
+        within(30, lambda: source.read("deployments/hub-1/config/common.yaml"))
+    assert str(caught.value).startswith(f"git cat-file --batch in {small_repo} ended: fatal: ")
+
+
+def test_threads_reading_at_once_get_each_file(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    paths = tracked(small_repo)
+    expected = {path: shown(small_repo, path) for path in paths}
+    start = threading.Barrier(6)
+    found: list[dict[str, str | None]] = []
+
+    def read_all(seed: int) -> None:
+        order = list(paths)
+        random.Random(seed).shuffle(order)
+        start.wait()
+        found.append({path: source.read(path) for path in order})
+
+    # Daemon threads: a reader that deadlocks fails the test instead of hanging pytest.
+    threads = [threading.Thread(target=read_all, args=(seed,), daemon=True) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    for thread in threads:
+        thread.join(max(0, deadline - time.monotonic()))
+    assert len(found) == 6
+    assert all(result == expected for result in found)
+    assert source.blobs.reads == len(set(git(small_repo, "ls-files", "-s").split()[1::4]))
+
+
+def test_a_reader_collected_leaves_no_git_process(small_repo: Path) -> None:
+    reader = bot_git.BlobReader(small_repo)
+    reader.read(git(small_repo, "rev-parse", f"HEAD:{BIG}"))
+    pid = reader.pid
+    assert pid is not None
+    del reader  # the last reference: collected now
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already waited for: no zombie, nothing running
+
+
+def test_a_process_ending_with_a_commit_open_leaves_no_git_process(small_repo: Path) -> None:
+    # The check is registered first, so it runs last at exit: after the reader's finalizer.
+    script = textwrap.dedent(
+        """
+        import atexit, os, sys
+
+        def no_git_left():
+            try:
+                os.waitpid(PID[0], os.WNOHANG)
+            except ChildProcessError:
+                return
+            sys.stderr.write(f"git process {PID[0]} left behind\\n")
+            os._exit(3)
+
+        PID = []
+        atexit.register(no_git_left)
+
+        from pathlib import Path
+        from bot.source import GitCommit
+
+        source = GitCommit(Path(sys.argv[1]), "HEAD")
+        assert source.read("deployments/hub-1/config/common.yaml") == "replicas: 1\\n"
+        PID.append(source.blobs.pid)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", script, str(small_repo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_files_a_caller_will_read_are_read_ahead_together(small_repo: Path) -> None:
+    os.symlink("common.yaml", small_repo / "deployments/hub-2/config/link.yaml")
+    commit_all(small_repo, "a link")
+    source = GitCommit(small_repo, "HEAD")
+    configs = [f"deployments/hub-{hub}/config" for hub in range(12)]
+    source.prefetch(["deployments/hub-0/hubploy.yaml", "absent.yaml", "deployments"], configs)
+    # common.yaml of each hub, and hub-0's hubploy.yaml; not the link, nor what is absent.
+    assert source.blobs.reads == 13
+    for hub in range(12):
+        path = f"deployments/hub-{hub}/config/common.yaml"
+        assert source.read(path) == shown(small_repo, path)
+    assert source.read("deployments/hub-0/hubploy.yaml") == "images: []\nname: hub-0\n"
+    assert source.blobs.reads == 13
+    with pytest.raises(HubbotError, match=r"link\.yaml: is a symbolic link"):
+        source.read("deployments/hub-2/config/link.yaml")
+
+
+def test_reading_ahead_leaves_errors_to_the_read(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    oid = git(small_repo, "rev-parse", "HEAD:deployments/hub-5/config/common.yaml")
+    (small_repo / ".git/objects" / oid[:2] / oid[2:]).unlink()
+    source.prefetch(directories=["deployments/hub-5/config", "deployments/hub-6/config"])
+    assert source.read("deployments/hub-6/config/common.yaml") == "replicas: 6\n"
+    with pytest.raises(HubbotError, match=f"git has no object {oid} "):
+        source.read("deployments/hub-5/config/common.yaml")
+    prefetch(WorkTree(small_repo), ["empty.yaml"], ["deployments"])  # a work tree: nothing to do
