@@ -477,8 +477,8 @@ def _embedded_values(key: Key, pair: _Pair, redact: Redact) -> None:
     new = _decoded_values(pair.new)
     if old is None and new is None:
         return
-    for doc in (pair.old, pair.new):
-        if doc is not None and _decoded_values(doc) is not None:
+    for doc, decoded in ((pair.old, old), (pair.new, new)):
+        if doc is not None and decoded is not None:
             doc["data"][VALUES_KEY] = VALUES
     changes = list(_leaf_changes(old or {}, new or {}, ()))
     pair.values_diff = [_format_change(path, a, b, redact) for path, a, b in changes]
