@@ -26,7 +26,6 @@ from pathlib import Path
 from bench import replay, speed
 from bench.generate import KINDS, PROJECT, generate, hub_name
 from bench.speed import Timing
-from bot.previewchart import CACHE_ENV
 
 # Runs of each plan timing for the history ratio (at least; --runs may ask more).
 HISTORY_RUNS = 7
@@ -332,8 +331,6 @@ def main() -> int:
     # every run compile the modules changed since it was last written).
     compileall.compile_dir(PROJECT / "bot", quiet=1)
     with tempfile.TemporaryDirectory(prefix="hubbot-bench-") as work:
-        # The bench's own cache, warm after a command's first run as a user's is.
-        os.environ[CACHE_ENV] = str(Path(work) / "cache")
         run_speed(results, Path(work), args.runs)
         run_replays(results, Path(work), args.replay_hubs, [PROJECT, *args.repos])
     report = table(results) + "\n\n" + ratio_table(results) + "\n\n" + summary(results)

@@ -4,7 +4,7 @@ The hub image of each jupyterhub chart version pins its Python packages
 (`hub-image-requirements-<version>.txt` beside the chart packages in
 HUBBOT_CHART_PACKAGES). The packages the hub configuration needs are installed
 from PyPI at exactly those versions into a virtualenv of their own (never the
-bot's), once: it is cached under `${XDG_CACHE_HOME:-~/.cache}/hubbot/`, keyed by
+bot's), once: it is cached under bot.cachedir's directory, keyed by
 the chart version and a hash of the pins, and built in a temporary directory
 that is renamed into place only when complete, so an interrupted install
 leaves nothing half-made behind.
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.cachedir import cache_root
 from bot.errors import HubbotError
 from bot.helm import PACKAGES_ENV
 
@@ -66,11 +67,6 @@ def requirements_file(chart_version: str) -> Path:
             "or skip the check with --no-startup"
         )
     return path
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hubbot"
 
 
 def environment(chart_version: str, requirements: Path, cache: Path | None = None) -> Path:

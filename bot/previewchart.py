@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 import shutil
 import tarfile
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.cachedir import cache_root
 from bot.chartpackage import refuse_oversized
 from bot.errors import HubbotError
 
@@ -60,7 +60,6 @@ class PreviewChart:
 # Where unpacked, rewritten dependency packages are kept between runs, by the sha256 of
 # the package and of the rewrite rules: a package never changes under its digest, and
 # unpacking and rewriting it is a third of what a one-pair render costs besides helm.
-CACHE_ENV = "HUBBOT_CACHE_DIR"
 _RULES = hashlib.sha256(
     repr((sorted(_FIXED.items()), _UNFIXABLE.pattern, _TEMPLATE_SUFFIXES)).encode()
 ).hexdigest()[:16]
@@ -81,13 +80,6 @@ def preview_chart(ready: Path) -> Iterator[PreviewChart]:
         yield PreviewChart(copy, deterministic)
 
 
-def cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hubbot"
-
-
 def _add_dependency(package: Path, scratch: Path) -> bool:
     """Put the package's chart, unpacked and fixed, beside it in place of it; False if it
     has randomness that cannot be fixed."""
@@ -106,7 +98,7 @@ def _add_dependency(package: Path, scratch: Path) -> bool:
 def _cached(package: Path) -> Path | None:
     """The package's cache entry, made now if need be; None where there is no cache."""
     digest = hashlib.sha256(package.read_bytes()).hexdigest()
-    entry = cache_dir() / "preview-charts" / f"{digest}-{_RULES}"
+    entry = cache_root() / "preview-charts" / f"{digest}-{_RULES}"
     if (entry / _DETERMINISTIC).is_file():
         return entry
     try:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot import helm
+from bot.cachedir import CACHE_ENV
 from bot.chartpackage import MAX_FILE_SIZE
 from bot.errors import HubbotError
 from bot.manifests import parse
-from bot.previewchart import CACHE_ENV, MARK, marked_paths, preview_chart
+from bot.previewchart import MARK, marked_paths, preview_chart
 
 VALUES = json.dumps({"jupyterhub": {"singleuser": {"image": {"name": "u", "tag": "1"}}}})
 
