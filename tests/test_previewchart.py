@@ -138,15 +138,20 @@ def rendered_value(preview: Path) -> str:
     return value
 
 
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache of the test's own, for the bot."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def cache_entries(cache: Path) -> list[Path]:
     return sorted((cache / "preview-charts").iterdir())
 
 
 def test_a_dependency_is_unpacked_and_fixed_once_then_taken_from_the_cache(
-    tmp_path: Path, helm_bin: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, helm_bin: str, cache: Path
 ) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_ENV, str(cache))
     chart = one_template_chart(tmp_path, "{{ randAlphaNum 4 | quote }}")
     with preview_chart(chart) as preview:
         assert preview.deterministic
@@ -168,11 +173,9 @@ def test_a_dependency_is_unpacked_and_fixed_once_then_taken_from_the_cache(
 
 
 def test_a_cache_entry_holding_a_link_is_not_used(
-    tmp_path: Path, helm_bin: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, helm_bin: str, cache: Path
 ) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_ENV, str(cache))
-    chart = one_template_chart(tmp_path, "{{ .Files.Get \"secret.txt\" | quote }}")
+    chart = one_template_chart(tmp_path, '{{ .Files.Get "secret.txt" | quote }}')
     with preview_chart(chart):
         pass
     [entry] = cache_entries(cache)
@@ -195,11 +198,7 @@ def test_without_a_usable_cache_the_preview_is_made_all_the_same(
     assert not list(tmp_path.glob("**/.new-*"))
 
 
-def test_a_hostile_package_leaves_nothing_in_the_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_ENV, str(cache))
+def test_a_hostile_package_leaves_nothing_in_the_cache(tmp_path: Path, cache: Path) -> None:
     chart = tmp_path / "c"
     (chart / "charts").mkdir(parents=True)
     (chart / "charts" / "dep-1.0.0.tgz").write_bytes(package({"../escape/Chart.yaml": b"x"}))
