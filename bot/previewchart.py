@@ -57,9 +57,9 @@ class PreviewChart:
     deterministic: bool  # False: random values are found by rendering twice
 
 
-# Where unpacked, rewritten dependency packages are kept between runs, by the sha256 of
-# the package and of the rewrite rules: a package never changes under its digest, and
-# unpacking and rewriting it is a third of what a one-pair render costs besides helm.
+# Unpacked, rewritten dependency packages are kept between runs (bot/cachedir.py) by the
+# sha256 of the package and of the rewrite rules: a package never changes under its
+# digest, and a run copies the result instead of unpacking and rewriting it again.
 _RULES = hashlib.sha256(
     repr((sorted(_FIXED.items()), _UNFIXABLE.pattern, _TEMPLATE_SUFFIXES)).encode()
 ).hexdigest()[:16]
