@@ -59,9 +59,14 @@ def discover_hubs(source: Source) -> list[str]:
 
 
 def _discover_hubs(source: Source) -> list[str]:
-    names = source.children(DEPLOYMENTS)
+    names = _directories(source)
     prefetch(source, [f"{DEPLOYMENTS}/{name}/hubploy.yaml" for name in names])
     return [name for name in names if _has_hubploy(source, name)]
+
+
+def _directories(source: Source) -> list[str]:
+    """The names in deployments/, listed once per source (each hub loaded asks)."""
+    return memoized(source, ("children", DEPLOYMENTS), lambda: source.children(DEPLOYMENTS))
 
 
 def prefetch_hubs(source: Source, hubs: Iterable[str]) -> None:
@@ -88,7 +93,7 @@ def load_deployment(source: Source, hub: str) -> Deployment:
 
 def _load_deployment(source: Source, hub: str) -> Deployment:
     # The one hub asked for is looked at first: listing them all reads every hubploy.yaml.
-    if hub not in source.children(DEPLOYMENTS) or not _has_hubploy(source, hub):
+    if hub not in _directories(source) or not _has_hubploy(source, hub):
         hubs = discover_hubs(source)
         known = ", ".join(hubs) or "none"
         close = did_you_mean(hub, hubs)
