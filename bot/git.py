@@ -238,17 +238,24 @@ def _end_batch(process: subprocess.Popen[bytes], keep_stderr: bool = False) -> N
         process.stderr.close()
 
 
-def tree_entries(repo: Path, commit: str) -> dict[str, tuple[str, str]]:
-    """Every file at `commit`: path -> (mode, object id)."""
-    out = run(repo, "ls-tree", "-r", "-z", "--full-tree", commit)
-    entries: dict[str, tuple[str, str]] = {}
+def tree_entries(
+    repo: Path, commit: str
+) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """Every file at `commit` (path -> (mode, object id)) and every directory (path -> tree
+    id), listed by one git process."""
+    out = run(repo, "ls-tree", "-r", "-t", "-z", "--full-tree", commit)
+    files: dict[str, tuple[str, str]] = {}
+    trees: dict[str, str] = {}
     for record in out.split(b"\0"):
         if not record:
             continue
         meta, _, name = record.partition(b"\t")
-        mode, _kind, oid = meta.decode().split()
-        entries[name.decode()] = (mode, oid)
-    return entries
+        mode, kind, oid = meta.decode().split()
+        if kind == "tree":
+            trees[name.decode()] = oid
+        else:
+            files[name.decode()] = (mode, oid)
+    return files, trees
 
 
 def tree_id(repo: Path, commit: str, path: str) -> str | None:

@@ -29,7 +29,7 @@ from bot.helm import DEFAULT_KUBE_VERSION, ChartUnavailable
 from bot.hubploy import Deployment
 from bot.imagetag import reads_as_non_string
 from bot.previewchart import PreviewChart, marked_paths, preview_chart
-from bot.source import GitCommit, Source
+from bot.source import GitCommit, Source, directory_tree_id
 from bot.values import CHART_DIR, HubValues
 from bot.yamlfile import YAML11_BOOLEANS
 
@@ -120,9 +120,15 @@ def kube_version(deployment: Deployment) -> str:
 
 @contextmanager
 def chart_at(source: Source) -> Iterator[Path]:
-    """The hub chart directory as `source` has it: in place, or exported from a commit."""
+    """The hub chart directory as `source` has it: in place, or exported from a commit
+    unless the work tree's holds exactly the commit's files (in CI, the head's)."""
+    in_place = source.root / CHART_DIR
     if not isinstance(source, GitCommit):
-        yield source.root / CHART_DIR
+        yield in_place
+        return
+    committed = source.tree_hash(CHART_DIR)
+    if committed is not None and directory_tree_id(in_place) == committed:
+        yield in_place
         return
     with tempfile.TemporaryDirectory(prefix="hubbot-chart-") as tmp:
         yield git.export(source.root, source.commit, CHART_DIR, Path(tmp))

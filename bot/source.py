@@ -121,11 +121,12 @@ class GitCommit:
     # Read when first asked for, then kept; shared with every GitCommit of this commit.
     blobs: git.BlobReader = field(init=False, repr=False, compare=False)
     _entries: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
+    _trees: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.commit = git.resolve(self.root, self.commit)
         self.label = self.label or self.commit[:12]
-        self._entries, self.blobs = _snapshot(self.root, self.commit)
+        self._entries, self._trees, self.blobs = _snapshot(self.root, self.commit)
 
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
@@ -173,7 +174,7 @@ class GitCommit:
         for name, (mode, oid) in self._entries.items():
             if mode == LINK_MODE and name.startswith(prefix):
                 raise link_error(name, self._link_target(oid))
-        return git.tree_id(self.root, self.commit, path)
+        return self._trees.get(posixpath.normpath(path))
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link here."""
@@ -233,6 +234,25 @@ def memoized(source: Source, key: Any, compute: Callable[[], T]) -> T:
     return result
 
 
+def directory_tree_id(directory: Path) -> str | None:
+    """Git's tree id for everything in `directory` as a program reading it sees it, ignored
+    files included; None if it holds a link or anything but files and directories (or
+    nothing). Equal to a commit's tree id, the directory holds exactly that commit's files."""
+    entries: dict[str, tuple[str, bytes]] = {}
+    for parent, directories, files in os.walk(directory):
+        for name in (*directories, *files):
+            full = os.path.join(parent, name)
+            mode = os.lstat(full).st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                return None
+            git_mode = "100755" if mode & stat.S_IXUSR else "100644"
+            with open(full, "rb") as file:
+                entries[os.path.relpath(full, directory)] = (git_mode, _blob_id(file.read()))
+    return _tree_id(entries).hex() if entries else None
+
+
 def _blob_id(content: bytes) -> bytes:
     return hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False).digest()
 
@@ -258,12 +278,15 @@ def _tree_id(files: dict[str, tuple[str, bytes]]) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _snapshot(root: Path, commit: str) -> tuple[dict[str, tuple[str, str]], git.BlobReader]:
-    """A commit's tree entries, listed by one git process, and the reader of its files,
-    which reads each when first asked for. A commit never changes: a pull request's run,
+def _snapshot(
+    root: Path, commit: str
+) -> tuple[dict[str, tuple[str, str]], dict[str, str], git.BlobReader]:
+    """A commit's files and directories, listed by one git process, and the reader of its
+    files, which reads each when first asked for. A commit never changes: a pull request's run,
     which opens its base in several steps, lists it and reads each file once (both are only
     read, never changed)."""
-    return git.tree_entries(root, commit), git.BlobReader(root)
+    files, trees = git.tree_entries(root, commit)
+    return files, trees, git.BlobReader(root)
 
 
 def prefetch(source: Source, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:

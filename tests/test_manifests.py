@@ -475,6 +475,21 @@ def test_pair_manifest_diff_between_a_commit_and_the_work_tree(
     assert "-    app.kubernetes.io/instance: tess-public-prod\n" in text
 
 
+def test_a_commits_chart_is_read_in_place_only_when_the_work_tree_holds_just_it(
+    hub_repo: Path,
+) -> None:
+    commit_all(hub_repo, "the chart as it is")
+    with manifests.chart_at(GitCommit(hub_repo, "HEAD")) as directory:
+        assert directory == hub_repo / "hub"  # no export: the same files
+    # Ignored by git, but helm would render it from the work tree's copy.
+    write(hub_repo, ".gitignore", "hub/templates/extra.yaml\n")
+    write(hub_repo, "hub/templates/extra.yaml", "kind: ConfigMap\n")
+    with manifests.chart_at(GitCommit(hub_repo, "HEAD")) as directory:
+        assert directory != hub_repo / "hub"
+        assert (directory / "Chart.yaml").is_file()
+        assert not (directory / "templates" / "extra.yaml").exists()
+
+
 def test_helm_errors_pass_through_redact(chart: Path) -> None:
     def redact(text: str) -> str:
         return text.replace("efsFileSystemId", "<R>")

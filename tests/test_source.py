@@ -19,7 +19,7 @@ import pytest
 
 from bot import git as bot_git
 from bot.errors import HubbotError
-from bot.source import GitCommit, Source, WorkTree, prefetch
+from bot.source import GitCommit, Source, WorkTree, directory_tree_id, prefetch
 from tests.fixtures.repos import commit_all, git, write
 
 COMMON = "deployments/tess-public/config/common.yaml"
@@ -353,3 +353,31 @@ def test_reading_ahead_leaves_errors_to_the_read(small_repo: Path) -> None:
     with pytest.raises(HubbotError, match=f"git has no object {oid} "):
         source.read("deployments/hub-5/config/common.yaml")
     prefetch(WorkTree(small_repo), ["empty.yaml"], ["deployments"])  # a work tree: nothing to do
+
+
+def test_a_commits_directory_ids_are_gits(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    for path in ("deployments", "deployments/hub-3", "deployments/hub-3/config/"):
+        assert source.tree_hash(path) == git(small_repo, "rev-parse", f"HEAD:{path.rstrip('/')}")
+    assert source.tree_hash("deployments/hub-99") is None
+    assert source.tree_hash("empty.yaml") is None  # a file, not a directory
+
+
+def test_a_directory_on_disk_has_its_commits_id_only_with_exactly_its_files(
+    small_repo: Path,
+) -> None:
+    directory = small_repo / "deployments"
+    committed = GitCommit(small_repo, "HEAD").tree_hash("deployments")
+    assert directory_tree_id(directory) == committed
+    # Ignored by git but read by any program reading the directory: not the commit's files.
+    write(small_repo, ".gitignore", "*.extra\n")
+    write(small_repo, "deployments/hub-3/templates.extra", "kind: Secret\n")
+    assert directory_tree_id(directory) != committed
+    (directory / "hub-3/templates.extra").unlink()
+    (directory / "hub-4/README.md").chmod(0o755)
+    assert directory_tree_id(directory) != committed
+    (directory / "hub-4/README.md").chmod(0o644)
+    assert directory_tree_id(directory) == committed
+    (directory / "hub-5/link").symlink_to("README.md")
+    assert directory_tree_id(directory) is None
+    assert directory_tree_id(small_repo / "absent") is None
