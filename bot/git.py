@@ -60,7 +60,11 @@ def resolve(repo: Path, ref: str) -> str:
     except GitMissing:
         raise
     except HubbotError:
-        raise HubbotError(f"unknown git ref {ref!r}: fetch it or name an existing branch") from None
+        raise unknown_ref(ref) from None
+
+
+def unknown_ref(ref: str) -> HubbotError:
+    return HubbotError(f"unknown git ref {ref!r}: fetch it or name an existing branch")
 
 
 def restored_commit(repo: Path, parent: str, source: str, paths: list[str], message: str) -> str:
@@ -103,24 +107,30 @@ def remotes(repo: Path) -> list[str]:
     return run(repo, "remote").decode().split()
 
 
-class BlobReader:
-    """Blobs of one repository by object id, read when first asked for through one
-    long-lived `git cat-file --batch` process (started on first need) and kept, so each is
-    read from git once. Safe to share between threads. The process ends when the reader is
-    closed or garbage-collected, or at interpreter exit."""
+Listing = dict[str, tuple[str, str]]  # a directory's entries: name -> (mode, object id)
+TREE_MODE = "40000"  # git's mode for a directory, as a tree object writes it
 
-    # Object ids per request of read_many: their lines (41 bytes each) fit into any pipe's
+
+class ObjectReader:
+    """Objects of one repository, read when first asked for through one long-lived
+    `git cat-file --batch` process (started on first need) and kept, so each is read from
+    git once: files' contents, directories' listings, and the commit a ref names. Safe to
+    share between threads. The process ends when the reader is closed or
+    garbage-collected, or at interpreter exit."""
+
+    # Requests per round trip: their lines (a few dozen bytes each) fit into any pipe's
     # buffer, so writing a request never waits for git, which is waiting for its answers
     # to be read.
     REQUEST = 64
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
-        self.reads = 0  # objects asked of git so far
-        self._blobs: dict[str, bytes] = {}
+        self.reads = 0  # files' contents asked of git so far
+        self._objects: dict[str, tuple[str, bytes]] = {}  # id -> (type, content)
+        self._listings: dict[str, Listing] = {}  # tree id -> its entries
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
-        self._stop: weakref.finalize[..., BlobReader] | None = None
+        self._stop: weakref.finalize[..., ObjectReader] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -137,55 +147,95 @@ class BlobReader:
         round trips as possible: for a caller that knows it needs them all."""
         wanted = list(dict.fromkeys(oids))
         with self._lock:
-            missing = [oid for oid in wanted if oid not in self._blobs]
-            for start in range(0, len(missing), self.REQUEST):
-                self._ask(missing[start : start + self.REQUEST])
-            return {oid: self._blobs[oid] for oid in wanted}
+            self.reads += sum(oid not in self._objects for oid in wanted)
+            self._fetch(wanted)
+            return {oid: self._content(oid, "blob") for oid in wanted}
+
+    def listings(self, oids: Iterable[str]) -> dict[str, Listing]:
+        """The entries of each tree in `oids`, read as read_many reads blobs."""
+        wanted = list(dict.fromkeys(oids))
+        with self._lock:
+            self._fetch([oid for oid in wanted if oid not in self._listings])
+            for oid in wanted:
+                if oid not in self._listings:
+                    self._listings[oid] = _entries(self._content(oid, "tree"), len(oid) // 2)
+            return {oid: self._listings[oid] for oid in wanted}
+
+    def commit(self, ref: str) -> tuple[str, str]:
+        """The id of the commit `ref` names, and of its tree; an error naming the ref."""
+        # One request per line: a ref holding a line break or a space could ask for more.
+        if not ref or any(char.isspace() or not char.isprintable() for char in ref):
+            raise unknown_ref(ref)
+        with self._lock:
+            answer = self._ask([f"{ref}^{{commit}}"])[0]
+            if isinstance(answer, HubbotError):
+                raise unknown_ref(ref)
+            oid, kind, content = answer
+        tree = content.split(b"\n", 1)[0]
+        if kind != "commit" or not tree.startswith(b"tree "):
+            raise HubbotError(f"git cat-file gave no commit for {ref!r}")
+        return oid, tree[len(b"tree ") :].decode()
 
     def close(self) -> None:
         """End the git process, if one runs (a later read starts another)."""
         with self._lock:
             self._end()
 
-    def _ask(self, oids: list[str]) -> None:
-        process = self._start()
-        assert process.stdin is not None
-        assert process.stdout is not None
+    def _fetch(self, oids: list[str]) -> None:
+        """Ask git for the objects in `oids` not held yet. Raises the first refusal once
+        every answer is read."""
+        missing = [oid for oid in oids if oid not in self._objects]
         refused: HubbotError | None = None
-        try:
-            process.stdin.write("".join(f"{oid}\n" for oid in oids).encode())
-            process.stdin.flush()
-            for oid in oids:
-                # Every answer is read, even after a refusal, so the next starts in step.
-                answer = self._answer(process.stdout, oid)
-                self.reads += 1
+        for start in range(0, len(missing), self.REQUEST):
+            batch = missing[start : start + self.REQUEST]
+            for oid, answer in zip(batch, self._ask(batch), strict=True):
                 if isinstance(answer, HubbotError):
                     refused = refused or answer
+                elif answer[0] != oid:
+                    self._end()  # out of step with git: a later read starts afresh
+                    raise HubbotError(f"git cat-file answered {answer[0]} when asked for {oid}")
                 else:
-                    self._blobs[oid] = answer
-        except (OSError, ValueError) as exc:  # a closed pipe: git has ended
-            raise self._died(str(exc)) from None
+                    self._objects[oid] = answer[1:]
         if refused:
             raise refused
 
-    def _answer(self, out: IO[bytes], oid: str) -> bytes | HubbotError:
-        """The content git gives for `oid`, or the error to raise once all are read."""
+    def _content(self, oid: str, kind: str) -> bytes:
+        found, content = self._objects[oid]
+        if found != kind:
+            what = "a file's content" if kind == "blob" else "a directory"
+            raise HubbotError(f"git object {oid} is a {found}, not {what}")
+        return content
+
+    def _ask(self, requests: list[str]) -> list[tuple[str, str, bytes] | HubbotError]:
+        """git's answer to each request: (id, type, content), or the error it names."""
+        process = self._start()
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            process.stdin.write("".join(f"{request}\n" for request in requests).encode())
+            process.stdin.flush()
+            # Every answer is read, even after a refusal, so the next starts in step.
+            return [self._answer(process.stdout, request) for request in requests]
+        except (OSError, ValueError) as exc:  # a closed pipe: git has ended
+            raise self._died(str(exc)) from None
+
+    def _answer(self, out: IO[bytes], request: str) -> tuple[str, str, bytes] | HubbotError:
         header = out.readline()
         if not header.endswith(b"\n"):
             raise self._died("no answer")
         fields = header.decode(errors="replace").split()
-        if fields[1:] in (["missing"], ["ambiguous"]):
-            return HubbotError(f"git has no object {oid} in {self.repo}: is the clone complete?")
-        if len(fields) != 3 or fields[0] != oid or not fields[2].isdigit():
-            self._end()  # out of step with git: a later read starts afresh
-            raise HubbotError(f"git cat-file answered {header!r} when asked for {oid}")
+        if fields[-1:] in (["missing"], ["ambiguous"]):
+            return HubbotError(
+                f"git has no object {request} in {self.repo}: is the clone complete?"
+            )
+        if len(fields) != 3 or not fields[2].isdigit():
+            self._end()
+            raise HubbotError(f"git cat-file answered {header!r} when asked for {request}")
         size = int(fields[2])
         data = out.read(size + 1)
         if len(data) != size + 1:
             raise self._died(f"{len(data)} of {size + 1} bytes")
-        if fields[1] != "blob":
-            return HubbotError(f"git object {oid} is a {fields[1]}, not a file's content")
-        return data[:size]
+        return fields[0], fields[1], data[:size]
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._process is None:
@@ -238,24 +288,17 @@ def _end_batch(process: subprocess.Popen[bytes], keep_stderr: bool = False) -> N
         process.stderr.close()
 
 
-def tree_entries(
-    repo: Path, commit: str
-) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-    """Every file at `commit` (path -> (mode, object id)) and every directory (path -> tree
-    id), listed by one git process."""
-    out = run(repo, "ls-tree", "-r", "-t", "-z", "--full-tree", commit)
-    files: dict[str, tuple[str, str]] = {}
-    trees: dict[str, str] = {}
-    for record in out.split(b"\0"):
-        if not record:
-            continue
-        meta, _, name = record.partition(b"\t")
-        mode, kind, oid = meta.decode().split()
-        if kind == "tree":
-            trees[name.decode()] = oid
-        else:
-            files[name.decode()] = (mode, oid)
-    return files, trees
+def _entries(tree: bytes, oid_size: int) -> Listing:
+    """A tree object's entries: `<mode> <name>\\0<binary id>`, one after another."""
+    found: Listing = {}
+    at = 0
+    while at < len(tree):
+        space = tree.index(b" ", at)
+        end = tree.index(b"\0", space)
+        name = tree[space + 1 : end].decode(errors="replace")
+        found[name] = (tree[at:space].decode(), tree[end + 1 : end + 1 + oid_size].hex())
+        at = end + 1 + oid_size
+    return found
 
 
 def tree_id(repo: Path, commit: str, path: str) -> str | None:

@@ -111,80 +111,108 @@ class WorkTree:
 
 @dataclass
 class GitCommit:
-    """The files of one commit, read through git without touching the work tree: the tree
-    is listed when opened, each file read when first asked for."""
+    """The files of one commit, read through git without touching the work tree: each
+    directory is listed, and each file read, when first asked for."""
 
     root: Path
     commit: str
     label: str = ""
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)
-    # Read when first asked for, then kept; shared with every GitCommit of this commit.
-    blobs: git.BlobReader = field(init=False, repr=False, compare=False)
-    _entries: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
-    _trees: dict[str, str] = field(init=False, repr=False, compare=False)
+    # One per repository, shared by its GitCommits: what one has read, the others have.
+    objects: git.ObjectReader = field(init=False, repr=False, compare=False)
+    _tree: str = field(init=False, repr=False, compare=False)  # the root directory's id
 
     def __post_init__(self) -> None:
-        self.commit = git.resolve(self.root, self.commit)
+        self.objects = _reader(self.root)
+        self.commit, self._tree = self.objects.commit(self.commit)
         self.label = self.label or self.commit[:12]
-        self._entries, self._trees, self.blobs = _snapshot(self.root, self.commit)
 
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
-        mode, oid = self._entries.get(path, ("", ""))
-        if not oid or mode == SUBMODULE_MODE:
+        mode, oid = self._entry(posixpath.normpath(path)) or ("", "")
+        if mode not in FILE_MODES:
             return None
-        return decode(path, self.blobs.read(oid))
+        return decode(path, self.objects.read(oid))
 
     def prefetch(self, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
-        """Read `files`, and the files directly inside `directories`, in one request to git:
+        """Read `files`, and the files directly inside `directories`, in few requests to git:
         for a caller about to read them all (asked one at a time, each costs a round trip).
         What is absent or refused is left to `read` to say, as are git's errors."""
-        wanted = set(files)
-        inside = {directory.rstrip("/") for directory in directories}
-        names = [name for name in wanted if name in self._entries]
-        if inside:
-            names += [
-                name
-                for name in self._entries
-                if posixpath.dirname(name) in inside and name not in wanted
-            ]
-        oids = [
-            oid for mode, oid in map(self._entries.__getitem__, names) if mode in FILE_MODES
-        ]
+        wanted = [posixpath.normpath(name) for name in files]
+        inside = [posixpath.normpath(directory) for directory in directories]
         with contextlib.suppress(HubbotError):
-            self.blobs.read_many(oids)
+            self._list([posixpath.dirname(name) for name in wanted] + inside)
+            entries = [self._entry(name) for name in wanted]
+            for directory in inside:
+                entries += (self._listing(directory) or {}).values()
+            self.objects.read_many(
+                oid for mode, oid in filter(None, entries) if mode in FILE_MODES
+            )
 
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
-        prefix = path.rstrip("/") + "/"
-        return sorted(
-            {
-                name[len(prefix) :].split("/", 1)[0]
-                for name in self._entries
-                if name.startswith(prefix)
-            }
-        )
+        return sorted(self._listing(posixpath.normpath(path)) or {})
 
     def tree_hash(self, path: str) -> str | None:
         return memoized(self, ("tree", path), lambda: self._tree_hash(path))
 
     def _tree_hash(self, path: str) -> str | None:
         self._refuse_links(path)
-        prefix = path.rstrip("/") + "/"
-        for name, (mode, oid) in self._entries.items():
-            if mode == LINK_MODE and name.startswith(prefix):
-                raise link_error(name, self._link_target(oid))
-        return self._trees.get(posixpath.normpath(path))
+        directory = posixpath.normpath(path)
+        mode, oid = self._entry(directory) or ("", "")
+        if mode != git.TREE_MODE:
+            return None
+        # A link anywhere inside is refused: looked for one depth at a time, each depth
+        # listed in one request.
+        level = [(directory, oid)]
+        while level:
+            listings = self.objects.listings(tree for _, tree in level)
+            below = []
+            for parent, tree in level:
+                for name, (child_mode, child) in listings[tree].items():
+                    if child_mode == LINK_MODE:
+                        raise link_error(f"{parent}/{name}", self._link_target(child))
+                    if child_mode == git.TREE_MODE:
+                        below.append((f"{parent}/{name}", child))
+            level = below
+        return oid
+
+    def _entry(self, path: str) -> tuple[str, str] | None:
+        """(mode, object id) of normalised `path`, or None if there is none."""
+        if path in (".", ""):
+            return git.TREE_MODE, self._tree
+        parent, _, name = path.rpartition("/")
+        return (self._listing(parent) or {}).get(name)
+
+    def _listing(self, directory: str) -> git.Listing | None:
+        """The entries of normalised `directory`, or None if it is no directory here."""
+        mode, oid = self._entry(directory) or ("", "")
+        if mode != git.TREE_MODE:
+            return None
+        return self.objects.listings([oid])[oid]
+
+    def _list(self, directories: Iterable[str]) -> None:
+        """List `directories` and those on the way to them, each depth in one request."""
+        needed = {prefix for directory in directories for prefix in prefixes(directory)}
+        for depth in sorted({prefix.count("/") for prefix in needed}):
+            trees = [
+                entry[1]
+                for prefix in needed
+                if prefix.count("/") == depth
+                and (entry := self._entry(prefix)) is not None
+                and entry[0] == git.TREE_MODE
+            ]
+            self.objects.listings(trees)
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link here."""
         for link in prefixes(path):
-            mode, oid = self._entries.get(link, ("", ""))
+            mode, oid = self._entry(link) or ("", "")
             if mode == LINK_MODE:
                 raise link_error(link, self._link_target(oid))
 
     def _link_target(self, oid: str) -> str:
-        return self.blobs.read(oid).decode(errors="replace")
+        return self.objects.read(oid).decode(errors="replace")
 
 
 LINK_MODE = "120000"  # git's mode for a symbolic link
@@ -278,15 +306,11 @@ def _tree_id(files: dict[str, tuple[str, bytes]]) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _snapshot(
-    root: Path, commit: str
-) -> tuple[dict[str, tuple[str, str]], dict[str, str], git.BlobReader]:
-    """A commit's files and directories, listed by one git process, and the reader of its
-    files, which reads each when first asked for. A commit never changes: a pull request's run,
-    which opens its base in several steps, lists it and reads each file once (both are only
-    read, never changed)."""
-    files, trees = git.tree_entries(root, commit)
-    return files, trees, git.BlobReader(root)
+def _reader(root: Path) -> git.ObjectReader:
+    """The reader of a repository's objects, one per repository: objects never change
+    under their ids, so base and head, and every step of a run that opens them, share
+    what was read (most files are the same at both)."""
+    return git.ObjectReader(root)
 
 
 def prefetch(source: Source, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -182,18 +183,18 @@ def within(seconds: float, call: Callable[[], object]) -> object:
 
 def test_a_commit_reads_only_the_files_asked_for(small_repo: Path) -> None:
     source = GitCommit(small_repo, "HEAD")
-    assert source.blobs.reads == 0
-    assert source.blobs.pid is None  # no git process until a file is wanted
+    assert source.objects.reads == 0
     assert source.read("deployments/hub-3/config/common.yaml") == "replicas: 3\n"
-    assert source.blobs.reads == 1
+    assert source.objects.reads == 1
     source.read("deployments/hub-3/config/common.yaml")
     # Another view of the same commit shares what was read.
     again = GitCommit(small_repo, "main")
     assert again.read("deployments/hub-3/config/common.yaml") == "replicas: 3\n"
-    assert again.blobs.reads == 1
+    assert again.objects.reads == 1
+    assert again.objects.pid == source.objects.pid  # one git process for the repository
     assert again.read("deployments/hub-3/config/absent.yaml") is None
     assert again.read("deployments/hub-3") is None  # a directory
-    assert again.blobs.reads == 1
+    assert again.objects.reads == 1
 
 
 def test_a_commit_reads_what_git_show_gives(small_repo: Path) -> None:
@@ -206,7 +207,7 @@ def test_a_commit_reads_what_git_show_gives(small_repo: Path) -> None:
     assert len(source.read(BIG) or "") > 300_000
     assert source.read("empty.yaml") == ""
     assert source.read("no-newline.json") == '{"a": 1}'
-    assert source.blobs.reads == len(set(git(small_repo, "ls-files", "-s").split()[1::4]))
+    assert source.objects.reads == len(set(git(small_repo, "ls-files", "-s").split()[1::4]))
 
 
 def test_a_missing_object_is_an_error_and_the_next_read_still_right(small_repo: Path) -> None:
@@ -222,7 +223,7 @@ def test_a_missing_object_is_an_error_and_the_next_read_still_right(small_repo: 
 
 
 def test_several_missing_objects_asked_at_once(small_repo: Path) -> None:
-    reader = bot_git.BlobReader(small_repo)
+    reader = bot_git.ObjectReader(small_repo)
     present = git(small_repo, "rev-parse", "HEAD:empty.yaml")
     other = git(small_repo, "rev-parse", "HEAD:no-newline.json")
     with pytest.raises(HubbotError, match=r"git has no object 0{40} "):
@@ -236,7 +237,7 @@ def test_several_missing_objects_asked_at_once(small_repo: Path) -> None:
 def test_a_git_process_that_died_is_an_error_not_a_hang(small_repo: Path) -> None:
     source = GitCommit(small_repo, "HEAD")
     source.read("deployments/hub-1/config/common.yaml")
-    pid = source.blobs.pid
+    pid = source.objects.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(HubbotError) as caught:
@@ -246,7 +247,7 @@ def test_a_git_process_that_died_is_an_error_not_a_hang(small_repo: Path) -> Non
     assert within(30, lambda: source.read("deployments/hub-2/config/common.yaml")) == (
         "replicas: 2\n"
     )
-    assert source.blobs.pid not in (None, pid)
+    assert source.objects.pid not in (None, pid)
 
 
 def test_a_repository_gone_after_opening_is_an_error_naming_git(small_repo: Path) -> None:
@@ -254,6 +255,15 @@ def test_a_repository_gone_after_opening_is_an_error_naming_git(small_repo: Path
     (small_repo / ".git").rename(small_repo.parent / "moved.git")
     with pytest.raises(HubbotError) as caught:
         within(30, lambda: source.read("deployments/hub-1/config/common.yaml"))
+    # The directory's listing or the file: whichever git looks for first.
+    assert re.fullmatch(
+        f"git has no object [0-9a-f]{{40}} in {small_repo}: is the clone complete\\?",
+        str(caught.value),
+    )
+    # Once git has ended, a new one says why it cannot start.
+    source.objects.close()
+    with pytest.raises(HubbotError) as caught:
+        within(30, lambda: source.read("deployments/hub-2/config/common.yaml"))
     assert str(caught.value).startswith(f"git cat-file --batch in {small_repo} ended: fatal: ")
 
 
@@ -279,11 +289,11 @@ def test_threads_reading_at_once_get_each_file(small_repo: Path) -> None:
         thread.join(max(0, deadline - time.monotonic()))
     assert len(found) == 6
     assert all(result == expected for result in found)
-    assert source.blobs.reads == len(set(git(small_repo, "ls-files", "-s").split()[1::4]))
+    assert source.objects.reads == len(set(git(small_repo, "ls-files", "-s").split()[1::4]))
 
 
 def test_a_reader_collected_leaves_no_git_process(small_repo: Path) -> None:
-    reader = bot_git.BlobReader(small_repo)
+    reader = bot_git.ObjectReader(small_repo)
     reader.read(git(small_repo, "rev-parse", f"HEAD:{BIG}"))
     pid = reader.pid
     assert pid is not None
@@ -314,7 +324,7 @@ def test_a_process_ending_with_a_commit_open_leaves_no_git_process(small_repo: P
 
         source = GitCommit(Path(sys.argv[1]), "HEAD")
         assert source.read("deployments/hub-1/config/common.yaml") == "replicas: 1\\n"
-        PID.append(source.blobs.pid)
+        PID.append(source.objects.pid)
         """
     )
     done = subprocess.run(
@@ -334,12 +344,12 @@ def test_files_a_caller_will_read_are_read_ahead_together(small_repo: Path) -> N
     configs = [f"deployments/hub-{hub}/config" for hub in range(12)]
     source.prefetch(["deployments/hub-0/hubploy.yaml", "absent.yaml", "deployments"], configs)
     # common.yaml of each hub, and hub-0's hubploy.yaml; not the link, nor what is absent.
-    assert source.blobs.reads == 13
+    assert source.objects.reads == 13
     for hub in range(12):
         path = f"deployments/hub-{hub}/config/common.yaml"
         assert source.read(path) == shown(small_repo, path)
     assert source.read("deployments/hub-0/hubploy.yaml") == "images: []\nname: hub-0\n"
-    assert source.blobs.reads == 13
+    assert source.objects.reads == 13
     with pytest.raises(HubbotError, match=r"link\.yaml: is a symbolic link"):
         source.read("deployments/hub-2/config/link.yaml")
 
@@ -381,3 +391,26 @@ def test_a_directory_on_disk_has_its_commits_id_only_with_exactly_its_files(
     (directory / "hub-5/link").symlink_to("README.md")
     assert directory_tree_id(directory) is None
     assert directory_tree_id(small_repo / "absent") is None
+
+
+@pytest.mark.parametrize("ref", ["no-such-branch", "HEAD\nHEAD~0", "HEAD HEAD", ""])
+def test_a_ref_git_does_not_know_is_named_and_asks_nothing_else(
+    small_repo: Path, ref: str
+) -> None:
+    with pytest.raises(HubbotError) as caught:
+        GitCommit(small_repo, ref)
+    assert str(caught.value) == f"unknown git ref {ref!r}: fetch it or name an existing branch"
+    # Still in step with git: nothing of the refused ref is left to answer.
+    source = GitCommit(small_repo, "HEAD")
+    assert source.read("deployments/hub-1/config/common.yaml") == "replicas: 1\n"
+
+
+def test_a_file_unchanged_between_commits_is_read_once(small_repo: Path) -> None:
+    write(small_repo, "deployments/hub-1/config/common.yaml", "replicas: 10\n")
+    commit_all(small_repo, "hub-1 grows")
+    base, head = GitCommit(small_repo, "HEAD~1"), GitCommit(small_repo, "HEAD")
+    for source in (base, head):
+        source.read("deployments/hub-2/config/common.yaml")
+        source.read("deployments/hub-1/config/common.yaml")
+    assert head.objects is base.objects
+    assert head.objects.reads == 3
