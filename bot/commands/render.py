@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot import manifests, sops
+from bot import manifests
 from bot.merge import masked
 from bot.source import WorkTree
 from bot.values import CHART_DIR, build
@@ -31,7 +31,12 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
+    decrypt = None
+    if args.decrypt:
+        # Imported only here: a render that decrypts nothing starts sooner without it.
+        from bot import sops
+
+        decrypt = sops.decryptor(args.redactor, cwd=args.repo)
     values = build(WorkTree(args.repo), args.hub, args.env, decrypt)
     state = "decrypted and masked" if values.decrypted else "masked"
     if args.manifests:
