@@ -248,6 +248,7 @@ class Record:
     sha: str
     tree: str
     payload: dict[str, Any]
+    created_at: str = ""  # as GitHub gives it (ISO 8601)
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,9 @@ class Trust:
                 f"its proof does not verify with the {env} environment's public key: it was "
                 f"not signed by a {env} deploy for this commit and payload"
             )
-        return Record(int(deployment["id"]), sha, tree, payload)
+        return Record(
+            int(deployment["id"]), sha, tree, payload, str(deployment.get("created_at", ""))
+        )
 
 
 def trust_from_env(

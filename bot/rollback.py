@@ -57,12 +57,12 @@ def successful(
     """The pair's successful deployments, newest first; with `trust`, only those whose
     record verifies (bot/records.py): a forged record is neither "now" nor a target."""
     environment = freight.environment_name(hub, env)
-    verified = None
     if trust is not None:
-        verified = {r.deployment_id for r in trust.find(environment, hub, env).verified}
+        # A verified record's latest status is success: the one listing is enough.
+        for record in trust.find(environment, hub, env).verified:
+            yield Record(record.deployment_id, record.sha, record.created_at, record.payload)
+        return
     for deployment in itertools.islice(github.successful_deployments(client, environment), HISTORY):
-        if verified is not None and int(deployment["id"]) not in verified:
-            continue
         payload = deployment.get("payload")
         yield Record(
             int(deployment["id"]),

@@ -202,8 +202,13 @@ def test_with_the_public_keys_a_forged_record_is_neither_now_nor_the_target(
 
     argv = ["--repo", str(hub_repo), "rollback", "tess-public", "prod", "--no-push"]
     monkeypatch.setenv(PUBLIC, keys.public())
+    api.requests.clear()
     assert main(argv) == 0
     out = capsys.readouterr().out
+    # The environment's deployments, and each one's statuses, are listed once.
+    assert len(api.calls("GET", r".*/deployments")) == 1
+    statuses = [r.path for r in api.calls("GET", r".*/deployments/\d+/statuses")]
+    assert len(statuses) == len(set(statuses)) == 3
     assert (
         f"tess-public/prod runs deployment {bad_id} (commit {bad[:12]}); the last good deploy "
         f"before it with other freight is {good_id} (commit {good[:12]})"
