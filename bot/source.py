@@ -121,6 +121,10 @@ class GitCommit:
     # One per repository, shared by its GitCommits: what one has read, the others have.
     objects: git.ObjectReader = field(init=False, repr=False, compare=False)
     _tree: str = field(init=False, repr=False, compare=False)  # the root directory's id
+    # Each directory's entries by path, once looked up (None: no directory there).
+    _directories: dict[str, git.Listing | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.objects = _reader(self.root)
@@ -186,10 +190,11 @@ class GitCommit:
 
     def _listing(self, directory: str) -> git.Listing | None:
         """The entries of normalised `directory`, or None if it is no directory here."""
-        mode, oid = self._entry(directory) or ("", "")
-        if mode != git.TREE_MODE:
-            return None
-        return self.objects.listings([oid])[oid]
+        if directory not in self._directories:
+            mode, oid = self._entry(directory) or ("", "")
+            listing = self.objects.listings([oid])[oid] if mode == git.TREE_MODE else None
+            self._directories[directory] = listing
+        return self._directories[directory]
 
     def _list(self, directories: Iterable[str]) -> None:
         """List `directories` and those on the way to them, each depth in one request."""
