@@ -222,7 +222,6 @@ class GitCommit:
 
 LINK_MODE = "120000"  # git's mode for a symbolic link
 FILE_MODES = ("100644", "100755")  # git's modes for a file
-SUBMODULE_MODE = "160000"  # git's mode for a submodule: a commit of another repository
 
 
 def prefixes(path: str) -> list[str]:

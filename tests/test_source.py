@@ -414,3 +414,13 @@ def test_a_file_unchanged_between_commits_is_read_once(small_repo: Path) -> None
         source.read("deployments/hub-1/config/common.yaml")
     assert head.objects is base.objects
     assert head.objects.reads == 3
+
+
+def test_a_submodule_is_no_file_to_read(small_repo: Path) -> None:
+    # A gitlink names a commit of another repository, which this one does not hold.
+    other = "1" * 40
+    git(small_repo, "update-index", "--add", "--cacheinfo", f"160000,{other},deployments/sub")
+    git(small_repo, "commit", "-q", "-m", "a submodule")
+    source = GitCommit(small_repo, "HEAD")
+    assert source.read("deployments/sub") is None
+    assert "sub" in source.children("deployments")
