@@ -142,13 +142,7 @@ def manifest_diffs(repo: Path) -> int:
 
 def pair_diff(repo: Path, hub: str, env: str) -> list[str]:
     """A process that renders one pair's manifest diff between HEAD~1 and HEAD."""
-    return [sys.executable, "-m", "bench.speed", "pair-diff", str(repo), hub, env]
-
-
-def one_pair_diff(repo: Path, hub: str, env: str) -> int:
-    base, head = open_source(repo, "HEAD~1"), open_source(repo, "HEAD")
-    old, new = build(base, hub, env), build(head, hub, env)
-    return len(pair_manifest_diff(base, head, old, new, str).changed)
+    return [sys.executable, "-m", "bench.pairdiff", str(repo), hub, env]
 
 
 def floor(repo: Path) -> list[str]:
@@ -262,7 +256,5 @@ if __name__ == "__main__":
         print(manifest_diffs(Path(arguments[0])))
     elif verb == ["floor"] and len(arguments) == 1:
         print(read_with_libyaml(Path(arguments[0])))
-    elif verb == ["pair-diff"] and len(arguments) == 3:
-        print(one_pair_diff(Path(arguments[0]), arguments[1], arguments[2]))
     else:
-        sys.exit("usage: python -m bench.speed manifests|floor REPO | pair-diff REPO HUB ENV")
+        sys.exit("usage: python -m bench.speed manifests|floor REPO")
