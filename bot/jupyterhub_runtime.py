@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.cachedir import cache_root
+from bot.cachedir import cache_root, prune, used
 from bot.errors import HubbotError
 from bot.helm import PACKAGES_ENV
 
@@ -69,16 +69,25 @@ def requirements_file(chart_version: str) -> Path:
     return path
 
 
-def environment(chart_version: str, requirements: Path, cache: Path | None = None) -> Path:
-    """The python of the cached virtualenv for this chart version and pins, made if needed."""
+def environment_dir(chart_version: str, requirements: Path, cache: Path | None = None) -> Path:
+    """Where the virtualenv for this chart version and pins is cached."""
     pins = requirements.read_bytes()
     key = hashlib.sha256(
         b"\0".join([pins, " ".join(PACKAGES).encode(), sys.version.split()[0].encode()])
     ).hexdigest()[:16]
-    root = cache or cache_root()
-    target = root / f"jupyterhub-{chart_version}-{key}"
+    return (cache or cache_root()) / f"jupyterhub-{chart_version}-{key}"
+
+
+def environment(chart_version: str, requirements: Path, cache: Path | None = None) -> Path:
+    """The python of the cached virtualenv for this chart version and pins, made if needed."""
+    target = environment_dir(chart_version, requirements, cache)
+    root = target.parent
     python = target / "bin" / "python"
-    if (target / COMPLETE).is_file():
+    made = (target / COMPLETE).is_file()
+    if made:
+        used(target / COMPLETE)
+    prune(root, "jupyterhub-*", COMPLETE)  # after the touch: never this one
+    if made:
         return python
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root, target.name)

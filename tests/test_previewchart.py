@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
 from bot import helm
-from bot.cachedir import CACHE_ENV
+from bot.cachedir import CACHE_ENV, UNUSED_DAYS
 from bot.chartpackage import MAX_FILE_SIZE
 from bot.errors import HubbotError
 from bot.manifests import parse
@@ -170,6 +172,28 @@ def test_a_dependency_is_unpacked_and_fixed_once_then_taken_from_the_cache(
     with preview_chart(other) as preview:
         assert not preview.deterministic
     assert len(cache_entries(cache)) == 2
+
+
+def test_entries_unused_for_a_month_go_when_the_cache_is_next_used(
+    tmp_path: Path, helm_bin: str, cache: Path
+) -> None:
+    chart = one_template_chart(tmp_path / "a", "{{ randAlphaNum 4 | quote }}")
+    other = one_template_chart(tmp_path / "b", "{{ randAlpha 4 | quote }}")
+    with preview_chart(chart):
+        pass
+    [used] = cache_entries(cache)
+    with preview_chart(other):
+        pass
+    [unused] = set(cache_entries(cache)) - {used}
+    month_ago = time.time() - (UNUSED_DAYS + 1) * 24 * 3600
+    for entry in (used, unused):
+        os.utime(entry / "deterministic", (month_ago, month_ago))
+    being_made = cache / "preview-charts" / ".new-abc"
+    being_made.mkdir()
+    with preview_chart(chart):
+        pass
+    # The entry used now stays; the other goes; one being made is left alone.
+    assert cache_entries(cache) == sorted([being_made, used])
 
 
 def test_a_cache_entry_holding_a_link_is_not_used(

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from bot import jupyterhub_runtime as runtime
+from bot.cachedir import UNUSED_DAYS
 from bot.errors import HubbotError
 from tests.fixtures.charts import CHART_VERSION, REAL_CHART
 from tests.fixtures.repos import PROJECT, replace_in, validate
@@ -219,6 +221,21 @@ def test_a_failed_install_is_one_error_and_leaves_no_environment(tmp_path: Path)
         runtime.environment("0.0.0", requirements, cache)
     assert "cannot install JupyterHub for chart 0.0.0 from PyPI" in raised.value.message
     assert list(cache.iterdir()) == []
+
+
+def test_the_environment_in_use_stays_and_one_unused_for_a_month_goes(tmp_path: Path) -> None:
+    requirements = tmp_path / "pins.txt"
+    requirements.write_text("jupyterhub==5.3.0\n")
+    cache = tmp_path / "cache"
+    in_use = runtime.environment_dir("4.4.0", requirements, cache)
+    old = cache / "jupyterhub-4.2.0-0123456789abcdef"
+    month_ago = time.time() - (UNUSED_DAYS + 1) * 24 * 3600
+    for made in (in_use, old):
+        (made / "bin").mkdir(parents=True)
+        (made / runtime.COMPLETE).write_text("")
+        os.utime(made / runtime.COMPLETE, (month_ago, month_ago))
+    assert runtime.environment("4.4.0", requirements, cache) == in_use / "bin" / "python"
+    assert sorted(cache.iterdir()) == [in_use]
 
 
 def test_quantities_compare_as_kubernetes_reads_them() -> None:
