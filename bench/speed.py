@@ -202,17 +202,26 @@ def bare_template(repo: Path, hub: str, env: str, values_file: Path) -> list[str
     ]
 
 
-# Reads a saved `helm template` output with libyaml, and imports nothing else.
+def hubbot_template(bare: list[str]) -> list[str]:
+    """The same `helm template` as `bare`, run as hubbot runs a render (bot/helm.py)."""
+    settings = [f"{name}={value}" for name, value in helm.short_lived_go().items()]
+    return ["env", *settings, *bare]
+
+
+# Imports what every hubbot command imports to read the layers (PyYAML; ruamel.yaml,
+# whose rules say what a plain scalar means; jsonschema-rs, which checks hubploy.yaml),
+# reads a saved `helm template` output with libyaml, and does nothing else.
 _READ_RENDERED = (
-    "import sys, yaml\n"
+    "import sys, yaml, ruamel.yaml, jsonschema_rs\n"
     "with open(sys.argv[1], encoding='utf-8') as f:\n"
     "    print(sum(1 for _ in yaml.load_all(f.read(), Loader=yaml.CSafeLoader)))\n"
 )
 
 
 def read_rendered(rendered: Path) -> list[str]:
-    """A Python process that only reads a saved `helm template` output with libyaml: what
-    any render that masks secrets does at least, beside running helm."""
+    """A Python process that starts as any hubbot command must, then only reads a saved
+    `helm template` output with libyaml: what a render that masks secrets does at least,
+    beside running helm."""
     return [sys.executable, "-c", _READ_RENDERED, str(rendered)]
 
 
