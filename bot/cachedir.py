@@ -27,6 +27,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hubbot"
 
 
+def look_up(entry: Path, marker: str, kind: str) -> bool:
+    """Whether `entry` is complete (holds its `marker`). Notes its use if so, then removes
+    the entries beside it matching `kind` that were unused for UNUSED_DAYS: never it."""
+    complete = (entry / marker).is_file()
+    if complete:
+        used(entry / marker)
+    prune(entry.parent, kind, marker)
+    return complete
+
+
 def used(marker: Path) -> None:
     """Note that the entry holding `marker` is used now."""
     with contextlib.suppress(OSError):  # a read-only cache still serves

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.cachedir import cache_root, prune, used
+from bot.cachedir import cache_root, look_up
 from bot.errors import HubbotError
 from bot.helm import PACKAGES_ENV
 
@@ -83,11 +83,7 @@ def environment(chart_version: str, requirements: Path, cache: Path | None = Non
     target = environment_dir(chart_version, requirements, cache)
     root = target.parent
     python = target / "bin" / "python"
-    made = (target / COMPLETE).is_file()
-    if made:
-        used(target / COMPLETE)
-    prune(root, "jupyterhub-*", COMPLETE)  # after the touch: never this one
-    if made:
+    if look_up(target, COMPLETE, "jupyterhub-*"):
         return python
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root, target.name)

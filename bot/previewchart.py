@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.cachedir import cache_root, prune, used
+from bot.cachedir import cache_root, look_up
 from bot.chartpackage import refuse_oversized
 from bot.errors import HubbotError
 
@@ -98,13 +98,8 @@ def _add_dependency(package: Path, scratch: Path) -> bool:
 def _cached(package: Path) -> Path | None:
     """The package's cache entry, made now if need be; None where there is no cache."""
     digest = hashlib.sha256(package.read_bytes()).hexdigest()
-    entries = cache_root() / "preview-charts"
-    entry = entries / f"{digest}-{_RULES}"
-    made = (entry / _DETERMINISTIC).is_file()
-    if made:
-        used(entry / _DETERMINISTIC)
-    prune(entries, "[!.]*", _DETERMINISTIC)  # after the touch: never this one
-    if made:
+    entry = cache_root() / "preview-charts" / f"{digest}-{_RULES}"
+    if look_up(entry, _DETERMINISTIC, "[!.]*"):
         return entry
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
