@@ -7,15 +7,14 @@ This is the act of computing what bot.diffreport then shows; `hubbot diff`,
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import ExitStack
 
-from bot import git, helm, manifests, policy
+from bot import helm, manifests, policy
 from bot.diffreport import DiffReport, NewPair, PairReport, refused_changes
 from bot.hubploy import load_deployment
 from bot.plan import SETTINGS, Pair, Plan
-from bot.source import GitCommit, Source
+from bot.source import Source
 from bot.values import CHART_DIR, Decryptor, HubValues, build
 from bot.valuesdiff import ValuesDiff, diff_values, unchanged
 
@@ -50,17 +49,15 @@ def build_report(
     if not render_manifests or not result.pairs:
         pairs = [PairReport(p, values[(p.hub, p.env)], None) for p in result.pairs]
         return _report(result, pairs, None)
-    with (
-        tempfile.TemporaryDirectory(prefix="hubbot-diff-") as scratch,
-        manifests.previews() as renders,
-    ):
+    with ExitStack() as stack:
+        renders = stack.enter_context(manifests.previews())
         try:
             # Dependencies are fetched, and charts prepared, once per ref, not once per pair.
-            head_chart = _chart_dir(head, Path(scratch, "head"))
+            head_chart = stack.enter_context(manifests.chart_at(head))
             renders.chart(head_chart)
             base_chart = head_chart
             if base.tree_hash(CHART_DIR) != head.tree_hash(CHART_DIR):
-                base_chart = _chart_dir(base, Path(scratch, "base"))
+                base_chart = stack.enter_context(manifests.chart_at(base))
                 renders.chart(base_chart)
         except helm.ChartUnavailable as exc:
             note = f"not rendered: {exc.message}"
@@ -160,10 +157,3 @@ def _new(result: Plan, head: Source) -> dict[tuple[str, str], NewPair]:
                 environment.namespace, environment.release, environment.url, images
             )
     return found
-
-
-def _chart_dir(source: Source, scratch: Path) -> Path:
-    """The chart as `source` has it, on disk for helm."""
-    if isinstance(source, GitCommit):
-        return git.export(source.root, source.commit, CHART_DIR, scratch)
-    return source.root / CHART_DIR
