@@ -32,6 +32,10 @@ HISTORY_RUNS = 7
 # Runs of the pull request's path at each size: most of its CPU is the start-up check's
 # JupyterHub probe, whose cost varies by a third from run to run on a shared machine.
 PULL_REQUEST_RUNS = 7
+# Runs of each single-process figure of the render and diff ratios (at least): tenths of
+# a second, whose 3-run medians put the diff ratio at 1.36x and 1.45x in two runs of the
+# same code.
+RENDER_RUNS = 7
 # The hubs a fleet-wide change touches for the "diff more" ratio (2 pairs each).
 MORE_HUBS = 10
 # Ratios of CPU seconds measured in the same run (issue 15): they travel between machines.
@@ -110,21 +114,24 @@ def run_ratios(results: Results, repo: Path, work: Path, runs: int, count: int) 
     """The measurements of the issue's ratios, at the largest size."""
     hub, env = hub_name(count // 2), "staging"
     bare = speed.bare_template(repo, hub, env, work / "values.yaml")
-    for name, argv in (
-        ("floor", speed.floor(repo)),
-        ("render", speed.render_manifests(repo, hub, env)),
-        ("helm template", bare),
-        ("hubbot's helm", speed.hubbot_template(bare)),
-        ("startup pair", speed.validate_pair(repo, hub, env, startup=True)),
-        ("no startup pair", speed.validate_pair(repo, hub, env, startup=False)),
+    render_runs = max(runs, RENDER_RUNS)
+    for name, argv, times in (
+        ("floor", speed.floor(repo), runs),
+        ("render", speed.render_manifests(repo, hub, env), render_runs),
+        ("helm template", bare, render_runs),
+        ("hubbot's helm", speed.hubbot_template(bare), render_runs),
+        ("startup pair", speed.validate_pair(repo, hub, env, startup=True), runs),
+        ("no startup pair", speed.validate_pair(repo, hub, env, startup=False), runs),
     ):
-        results.extra[(name, count)] = speed.measure(argv, runs)
+        results.extra[(name, count)] = speed.measure(argv, times)
     rendered = work / "rendered.yaml"
     rendered.write_bytes(subprocess.run(bare, capture_output=True, check=True).stdout)
-    results.extra[("read rendered", count)] = speed.measure(speed.read_rendered(rendered), runs)
+    reading = speed.read_rendered(rendered)
+    results.extra[("read rendered", count)] = speed.measure(reading, render_runs)
     # A change of the pair's own values: its diff renders both refs, as a pull request's.
     speed.one_file_change(repo, hub)
-    results.extra[("pair diff", count)] = speed.measure(speed.pair_diff(repo, hub, env), runs)
+    pair_diff = speed.pair_diff(repo, hub, env)
+    results.extra[("pair diff", count)] = speed.measure(pair_diff, render_runs)
     # Once: it runs JupyterHub's start-up for every pair (minutes).
     results.extra[("startup sweep", count)] = speed.measure(speed.validate_all(repo), 1)
     speed.change_hubs(repo, [hub_name(index) for index in range(1, 1 + MORE_HUBS)])
