@@ -116,7 +116,7 @@ def chosen_verb(argv: Sequence[str]) -> str | None:
     return verb
 
 
-def _fewer_collections() -> None:
+def fewer_collections() -> None:
     """Tune the cyclic garbage collector for a command's process.
 
     A command builds many small containers (parsed files, merged values, their
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if argv is None:
                 argv = sys.argv[1:]
                 command = parser(chosen_verb(argv))
-                _fewer_collections()
+                fewer_collections()
             else:  # called from Python (tests), whose collector is left alone
                 command = parser(chosen_verb(argv))
             args = command.parse_args(argv)
