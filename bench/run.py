@@ -34,7 +34,7 @@ HISTORY_RUNS = 7
 PULL_REQUEST_RUNS = 7
 # Runs of each single-process figure of the render and diff ratios (at least): tenths of
 # a second, whose 3-run medians put the diff ratio at 1.36x and 1.45x in two runs of the
-# same code.
+# same code. They are timed in turns too.
 RENDER_RUNS = 7
 # The hubs a fleet-wide change touches for the "diff more" ratio (2 pairs each).
 MORE_HUBS = 10
@@ -98,40 +98,47 @@ def run_speed(results: Results, work: Path, runs: int) -> None:
             results.extra[("pull request", count)] = speed.measure(pull, pull_runs)
         if count == max(results.hubs):
             run_ratios(results, repo, work, runs, count)
-            # A ratio of two figures under a second: more runs keep it out of the noise.
-            history_runs = max(runs, HISTORY_RUNS)
-            speed.one_file_change(repo, hub_name((count // 2 + 1) % count))
-            length = int(speed.git(repo, "rev-list", "--count", "HEAD"))
-            results.history[length] = speed.measure(speed.plan(repo), history_runs)
-            speed.add_history(repo, speed.FILLER_COMMITS)
-            speed.one_file_change(repo, hub_name(count // 3))
-            length = int(speed.git(repo, "rev-list", "--count", "HEAD"))
-            results.history[length] = speed.measure(speed.plan(repo), history_runs)
+            run_history(results, repo, runs, count)
         shutil.rmtree(repo)
+
+
+def run_history(results: Results, repo: Path, runs: int, count: int) -> None:
+    """Plan of a change with a short history, and of one after a thousand more commits:
+    both in the end repository, timed in turns (a ratio of two figures under a second)."""
+    short = speed.one_file_change(repo, hub_name((count // 2 + 1) % count))
+    speed.add_history(repo, speed.FILLER_COMMITS)
+    long = speed.one_file_change(repo, hub_name(count // 3))
+    plans = [speed.plan(repo, short), speed.plan(repo, long)]
+    timings = speed.measure_in_turn(plans, max(runs, HISTORY_RUNS))
+    for head, timing in zip((short, long), timings, strict=True):
+        results.history[int(speed.git(repo, "rev-list", "--count", head))] = timing
 
 
 def run_ratios(results: Results, repo: Path, work: Path, runs: int, count: int) -> None:
     """The measurements of the issue's ratios, at the largest size."""
     hub, env = hub_name(count // 2), "staging"
-    bare = speed.bare_template(repo, hub, env, work / "values.yaml")
-    render_runs = max(runs, RENDER_RUNS)
-    for name, argv, times in (
-        ("floor", speed.floor(repo), runs),
-        ("render", speed.render_manifests(repo, hub, env), render_runs),
-        ("helm template", bare, render_runs),
-        ("hubbot's helm", speed.hubbot_template(bare), render_runs),
-        ("startup pair", speed.validate_pair(repo, hub, env, startup=True), runs),
-        ("no startup pair", speed.validate_pair(repo, hub, env, startup=False), runs),
-    ):
-        results.extra[(name, count)] = speed.measure(argv, times)
-    rendered = work / "rendered.yaml"
-    rendered.write_bytes(subprocess.run(bare, capture_output=True, check=True).stdout)
-    reading = speed.read_rendered(rendered)
-    results.extra[("read rendered", count)] = speed.measure(reading, render_runs)
     # A change of the pair's own values: its diff renders both refs, as a pull request's.
     speed.one_file_change(repo, hub)
-    pair_diff = speed.pair_diff(repo, hub, env)
-    results.extra[("pair diff", count)] = speed.measure(pair_diff, render_runs)
+    bare = speed.bare_template(repo, hub, env, work / "values.yaml")
+    rendered = work / "rendered.yaml"
+    rendered.write_bytes(subprocess.run(bare, capture_output=True, check=True).stdout)
+    for name, argv in (
+        ("floor", speed.floor(repo)),
+        ("startup pair", speed.validate_pair(repo, hub, env, startup=True)),
+        ("no startup pair", speed.validate_pair(repo, hub, env, startup=False)),
+    ):
+        results.extra[(name, count)] = speed.measure(argv, runs)
+    # The render and diff ratios' processes, in turns.
+    in_turn = {
+        "render": speed.render_manifests(repo, hub, env),
+        "helm template": bare,
+        "hubbot's helm": speed.hubbot_template(bare),
+        "read rendered": speed.read_rendered(rendered),
+        "pair diff": speed.pair_diff(repo, hub, env),
+    }
+    timings = speed.measure_in_turn(list(in_turn.values()), max(runs, RENDER_RUNS))
+    for name, timing in zip(in_turn, timings, strict=True):
+        results.extra[(name, count)] = timing
     # Once: it runs JupyterHub's start-up for every pair (minutes).
     results.extra[("startup sweep", count)] = speed.measure(speed.validate_all(repo), 1)
     speed.change_hubs(repo, [hub_name(index) for index in range(1, 1 + MORE_HUBS)])

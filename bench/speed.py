@@ -63,8 +63,20 @@ def run_timed(argv: list[str]) -> tuple[float, float]:
 
 
 def measure(argv: list[str], runs: int) -> Timing:
-    results = [run_timed(argv) for _ in range(runs)]
-    return Timing(tuple(wall for wall, _ in results), tuple(cpu for _, cpu in results))
+    return measure_in_turn([argv], runs)[0]
+
+
+def measure_in_turn(argvs: list[list[str]], runs: int) -> list[Timing]:
+    """Each of `argvs` `runs` times, taking turns: load that comes and goes on a shared
+    machine then weighs on all of them alike, which keeps it out of their ratios."""
+    results: list[list[tuple[float, float]]] = [[] for _ in argvs]
+    for _ in range(runs):
+        for timed, argv in zip(results, argvs, strict=True):
+            timed.append(run_timed(argv))
+    return [
+        Timing(tuple(wall for wall, _ in timed), tuple(cpu for _, cpu in timed))
+        for timed in results
+    ]
 
 
 def git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
@@ -240,8 +252,9 @@ def validate(repo: Path) -> list[str]:
     return [HUBBOT, "--repo", str(repo), "validate", "--no-startup"]
 
 
-def plan(repo: Path) -> list[str]:
-    return [HUBBOT, "--repo", str(repo), "plan", "--base", "HEAD~1", "--head", "HEAD"]
+def plan(repo: Path, head: str = "HEAD") -> list[str]:
+    """`hubbot plan` of the commit `head` against its parent."""
+    return [HUBBOT, "--repo", str(repo), "plan", "--base", f"{head}~1", "--head", head]
 
 
 def values_diff(repo: Path) -> list[str]:
