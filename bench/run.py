@@ -28,7 +28,7 @@ from bench.generate import KINDS, PROJECT, generate, hub_name
 from bench.speed import Timing
 
 # Runs of each plan timing for the history ratio (at least; --runs may ask more).
-HISTORY_RUNS = 7
+HISTORY_RUNS = 11
 # Runs of the pull request's path at each size: most of its CPU is the start-up check's
 # JupyterHub probe, whose cost varies by a third from run to run on a shared machine.
 PULL_REQUEST_RUNS = 7

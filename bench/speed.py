@@ -67,11 +67,13 @@ def measure(argv: list[str], runs: int) -> Timing:
 
 
 def measure_in_turn(argvs: list[list[str]], runs: int) -> list[Timing]:
-    """Each of `argvs` `runs` times, taking turns: load that comes and goes on a shared
-    machine then weighs on all of them alike, which keeps it out of their ratios."""
+    """Each of `argvs` `runs` times, taking turns (in reverse order every other round, so
+    that none always follows the same one): load that comes and goes on a shared machine
+    then weighs on all of them alike, which keeps it out of their ratios."""
     results: list[list[tuple[float, float]]] = [[] for _ in argvs]
-    for _ in range(runs):
-        for timed, argv in zip(results, argvs, strict=True):
+    turns = list(zip(results, argvs, strict=True))
+    for round_ in range(runs):
+        for timed, argv in turns if round_ % 2 == 0 else reversed(turns):
             timed.append(run_timed(argv))
     return [
         Timing(tuple(wall for wall, _ in timed), tuple(cpu for _, cpu in timed))
