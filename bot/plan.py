@@ -9,6 +9,7 @@ layer files, image directory trees) are byte-identical is not rendered at all.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ import yaml
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment, prefetch_hubs
 from bot.imagetag import tag_for_tree
-from bot.source import Source, memoized
+from bot.source import GitCommit, Source, memoized, prefetch
 from bot.values import (
     CHART_DIR,
     CHART_VALUES,
@@ -197,13 +198,17 @@ def plan(
     failed: list[HubFailure] = []
     base_hubs = set(discover_hubs(base))
     head_hubs = set(discover_hubs(head))
+    alike = _alike_hubs(base, head, base_hubs & head_hubs)
     # Every hub is compared: its files at a commit are read in one request, not one each.
-    prefetch_hubs(base, base_hubs)
-    prefetch_hubs(head, head_hubs)
+    # A hub git holds alike at both needs only its hubploy.yaml, at head.
+    prefetch_hubs(base, base_hubs - alike)
+    prefetch_hubs(head, head_hubs - alike)
+    prefetch(head, [f"{DEPLOYMENTS}/{hub}/hubploy.yaml" for hub in alike])
     for hub in sorted(base_hubs | head_hubs):
         try:
             hub_pairs, quiet, hub_diffs = _plan_hub(
-                base, head, hub, (hub in base_hubs, hub in head_hubs), chart, decrypt
+                base, head, hub, (hub in base_hubs, hub in head_hubs, hub in alike), chart,
+                decrypt,
             )
         except HubbotError as exc:
             # This hub's pairs fail; the others are still planned.
@@ -229,16 +234,22 @@ def _plan_hub(
     base: Source,
     head: Source,
     hub: str,
-    present: tuple[bool, bool],
+    present: tuple[bool, bool, bool],
     chart: list[str],
     decrypt: Decryptor | None,
 ) -> tuple[list[Pair], list[NoEffect], dict[tuple[str, str], ValuesDiff]]:
-    """The affected pairs of one hub, present at (base, head)."""
+    """The affected pairs of one hub, present at (base, head), its directory alike at both
+    or not."""
     pairs: list[Pair] = []
     no_effect: list[NoEffect] = []
     diffs: dict[tuple[str, str], ValuesDiff] = {}
-    new = _outline(head, hub) if present[1] else None
-    old = _at_base(base, lambda: _outline_at_base(base, head, hub, new)) if present[0] else None
+    at_base, at_head, alike = present
+    new = _outline(head, hub) if at_head else None
+    old = None
+    if alike:
+        old = new
+    elif at_base:
+        old = _at_base(base, lambda: _outline_at_base(base, head, hub, new))
     for env in list(dict.fromkeys([*(old.envs if old else ()), *(new.envs if new else ())])):
         if old is None or env not in old.envs:
             assert new is not None
@@ -251,7 +262,7 @@ def _plan_hub(
             diffs[(hub, env)] = diff_values(_at_base(base, partial(build, base, hub, env)), None)
             pairs.append(Pair(hub, env, (reason,)))
             continue
-        if _same_inputs(base, head, old, new, env):
+        if _same_inputs(base, head, old, new, env, alike):
             if chart:
                 diffs[(hub, env)] = unchanged(hub, env)
                 pairs.append(Pair(hub, env, tuple(_chart_reasons(chart))))
@@ -325,9 +336,12 @@ def pair_inputs(source: Source, hub: str) -> dict[str, tuple[str, ...]]:
     return {env: (outline.file, *layer_files(hub, env), *directories) for env in outline.envs}
 
 
-def _same_inputs(base: Source, head: Source, old: _Outline, new: _Outline, env: str) -> bool:
-    """Every input of the pair's render is byte-identical: no need to render it."""
-    files = [old.file, *layer_files(old.hub, env)]
+def _same_inputs(
+    base: Source, head: Source, old: _Outline, new: _Outline, env: str, alike: bool
+) -> bool:
+    """Every input of the pair's render is byte-identical: no need to render it. With
+    `alike`, the files in the hub's own directory are known to be."""
+    files = [CHART_VALUES] if alike else [old.file, *layer_files(old.hub, env)]
     if any(base.read(file) != head.read(file) for file in files):
         return False
     return [(path, base.tree_hash(path)) for _, path in old.images] == [
@@ -372,6 +386,21 @@ def _compare(
     reasons.sort(key=lambda reason: KINDS.index(reason.kind))
     pair = Pair(hub, env, tuple(reasons)) if reasons else None
     return pair, quiet, diff
+
+
+def _alike_hubs(base: Source, head: Source, hubs: set[str]) -> set[str]:
+    """The hubs whose directory git holds alike at two commits: its id digests every file
+    below it, so none of them need be read at base. Between other sources, none: a work
+    tree's id would mean reading every file."""
+    if not (isinstance(base, GitCommit) and isinstance(head, GitCommit)):
+        return set()
+    alike = set()
+    for hub in hubs:
+        directory = f"{DEPLOYMENTS}/{hub}"
+        with contextlib.suppress(HubbotError):  # a link: the full comparison names it
+            if (found := base.object_id(directory)) and found == head.object_id(directory):
+                alike.add(hub)
+    return alike
 
 
 def _at_base(base: Source, read: Callable[[], _T]) -> _T:

@@ -160,6 +160,13 @@ class GitCommit:
     def tree_hash(self, path: str) -> str | None:
         return memoized(self, ("tree", path), lambda: self._tree_hash(path))
 
+    def object_id(self, path: str) -> str | None:
+        """git's id of what `path` names here (a file's content, a directory's tree), or
+        None; a digest of everything below it, found without reading any of it."""
+        self._refuse_links(path)
+        entry = self._entry(posixpath.normpath(path))
+        return entry[1] if entry else None
+
     def _tree_hash(self, path: str) -> str | None:
         self._refuse_links(path)
         directory = posixpath.normpath(path)

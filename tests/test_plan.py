@@ -129,6 +129,22 @@ def test_a_comment_only_edit_changes_nothing_and_says_so(hub_repo: Path) -> None
     ]
 
 
+def test_a_hub_git_holds_alike_at_both_commits_is_not_read(hub_repo: Path) -> None:
+    edit(hub_repo, f"{PUBLIC}/config/common.yaml", "timeout: 600", "timeout: 900")
+    commit_all(hub_repo, "public culls later")
+    base, head = GitCommit(hub_repo, "HEAD~1"), GitCommit(hub_repo, "HEAD")
+    result = plan(base, head).to_json()
+    assert [(p["hub"], p["env"]) for p in result["pairs"]] == [
+        ("tess-public", "prod"), ("tess-public", "staging")
+    ]
+    # tess-private's directory has one id at both: only its hubploy.yaml was read.
+    reads = head.objects.reads
+    assert head.read(f"{PRIVATE}/config/common.yaml") is not None
+    assert head.objects.reads == reads + 1
+    head.read(f"{PRIVATE}/hubploy.yaml")
+    assert head.objects.reads == reads + 1
+
+
 def test_prod_only_change_affects_only_that_pair(hub_repo: Path) -> None:
     edit(hub_repo, f"{PRIVATE}/config/prod.yaml", "replicas: 2", "replicas: 3")
     commit_all(hub_repo, "one more placeholder")

@@ -424,3 +424,11 @@ def test_a_submodule_is_no_file_to_read(small_repo: Path) -> None:
     source = GitCommit(small_repo, "HEAD")
     assert source.read("deployments/sub") is None
     assert "sub" in source.children("deployments")
+
+
+def test_an_object_id_is_gits_for_a_file_or_a_directory(small_repo: Path) -> None:
+    source = GitCommit(small_repo, "HEAD")
+    for path in ("deployments/hub-3", "deployments/hub-3/config/common.yaml"):
+        assert source.object_id(path) == git(small_repo, "rev-parse", f"HEAD:{path}")
+    assert source.object_id("deployments/hub-99") is None
+    assert source.objects.reads == 0  # no file was read to answer
