@@ -21,7 +21,7 @@ import yaml
 from bot.errors import HubbotError
 from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment, prefetch_hubs
 from bot.imagetag import tag_for_tree
-from bot.source import GitCommit, Source, memoized, prefetch
+from bot.source import GitCommit, Source, memoized
 from bot.values import (
     CHART_DIR,
     CHART_VALUES,
@@ -200,10 +200,9 @@ def plan(
     head_hubs = set(discover_hubs(head))
     alike = _alike_hubs(base, head, base_hubs & head_hubs)
     # Every hub is compared: its files at a commit are read in one request, not one each.
-    # A hub git holds alike at both needs only its hubploy.yaml, at head.
+    # A hub git holds alike at both needs only its hubploy.yaml, which discover_hubs read.
     prefetch_hubs(base, base_hubs - alike)
     prefetch_hubs(head, head_hubs - alike)
-    prefetch(head, [f"{DEPLOYMENTS}/{hub}/hubploy.yaml" for hub in alike])
     for hub in sorted(base_hubs | head_hubs):
         try:
             hub_pairs, quiet, hub_diffs = _plan_hub(
