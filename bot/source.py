@@ -85,8 +85,7 @@ class WorkTree:
             mode = os.lstat(full).st_mode
             if stat.S_ISLNK(mode):
                 raise link_error(name, os.readlink(full))
-            git_mode = "100755" if mode & stat.S_IXUSR else "100644"
-            entries[name[len(prefix) :]] = (git_mode, _blob_id(full.read_bytes()))
+            entries[name[len(prefix) :]] = _file_entry(full, mode)
         return _tree_id(entries).hex()
 
     def _refuse_links(self, path: str) -> None:
@@ -286,10 +285,13 @@ def directory_tree_id(directory: Path) -> str | None:
                 continue
             if not stat.S_ISREG(mode):
                 return None
-            git_mode = "100755" if mode & stat.S_IXUSR else "100644"
-            with open(full, "rb") as file:
-                entries[os.path.relpath(full, directory)] = (git_mode, _blob_id(file.read()))
+            entries[os.path.relpath(full, directory)] = _file_entry(Path(full), mode)
     return _tree_id(entries).hex() if entries else None
+
+
+def _file_entry(file: Path, mode: int) -> tuple[str, bytes]:
+    """The (git mode, blob id) a tree gives the file on disk with `mode` (from lstat)."""
+    return ("100755" if mode & stat.S_IXUSR else "100644"), _blob_id(file.read_bytes())
 
 
 def _blob_id(content: bytes) -> bytes:
