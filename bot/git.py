@@ -158,7 +158,8 @@ class ObjectReader:
             self._fetch([oid for oid in wanted if oid not in self._listings])
             for oid in wanted:
                 if oid not in self._listings:
-                    self._listings[oid] = _entries(self._content(oid, "tree"), len(oid) // 2)
+                    self._listings[oid] = _entries(oid, self._content(oid, "tree"))
+                    del self._objects[oid]  # kept as its entries
             return {oid: self._listings[oid] for oid in wanted}
 
     def commit(self, ref: str) -> tuple[str, str]:
@@ -288,16 +289,23 @@ def _end_batch(process: subprocess.Popen[bytes], keep_stderr: bool = False) -> N
         process.stderr.close()
 
 
-def _entries(tree: bytes, oid_size: int) -> Listing:
-    """A tree object's entries: `<mode> <name>\\0<binary id>`, one after another."""
+def _entries(oid: str, tree: bytes) -> Listing:
+    """The entries of tree object `oid`: `<mode> <name>\\0<binary id>`, one after another;
+    an error for one that is not made so (git writes none, but a pushed object can be)."""
+    size = len(oid) // 2
     found: Listing = {}
     at = 0
-    while at < len(tree):
-        space = tree.index(b" ", at)
-        end = tree.index(b"\0", space)
-        name = tree[space + 1 : end].decode(errors="replace")
-        found[name] = (tree[at:space].decode(), tree[end + 1 : end + 1 + oid_size].hex())
-        at = end + 1 + oid_size
+    try:
+        while at < len(tree):
+            space = tree.index(b" ", at)
+            end = tree.index(b"\0", space)
+            if end + 1 + size > len(tree):
+                raise ValueError("an entry's id is cut short")
+            name = tree[space + 1 : end].decode(errors="replace")
+            found[name] = (tree[at:space].decode("ascii"), tree[end + 1 : end + 1 + size].hex())
+            at = end + 1 + size
+    except ValueError:  # UnicodeDecodeError included
+        raise HubbotError(f"git tree {oid} is malformed: run `git fsck` on the clone") from None
     return found
 
 

@@ -432,3 +432,21 @@ def test_an_object_id_is_gits_for_a_file_or_a_directory(small_repo: Path) -> Non
         assert source.object_id(path) == git(small_repo, "rev-parse", f"HEAD:{path}")
     assert source.object_id("deployments/hub-99") is None
     assert source.objects.reads == 0  # no file was read to answer
+
+
+def test_a_malformed_tree_in_a_commit_is_one_error(small_repo: Path) -> None:
+    # git never writes such a tree, but one can be written on purpose and pushed.
+    tree = subprocess.run(
+        ["git", "-C", str(small_repo), "hash-object", "-t", "tree", "--literally", "-w",
+         "--stdin"],
+        input=b"100644 cut", capture_output=True, check=True,
+    ).stdout.decode().strip()
+    commit = git(small_repo, "commit-tree", tree, "-m", "a forged tree")
+    source = GitCommit(small_repo, commit)
+    message = f"git tree {tree} is malformed: run `git fsck` on the clone"
+    assert error_of(lambda: source.read("deployments/hub-1/hubploy.yaml")) == message
+    assert error_of(lambda: source.children("deployments")) == message
+    # The reader is still in step: another commit reads as before.
+    assert GitCommit(small_repo, "HEAD").read("deployments/hub-1/config/common.yaml") == (
+        "replicas: 1\n"
+    )
