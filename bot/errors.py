@@ -6,7 +6,6 @@ thing at fault. It never contains a secret value.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -52,5 +51,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
     One wording and one threshold for unknown keys, verbs, hubs and environments.
     """
+    import difflib  # here: only a mistake needs it, and every command imports this module
+
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.75)
     return f"did you mean `{close[0]}`?" if close else ""

@@ -7,7 +7,6 @@ never through a file, because they may hold decrypted secrets.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import json
@@ -430,6 +429,8 @@ def _prctl() -> Callable[..., int] | None:
     """libc's prctl, looked up before any fork (the child then only calls it)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here: only deploys start helm this way, and the import has a cost
+
     try:
         return getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
     except OSError:
