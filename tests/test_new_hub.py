@@ -162,7 +162,7 @@ def test_a_hub_with_oauth_and_home_directories_lists_what_cannot_be_made(
     staging = (keyed_repo / "deployments/tess-lab/config/staging.yaml").read_text()
     assert "oauth_callback_url: https://staging.lab.tess.omgwtf.in/hub/oauth_callback" in staging
     assert (
-        "efsAccessPointId: fsap-0staging000000000  # tess-private's: replace with tess-lab's own"
+        "efsAccessPointId: fsap-05a6b7c8d9e0f1a2b  # tess-private's: replace with tess-lab's own"
     ) in staging
     assert "\n\njupyterhub:" in staging  # the blank line after the annotated key stays
     checklist = out.split("Operator's checklist:\n", 1)[1]
@@ -181,7 +181,7 @@ def test_a_hub_with_oauth_and_home_directories_lists_what_cannot_be_made(
         "EFS access point for tess-lab/prod (infra/storage.tf makes one per environment; root "
         "it at a directory of its own, e.g. /homes/tess-lab/prod), its id into "
         "homeStorage.efsAccessPointId; deployments/tess-lab/config/prod.yaml:2 still names "
-        "tess-private's fsap-0prod00000000000: replace it, or tess-lab's users share "
+        "tess-private's fsap-0d1e2f3a4b5c6d7e8: replace it, or tess-lab's users share "
         "tess-private's home directories"
     ) in checklist
     status, report = validate(keyed_repo, capsys, "tess-lab")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -187,6 +188,22 @@ def test_a_value_of_the_wrong_form_is_explained_in_words_with_the_fix(
     ) in out
     assert "does not match" not in out
     assert "^[" not in out
+
+def test_an_efs_id_that_is_not_hex_is_refused_before_a_mount_can_fail(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # EFS ids are hex: the CSI driver refuses any other, only when a user's pod mounts it.
+    prod = "deployments/tess-private/config/prod.yaml"
+    text = (hub_repo / prod).read_text()
+    (current,) = re.findall(r"fsap-[0-9a-f]+", text)
+    write(hub_repo, prod, text.replace(current, "fsap-0prod00000000000"))
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod")
+    assert status == 1
+    assert (
+        f'{prod}:2: homeStorage.efsAccessPointId: "fsap-0prod00000000000" is not an EFS access '
+        "point id such as fsap-0123456789abcdef0"
+    ) in out
+
 
 
 def _patterns(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
