@@ -30,9 +30,55 @@ DRAFT_7 = "Draft7Validator"
 class SchemaInvalid(Exception):
     """A schema that is not a valid schema of its draft; the message says why."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, path: Path_ = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.path = path  # where in the schema, when known
+
+
+# The drafts' own meta-schemas, which validators know without fetching them.
+KNOWN_META_SCHEMAS = frozenset(
+    f"{scheme}://json-schema.org/{draft}"
+    for scheme in ("http", "https")
+    for draft in (
+        "draft-04/schema", "draft-04/schema#", "draft-06/schema", "draft-06/schema#",
+        "draft-07/schema", "draft-07/schema#", "draft/2019-09/schema", "draft/2020-12/schema",
+    )
+)
+_REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def outside_reference(schema: Any, path: Path_ = ()) -> SchemaInvalid | None:
+    """The first reference that leaves the schema, as the error to raise.
+
+    A schema comes from a pull request, and a validator resolves a reference to a URL
+    or a file by fetching or reading it, then quotes what it found in its messages.
+    Only references within the schema (`#...`) and the drafts' meta-schemas are kept.
+    """
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            where = (*path, key)
+            if key in _REFERENCES and not (isinstance(value, str) and value.startswith("#")):
+                return SchemaInvalid(
+                    f"`{key}: {value}` refers outside this schema: only references within "
+                    "it (such as `#/$defs/name`) are allowed",
+                    where,
+                )
+            if key == "$schema" and value not in KNOWN_META_SCHEMAS:
+                return SchemaInvalid(
+                    f"`$schema: {value}` is not a JSON Schema draft's meta-schema (such as "
+                    "https://json-schema.org/draft/2020-12/schema)",
+                    where,
+                )
+            found = outside_reference(value, where)
+            if found is not None:
+                return found
+    elif isinstance(schema, list):
+        for index, item in enumerate(schema):
+            found = outside_reference(item, (*path, index))
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,11 +102,13 @@ def _load_schema(source: Source, name: str) -> dict[str, Any]:
     text = source.read(file)
     if text is None:
         raise HubbotError(f"schema {file} is missing from {source.label}", Location(file))
-    schema = load_yaml(file, text).data
+    doc = load_yaml(file, text)
+    schema = doc.data
     try:
         check_schema(schema, DRAFT_2020_12)
     except SchemaInvalid as exc:
-        raise HubbotError(f"invalid JSON Schema: {exc.message}", Location(file)) from None
+        where = Location(file, doc.line_of(exc.path))
+        raise HubbotError(f"invalid JSON Schema: {exc.message}", where) from None
     if not isinstance(schema, dict):
         raise HubbotError("a schema must be a mapping", Location(file, 1))
     return schema
@@ -85,8 +133,11 @@ def check_schema(schema: Any, default: str) -> None:
 
     jsonschema-rs checks it against the meta-schema in microseconds; only a schema it
     refuses is checked by `jsonschema` (a second or more for a 30 KB schema), whose
-    error is the one reported.
+    error is the one reported. Before either, a reference out of the schema is refused.
     """
+    outside = outside_reference(schema)
+    if outside is not None:
+        raise outside
     try:
         if jsonschema_rs.meta.is_valid(schema):
             return

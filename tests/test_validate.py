@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from pytest_httpserver import HTTPServer
 
 from bot.main import main
 from bot.schemas import violations
@@ -463,6 +464,36 @@ def test_a_linked_schema_is_refused(hub_repo: Path, capsys: pytest.CaptureFixtur
     status, out = validate(hub_repo, capsys)
     assert status == 1
     assert "schemas/values.schema.yaml: is a symbolic link (to loose.yaml)" in out
+
+
+@pytest.mark.parametrize("keyword", ["$ref", "$schema"])
+def test_a_schema_reference_out_of_the_schema_is_neither_read_nor_fetched(
+    hub_repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    httpserver: HTTPServer,
+    tmp_path: Path,
+    keyword: str,
+) -> None:
+    local = tmp_path / "private.json"
+    local.write_text('{"const": "CONTENT-OF-A-LOCAL-FILE"}')
+    httpserver.expect_request("/schema.json").respond_with_json({"const": "FETCHED"})
+    policy = "schemas/policy.schema.yaml"
+    for target in (local.as_uri(), httpserver.url_for("/schema.json")):
+        text = (hub_repo / policy).read_text()
+        if keyword == "$ref":
+            changed = text.replace("            const: false\n", f'            $ref: "{target}"\n')
+        else:
+            changed = re.sub(r"(?m)^\$schema: .*$", f"$schema: {target}", text)
+        assert changed != text
+        write(hub_repo, policy, changed)
+        status, out = validate(hub_repo, capsys, "--no-startup")
+        assert status == 1
+        line = line_of(hub_repo, policy, target)
+        assert f"{policy}:{line}: invalid JSON Schema: `{keyword}: {target}` " in out
+        assert "CONTENT-OF-A-LOCAL-FILE" not in out
+        assert "FETCHED" not in out
+        (hub_repo / policy).write_text(text)
+    assert httpserver.log == []
 
 
 def test_a_linked_hubploy_fails_that_hub_only(
