@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.charttree import check_chart_tree
 from bot.errors import HubbotError, Location
 from bot.memfs import MemoryFile
 from bot.source import decode
@@ -367,8 +368,10 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
 
     The chart itself when charts/ already has them; otherwise a temporary copy whose
     charts/ gets them from HUBBOT_CHART_PACKAGES, else from `helm dependency build`
-    (the working tree is never changed).
+    (the working tree is never changed). What helm would read in it is checked first
+    (bot/charttree.py).
     """
+    check_chart_tree(chart_dir)
     missing = missing_dependencies(chart_dir)
     if not missing:
         yield chart_dir

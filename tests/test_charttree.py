@@ -1,0 +1,116 @@
+"""What helm would read in a chart directory: links, special files, schemas' references."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bot import helm
+from bot.charttree import check_chart_tree
+from bot.errors import HubbotError
+from bot.main import main
+
+
+def chart(tmp_path: Path) -> Path:
+    directory = tmp_path / "hub"
+    (directory / "templates").mkdir(parents=True)
+    (directory / "Chart.yaml").write_text("apiVersion: v2\nname: hub\nversion: 0.1.0\n")
+    (directory / "templates" / "a.yaml").write_text("kind: ConfigMap\n")
+    return directory
+
+
+def package(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def refusal(directory: Path) -> str:
+    with pytest.raises(HubbotError) as caught:
+        check_chart_tree(directory)
+    return str(caught.value)
+
+
+def test_a_plain_chart_passes(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "$ref": "#/definitions/a"}
+    (directory / "values.schema.json").write_text(json.dumps(schema))
+    check_chart_tree(directory)
+
+
+def test_a_link_anywhere_in_the_chart_is_refused(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    (directory / "files").mkdir()
+    (directory / "files" / "key").symlink_to("/etc/hostname")
+    assert refusal(directory).startswith("hub/files/key: is a symbolic link (to /etc/hostname)")
+    (directory / "files" / "key").unlink()
+    (directory / "files").rmdir()
+    (directory / "files").symlink_to("/etc")
+    assert refusal(directory).startswith("hub/files: is a symbolic link (to /etc)")
+
+
+def test_a_fifo_is_refused_before_helm_could_wait_on_it(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    os.mkfifo(directory / "templates" / "b.yaml")
+    assert refusal(directory).startswith("hub/templates/b.yaml: is neither a file nor a directory")
+
+
+def test_the_charts_schema_may_not_refer_outside_itself(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    schema = '{"properties": {"a": {"$ref": "file:///etc/passwd"}}}'
+    (directory / "values.schema.json").write_text(schema)
+    assert refusal(directory) == (
+        "hub/values.schema.json: the chart's schema: `$ref: file:///etc/passwd` refers outside "
+        "this schema: only references within it (such as `#/$defs/name`) are allowed"
+    )
+
+
+def test_a_packaged_dependencys_schema_is_checked_down_to_its_own_packages(
+    tmp_path: Path,
+) -> None:
+    directory = chart(tmp_path)
+    inner = package({"inner/values.schema.json": b'{"$schema": "http://198.51.100.7/meta"}'})
+    outer = package({"dep/Chart.yaml": b"name: dep\n", "dep/charts/inner-1.0.0.tgz": inner})
+    (directory / "charts").mkdir()
+    (directory / "charts" / "dep-1.0.0.tgz").write_bytes(outer)
+    assert refusal(directory).startswith(
+        "hub/charts/dep-1.0.0.tgz:dep/charts/inner-1.0.0.tgz:inner/values.schema.json: the "
+        "chart's schema: `$schema: http://198.51.100.7/meta` is not a JSON Schema draft's"
+    )
+
+
+def test_every_render_and_deploy_gets_a_checked_chart(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    (directory / "templates" / "leak.yaml").symlink_to("/etc/hostname")
+    with (
+        pytest.raises(HubbotError, match=r"^hub/templates/leak\.yaml: is a symbolic link"),
+        helm.ready_chart(directory),
+    ):
+        pass
+
+
+def test_render_of_the_manifests_prints_no_file_a_link_points_to(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = hub_repo.parent / "outside.txt"
+    secret.write_text("CONTENT-OUTSIDE-THE-REPOSITORY")
+    (hub_repo / "hub" / "files").mkdir()
+    (hub_repo / "hub" / "files" / "k").symlink_to(secret)
+    (hub_repo / "hub" / "templates" / "k.yaml").write_text(
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k}\ndata:\n'
+        '  k: {{ .Files.Get "files/k" | quote }}\n'
+    )
+    status = main(["--repo", str(hub_repo), "render", "tess-public", "staging", "--manifests"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err.startswith("hubbot: error: hub/files/k: is a symbolic link")
+    assert "CONTENT-OUTSIDE" not in out + err
