@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import Any
 
 from bot import helm, manifests, policy
 from bot.diffreport import DiffReport, NewPair, PairReport, refused_changes
+from bot.disguise import disguised, new_key
 from bot.hubploy import load_deployment
 from bot.plan import SETTINGS, Pair, Plan
 from bot.source import Source
@@ -64,14 +66,15 @@ def build_report(
             pairs = [PairReport(p, values[(p.hub, p.env)], None, note) for p in result.pairs]
             return _report(result, pairs, note)
         pairs = []
+        key = new_key()  # one for both refs: a secret changed between them shows as changed
         for pair in result.pairs:
             old, new = _sides(base, head, pair, decrypt)
             some = new or old
             assert some is not None
             rendered = manifests.manifest_diff(
                 head_chart if new else base_chart,
-                old.document if old else None,
-                new.document if new else None,
+                _for_helm(old, key),
+                _for_helm(new, key),
                 some.environment.release,
                 some.environment.namespace,
                 redact,
@@ -81,6 +84,13 @@ def build_report(
             )
             pairs.append(PairReport(pair, values[(pair.hub, pair.env)], rendered))
     return _report(result, pairs, None)
+
+
+def _for_helm(values: HubValues | None, key: bytes) -> dict[str, Any] | None:
+    """The document a preview renders: decrypted secrets disguised (bot/disguise.py)."""
+    if values is None:
+        return None
+    return disguised(values.merged, key) if values.decrypted else values.document
 
 
 def _sides(

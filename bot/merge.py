@@ -8,6 +8,7 @@ what helm would have built from the separate files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,15 +213,20 @@ def set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[st
 
 def masked(merged: Merged) -> Any:
     """The merged document with every value a secrets layer set replaced by MASK."""
-    return _mask(merged.document, (), merged)
+    return replace_secrets(merged, lambda _: MASK)
 
 
-def _mask(node: Any, path: Path_, merged: Merged) -> Any:
+def replace_secrets(merged: Merged, replace: Callable[[Any], Any]) -> Any:
+    """The merged document with `replace(value)` for every value a secrets layer set."""
+    return _replace(merged.document, (), merged, replace)
+
+
+def _replace(node: Any, path: Path_, merged: Merged, replace: Callable[[Any], Any]) -> Any:
     origin = merged.winner(path) if path else None
     if origin is not None and origin.secret and not isinstance(node, dict | list):
-        return MASK
+        return replace(node)
     if isinstance(node, dict):
-        return {key: _mask(value, (*path, key), merged) for key, value in node.items()}
+        return {key: _replace(value, (*path, key), merged, replace) for key, value in node.items()}
     if isinstance(node, list):
-        return [_mask(value, (*path, index), merged) for index, value in enumerate(node)]
+        return [_replace(value, (*path, i), merged, replace) for i, value in enumerate(node)]
     return node

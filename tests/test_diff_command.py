@@ -301,6 +301,44 @@ def test_manifest_diff_and_what_restarts(
     assert "lines hidden by rule checksum" in prod
 
 
+def test_with_decrypt_helm_gets_pseudonyms_so_no_template_can_print_a_secret(
+    chart_repo: Path, age_env: AgeKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "4b7ba5df7acf6269e31c562bbb7b1cb76d73605162c173925e3fb49f4c19d3bb"
+    cookie = "bb3d91c4f94bf3e529371c26150637d67bc1b7bbb265c13e9626fca7fd5ab7b4"
+    plaintext = (
+        f"jupyterhub:\n  proxy:\n    secretToken: {token}\n  hub:\n    cookieSecret: {cookie}\n"
+    )
+    write_secrets(chart_repo, "tess-public", "staging", plaintext, age=[age_env.recipient])
+    commit_all(chart_repo, "staging secrets for the test key")
+    # The chart runs hub.args through `tpl`: a change can make any form of a secret.
+    edit(
+        chart_repo,
+        f"{PUBLIC}/config/staging.yaml",
+        "jupyterhub:\n",
+        "jupyterhub:\n  hub:\n    args:\n      - '{{ .Values.proxy.secretToken | upper }}'\n"
+        "      - '{{ .Values.hub.cookieSecret | substr 0 40 }}'\n",
+    )
+    commit_all(chart_repo, "print the secrets through tpl")
+    status, out, _ = hubbot(
+        chart_repo, capsys, "diff", "--base", "HEAD~1", "--format", "text", "--decrypt"
+    )
+    assert status == 0
+    (upper, prefix) = re.findall(r"^\+        - (\S+)$", out, re.MULTILINE)
+    assert re.fullmatch(r"[0-9A-F]{64}", upper)  # a hex token's pseudonym is a hex token
+    assert re.fullmatch(r"[0-9a-f]{40}", prefix)
+    assert upper != token.upper()
+    assert prefix != cookie[:40]
+    status, out, _ = hubbot(
+        chart_repo, capsys, "render", "tess-public", "staging", "--manifests", "--decrypt"
+    )
+    assert status == 0
+    (shown_upper,) = re.findall(r"^        - ([0-9A-F]{64})$", out, re.MULTILINE)
+    assert shown_upper != upper  # each run draws its own key
+    for shown in (token.upper(), cookie[:40], token[:16], cookie[:16]):
+        assert shown not in out
+
+
 def test_a_chart_template_change_renders_each_ref_with_its_own_chart(
     chart_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

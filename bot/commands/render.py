@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bot import manifests
+from bot.disguise import disguised, new_key
 from bot.merge import masked
 from bot.source import WorkTree
 from bot.values import CHART_DIR, build
@@ -40,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     values = build(WorkTree(args.repo), args.hub, args.env, decrypt)
     state = "decrypted and masked" if values.decrypted else "masked"
     if args.manifests:
+        document = disguised(values.merged, new_key()) if values.decrypted else values.document
         text = manifests.render(
             args.repo / CHART_DIR,
-            values.document,
+            document,
             values.environment.release,
             values.environment.namespace,
             args.redactor.redact,
