@@ -346,6 +346,17 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
                 _where(values, (*config, "client_id")),
             )
         )
+    if not login.get("client_secret_set"):
+        report.errors.append(
+            HubbotError(
+                f"{name} has no client_secret: {provider} sends users back, but the hub "
+                "cannot exchange their code for a token, so no login completes; put the OAuth "
+                f"app's client_secret under {'.'.join(map(str, config))} in "
+                f"{layer_files(values.hub, values.env)[3]} (`hubbot secrets edit {values.hub} "
+                f"{values.env}`)",
+                _where(values, (*config, "client_secret")),
+            )
+        )
     client = f"client id {client_id}" if client_id else "no client id"
     if client_id == SECRET_SAMPLE:
         client = "client id set from secrets"

@@ -296,6 +296,7 @@ def _oauth_login(authenticator: Any) -> dict[str, Any]:
         "login_url": redirects[0] if redirects else None,
         "authorize_url": authenticator.authorize_url,
         "client_id": authenticator.client_id,
+        "client_secret_set": bool(authenticator.client_secret),  # never the value
         "callback_url": authenticator.oauth_callback_url,
         "scope": list(authenticator.scope),
         "allowed_organizations": sorted(getattr(authenticator, "allowed_organizations", [])),

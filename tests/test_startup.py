@@ -259,3 +259,24 @@ def test_a_misspelt_setting_in_a_secrets_file_is_unknown_to_its_class(
         f"{secrets}:{line}: `GitHubOAuthenticator.client_secert` is not a setting of "
         "GitHubOAuthenticator"
     ) in out
+
+
+@pytest.mark.slow
+def test_github_without_a_client_secret_completes_no_login(
+    hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = "deployments/tess-private/secrets/prod.yaml"
+    text = (hub_repo / secrets).read_text()
+    kept = [line for line in text.splitlines(keepends=True) if "client_secret:" not in line]
+    assert len(kept) == len(text.splitlines()) - 1
+    (hub_repo / secrets).write_text("".join(kept))
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod", startup=True)
+    assert status == 1, out
+    (problem,) = [line for line in out.splitlines() if "no client_secret" in line]
+    assert problem.strip().startswith(f"{secrets}:")
+    assert problem.endswith(
+        "GitHubOAuthenticator has no client_secret: GitHub sends users back, but the hub cannot "
+        "exchange their code for a token, so no login completes; put the OAuth app's "
+        "client_secret under jupyterhub.hub.config.GitHubOAuthenticator in "
+        f"{secrets} (`hubbot secrets edit tess-private prod`)"
+    )
