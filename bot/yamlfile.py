@@ -31,7 +31,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import Composer, MaxDepthExceededError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
@@ -80,8 +80,8 @@ def _parser() -> YAML:
     return parser
 
 
-class _Bound(Exception):
-    """A limit of reading was exceeded at `line` (1-based)."""
+class _Refused(Exception):
+    """What the composer refuses at `line` (1-based): a limit of reading, or a tag."""
 
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
@@ -90,7 +90,8 @@ class _Bound(Exception):
 
 
 class _BoundedComposer(Composer):
-    """ruamel's composer, refusing aliases that expand beyond the limits.
+    """ruamel's composer, refusing tags on collections and aliases that expand beyond the
+    limits.
 
     Every alias is a copy of its anchored node once read into plain data: the
     expanded size and height of each node are kept as it is composed, so nine
@@ -105,21 +106,24 @@ class _BoundedComposer(Composer):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.parser.peek_event()
+        if isinstance(event, CollectionStartEvent) and event.tag is not None:
+            # Before ruamel builds the set, ordered map or object the tag asks for.
+            raise _Refused(_unsupported_tag(event.tag), event.start_mark.line + 1)
         node = super().compose_node(parent, index)
         if isinstance(event, AliasEvent):
             line = event.start_mark.line + 1
             size = self.expanded.get(id(node))
             if size is None:
-                raise _Bound(f"alias *{event.anchor} refers to a node that contains it", line)
+                raise _Refused(f"alias *{event.anchor} refers to a node that contains it", line)
             self.alias_values += size[0]
             if self.alias_values > MAX_ALIAS_VALUES:
-                raise _Bound(
+                raise _Refused(
                     f"aliases expand to more than {MAX_ALIAS_VALUES:,} values (a YAML alias "
                     "bomb?): write the values out or use fewer aliases",
                     line,
                 )
             if self.depth + size[1] > MAX_DEPTH:
-                raise _Bound(
+                raise _Refused(
                     f"alias *{event.anchor} nests the data more than {MAX_DEPTH} levels deep",
                     line,
                 )
@@ -135,6 +139,18 @@ class _BoundedComposer(Composer):
             1 + max((height for _, height in children), default=0),
         )
         return node
+
+
+_YAML_TAG = "tag:yaml.org,2002:"
+
+
+def _unsupported_tag(tag: str) -> str:
+    return f"the YAML tag {_written(tag)} is not supported here: write the plain value"
+
+
+def _written(tag: str) -> str:
+    """A tag as YAML's shorthand writes it: `!!set`, not `tag:yaml.org,2002:set`."""
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
 def load_yaml(file: str, text: str) -> YamlDoc:
@@ -193,7 +209,7 @@ def _load_with_libyaml(file: str, text: str) -> YamlDoc | None:
 def _load_with_ruamel(file: str, text: str) -> YamlDoc:
     try:
         raw = _parser().load(text)
-    except _Bound as exc:
+    except _Refused as exc:
         raise HubbotError(exc.message, Location(file, exc.line)) from None
     except MaxDepthExceededError as exc:
         raise HubbotError(TOO_DEEP, _mark_location(file, exc)) from None

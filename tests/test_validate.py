@@ -305,6 +305,26 @@ def test_yaml11_boolean_ambiguity(hub_repo: Path, capsys: pytest.CaptureFixture[
     assert f"{staging}:3: plain `on` is a boolean to helm (YAML 1.1)" in out
 
 
+@pytest.mark.parametrize(
+    "tagged",
+    ["!foo [a]", '!!python/object/apply:os.system ["id"]', "!foo {a: 1}", "!!set {a, b}"],
+)
+def test_a_tag_on_a_list_or_mapping_is_refused_at_its_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], tagged: str
+) -> None:
+    common = "deployments/tess-public/config/common.yaml"
+    text = (hub_repo / common).read_text()
+    (hub_repo / common).write_text(f"{text}x: {tagged}\n")
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    tag = tagged.split()[0]
+    line = len(text.splitlines()) + 1
+    message = f"{common}:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    assert f"  {message}" in out
+    assert "Traceback" not in out
+    assert "internal error" not in out
+
+
 def test_unknown_hub_and_environment(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out = validate(hub_repo, capsys, "tess-secret")
     assert status == 1

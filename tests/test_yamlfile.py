@@ -284,6 +284,27 @@ def test_an_unsupported_tag_names_the_file_and_line() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "tag"),
+    [
+        ("a: 1\nx: !foo [a]\n", 2, "!foo"),
+        ('x: !!python/object/apply:os.system ["id"]\n', 1, "!!python/object/apply:os.system"),
+        ("a:\n  - 1\n  - !foo [a]\n", 3, "!foo"),
+        ("a: 1\nalpha: !foo {a: 1}\n", 2, "!foo"),
+        ("a: 1\nx:\n  !!set\n  {a, b}\n", 3, "!!set"),
+        ("x: !!omap [{a: 1}, {b: 2}]\n", 1, "!!omap"),
+        ("x: !!pairs [{a: 1}]\n", 1, "!!pairs"),
+        ("x: !!str [a]\n", 1, "!!str"),
+        ("!foo\na: 1\n", 1, "!foo"),
+    ],
+)
+def test_a_tag_on_a_collection_is_refused_at_its_line(text: str, line: int, tag: str) -> None:
+    assert fast(text) is None
+    assert outcome(load_yaml, text) == (
+        f"f.yaml:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    )
+
+
 PLACEHOLDER = "looks like an unfilled template placeholder (cookiecutter or Jinja)"
 
 
