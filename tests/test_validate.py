@@ -325,6 +325,23 @@ def test_a_tag_on_a_list_or_mapping_is_refused_at_its_line(
     assert "internal error" not in out
 
 
+@pytest.mark.parametrize("tagged", ["!!binary aGVsbG8=", "!!timestamp 2020-01-01", "!!int 5"])
+def test_a_tag_on_a_value_is_refused_at_its_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], tagged: str
+) -> None:
+    common = "deployments/tess-public/config/common.yaml"
+    replace_in(
+        hub_repo, common, "    storage:\n", f"    extraEnv:\n      ALPHA: {tagged}\n    storage:\n"
+    )
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    tag = tagged.split()[0]
+    line = line_of(hub_repo, common, "ALPHA:")
+    message = f"{common}:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    assert f"  {message}" in out
+    assert "internal error" not in out
+
+
 def test_unknown_hub_and_environment(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out = validate(hub_repo, capsys, "tess-secret")
     assert status == 1

@@ -305,6 +305,34 @@ def test_a_tag_on_a_collection_is_refused_at_its_line(text: str, line: int, tag:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "tag"),
+    [
+        ("a: 1\nx: !!binary aGVsbG8=\n", 2, "!!binary"),
+        ("x: !!timestamp 2020-01-01\n", 1, "!!timestamp"),
+        ("x: !<tag:yaml.org,2002:binary> aGVsbG8=\n", 1, "!!binary"),
+        ("x: !!int 5\n", 1, "!!int"),
+        ("x: !!null x\n", 1, "!!null"),
+        ("x: ! 5\n", 1, "!"),  # a string to YAML, the number 5 to ruamel
+        ("a: 1\n!foo k: v\n", 2, "!foo"),
+    ],
+)
+def test_a_tag_on_a_scalar_other_than_str_is_refused_at_its_line(
+    text: str, line: int, tag: str
+) -> None:
+    assert fast(text) is None
+    assert outcome(load_yaml, text) == (
+        f"f.yaml:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    )
+
+
+def test_a_str_tag_on_a_key_reads_as_the_string() -> None:
+    assert load_yaml("x.yaml", "!!str 5: v\n").data == {"5": "v"}
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", "a: 1\n!!str a: 2\n")
+    assert str(caught.value) == 'x.yaml:2: duplicate key "a" (first set on line 1)'
+
+
 PLACEHOLDER = "looks like an unfilled template placeholder (cookiecutter or Jinja)"
 
 
