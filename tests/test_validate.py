@@ -503,6 +503,24 @@ def test_a_linked_schema_is_refused(hub_repo: Path, capsys: pytest.CaptureFixtur
     assert "schemas/values.schema.yaml: is a symbolic link (to loose.yaml)" in out
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "a schema must be a mapping, not an empty file"),
+        ("# nothing yet\n", "a schema must be a mapping, not an empty file"),
+        ("5\n", "a schema must be a mapping"),
+    ],
+)
+def test_a_schema_that_is_not_a_mapping(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    write(hub_repo, "schemas/policy.schema.yaml", text)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"  schemas/policy.schema.yaml:1: {message}\n" in out
+    assert "internal error" not in out
+
+
 @pytest.mark.parametrize("keyword", ["$ref", "$schema"])
 def test_a_schema_reference_out_of_the_schema_is_neither_read_nor_fetched(
     hub_repo: Path,
