@@ -8,6 +8,7 @@ T in powers of 1024, so `1G` there is 2^30 and `1Gi` is refused.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from typing import Any
@@ -22,9 +23,14 @@ _JUPYTERHUB_BYTES = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def _number(value: Any) -> Fraction | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not finite(value):
         return None
     return Fraction(value)
+
+
+def finite(value: Any) -> bool:
+    """False for a YAML .nan or .inf (or 1e400, too large for a float): no amount at all."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def kubernetes(value: Any) -> Fraction | None:

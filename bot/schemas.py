@@ -104,13 +104,15 @@ def _load_schema(source: Source, name: str) -> dict[str, Any]:
         raise HubbotError(f"schema {file} is missing from {source.label}", Location(file))
     doc = load_yaml(file, text)
     schema = doc.data
+    # Before check_schema: the validator classes take only a mapping or a boolean.
+    if not isinstance(schema, dict):
+        empty = ", not an empty file" if schema is None else ""
+        raise HubbotError(f"a schema must be a mapping{empty}", Location(file, 1))
     try:
         check_schema(schema, DRAFT_2020_12)
     except SchemaInvalid as exc:
         where = Location(file, doc.line_of(exc.path))
         raise HubbotError(f"invalid JSON Schema: {exc.message}", where) from None
-    if not isinstance(schema, dict):
-        raise HubbotError("a schema must be a mapping", Location(file, 1))
     return schema
 
 

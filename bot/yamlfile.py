@@ -3,6 +3,8 @@
 Helm reads values with YAML 1.1 rules, where a plain `on`, `yes` or `no` is a
 boolean; YAML 1.2 tools read them as strings. Rather than guess, such plain
 scalars are rejected with their line, so every reader agrees on the value.
+Likewise every file reads as plain JSON-like data: a tag other than `!!str` on
+a scalar (`!!binary`, `!!set`, `!!timestamp`, `!foo`) is rejected with its line.
 
 The meaning of a file is defined by ruamel.yaml's round-trip loader (YAML 1.2).
 Its pure-Python parser is most of the time `hubbot validate` spends, so an
@@ -31,7 +33,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import Composer, MaxDepthExceededError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
@@ -80,8 +82,8 @@ def _parser() -> YAML:
     return parser
 
 
-class _Bound(Exception):
-    """A limit of reading was exceeded at `line` (1-based)."""
+class _Refused(Exception):
+    """What the composer refuses at `line` (1-based): a limit of reading, or a tag."""
 
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
@@ -90,7 +92,8 @@ class _Bound(Exception):
 
 
 class _BoundedComposer(Composer):
-    """ruamel's composer, refusing aliases that expand beyond the limits.
+    """ruamel's composer, refusing every tag but !!str on a scalar, and aliases that
+    expand beyond the limits.
 
     Every alias is a copy of its anchored node once read into plain data: the
     expanded size and height of each node are kept as it is composed, so nine
@@ -105,21 +108,25 @@ class _BoundedComposer(Composer):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.parser.peek_event()
+        tag = event.tag if isinstance(event, CollectionStartEvent | ScalarEvent) else None
+        if tag is not None and (tag != _STR or isinstance(event, CollectionStartEvent)):
+            # Before ruamel builds the set, bytes, date or object the tag asks for.
+            raise _Refused(_unsupported_tag(tag), event.start_mark.line + 1)
         node = super().compose_node(parent, index)
         if isinstance(event, AliasEvent):
             line = event.start_mark.line + 1
             size = self.expanded.get(id(node))
             if size is None:
-                raise _Bound(f"alias *{event.anchor} refers to a node that contains it", line)
+                raise _Refused(f"alias *{event.anchor} refers to a node that contains it", line)
             self.alias_values += size[0]
             if self.alias_values > MAX_ALIAS_VALUES:
-                raise _Bound(
+                raise _Refused(
                     f"aliases expand to more than {MAX_ALIAS_VALUES:,} values (a YAML alias "
                     "bomb?): write the values out or use fewer aliases",
                     line,
                 )
             if self.depth + size[1] > MAX_DEPTH:
-                raise _Bound(
+                raise _Refused(
                     f"alias *{event.anchor} nests the data more than {MAX_DEPTH} levels deep",
                     line,
                 )
@@ -135,6 +142,20 @@ class _BoundedComposer(Composer):
             1 + max((height for _, height in children), default=0),
         )
         return node
+
+
+_YAML_TAG = "tag:yaml.org,2002:"
+# The one tag every layer may use: a string, read alike by YAML 1.1 (helm) and 1.2.
+_STR = _YAML_TAG + "str"
+
+
+def _unsupported_tag(tag: str) -> str:
+    return f"the YAML tag {_written(tag)} is not supported here: write the plain value"
+
+
+def _written(tag: str) -> str:
+    """A tag as YAML's shorthand writes it: `!!set`, not `tag:yaml.org,2002:set`."""
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
 def load_yaml(file: str, text: str) -> YamlDoc:
@@ -193,7 +214,7 @@ def _load_with_libyaml(file: str, text: str) -> YamlDoc | None:
 def _load_with_ruamel(file: str, text: str) -> YamlDoc:
     try:
         raw = _parser().load(text)
-    except _Bound as exc:
+    except _Refused as exc:
         raise HubbotError(exc.message, Location(file, exc.line)) from None
     except MaxDepthExceededError as exc:
         raise HubbotError(TOO_DEEP, _mark_location(file, exc)) from None
@@ -469,6 +490,13 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
             # A key brought in by a merge key (`<<: *anchor`) has no position of its own.
             position = (node.lc.data or {}).get(key)
             line = (position[0] if position else node.lc.line) + 1
+            if isinstance(key, TaggedScalar):  # !!str
+                key = str(key.value)
+                if key in out:  # ruamel told the tagged key from the plain one
+                    raise HubbotError(
+                        f'duplicate key "{key}" (first set on line {lines[(*path, key)]})',
+                        Location(file, line),
+                    )
             if not isinstance(key, str):
                 raise _NonStringKey(key, line)
             lines[(*path, key)] = line
@@ -487,13 +515,8 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
         return node
     if isinstance(node, ScalarBoolean):  # an anchored boolean
         return bool(node)
-    if isinstance(node, TaggedScalar):
-        if str(node.tag) == "tag:yaml.org,2002:str":
-            return str(node.value)
-        raise HubbotError(
-            f"the YAML tag {node.tag} is not supported here: write the plain value",
-            Location(file, lines.get(path)),
-        )
+    if isinstance(node, TaggedScalar):  # !!str, the one tag the composer lets through
+        return str(node.value)
     if isinstance(node, int):
         return int(node)
     if isinstance(node, float):

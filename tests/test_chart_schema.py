@@ -182,6 +182,72 @@ def test_pod_resources_limits_below_requests(
     ) in out
 
 
+NOT_FINITE = "(a number too large for a float, such as 1e400, reads as infinite)"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        pytest.param(
+            "  singleuser:\n",
+            "  singleuser:\n    cpu:\n      guarantee: .nan\n",
+            "guarantee: .nan",
+            "jupyterhub.singleuser.cpu.guarantee .nan is not a number JupyterHub accepts: "
+            "write an amount such as 0.5 or 2",
+            id="cpu guarantee .nan",
+        ),
+        pytest.param(
+            "  singleuser:\n",
+            "  singleuser:\n    cpu:\n      guarantee: 1e400\n",
+            "guarantee: 1e400",
+            f"jupyterhub.singleuser.cpu.guarantee .inf is not a number JupyterHub accepts "
+            f"{NOT_FINITE}: write an amount such as 0.5 or 2",
+            id="cpu guarantee 1e400",
+        ),
+        pytest.param(
+            "      limit: 2G",
+            "      limit: .nan",
+            "limit: .nan",
+            "jupyterhub.singleuser.memory.limit .nan is not a number JupyterHub accepts: "
+            "write an amount such as 512M or 4G",
+            id="memory limit .nan",
+        ),
+        pytest.param(
+            "  cull:\n",
+            "  proxy:\n    chp:\n      resources:\n        requests: {cpu: 1}\n"
+            "        limits: {cpu: .inf}\n  cull:\n",
+            "limits: {cpu: .inf}",
+            f"jupyterhub.proxy.chp.resources.limits.cpu .inf is not a number Kubernetes "
+            f"accepts {NOT_FINITE}: write an amount such as 500m or 1Gi",
+            id="container limit .inf",
+        ),
+        pytest.param(
+            "  cull:\n",
+            "  proxy:\n    chp:\n      resources:\n        limits: {memory: -.inf}\n  cull:\n",
+            "limits: {memory: -.inf}",
+            f"jupyterhub.proxy.chp.resources.limits.memory -.inf is not a number Kubernetes "
+            f"accepts {NOT_FINITE}: write an amount such as 500m or 1Gi",
+            id="container limit -.inf without a request",
+        ),
+    ],
+)
+def test_a_resource_amount_that_is_nan_or_infinite(
+    hub_repo: Path,
+    real_chart_packages: Path,
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    needle: str,
+    message: str,
+) -> None:
+    replace_in(hub_repo, PUBLIC_COMMON, old, new)
+    line = line_of(hub_repo, PUBLIC_COMMON, needle)
+    status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
+    assert status == 1
+    assert f"  {PUBLIC_COMMON}:{line}: {message}\n" in out
+    assert "internal error" not in out
+
+
 def test_a_cluster_older_than_the_charts_kube_version(
     hub_repo: Path, real_chart_packages: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -346,6 +412,8 @@ def test_kubernetes_quantities() -> None:
     assert kubernetes(2) == 2
     assert kubernetes("lots") is None
     assert kubernetes(True) is None
+    assert kubernetes(float("nan")) is None
+    assert kubernetes(float("inf")) is None
 
 
 def test_jupyterhub_bytes() -> None:
@@ -354,6 +422,9 @@ def test_jupyterhub_bytes() -> None:
     assert jupyterhub_bytes(4096) == 4096
     assert jupyterhub_bytes("1Gi") is None
     assert jupyterhub_bytes("1024") is None
+    assert jupyterhub_bytes(float("nan")) is None
+    assert jupyterhub_bytes(float("-inf")) is None
+    assert jupyterhub_bytes("infG") is None
 
 
 FILES_PAST_THE_LIMIT = MAX_CHART_SIZE // MAX_FILE_SIZE + 1

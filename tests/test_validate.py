@@ -305,6 +305,43 @@ def test_yaml11_boolean_ambiguity(hub_repo: Path, capsys: pytest.CaptureFixture[
     assert f"{staging}:3: plain `on` is a boolean to helm (YAML 1.1)" in out
 
 
+@pytest.mark.parametrize(
+    "tagged",
+    ["!foo [a]", '!!python/object/apply:os.system ["id"]', "!foo {a: 1}", "!!set {a, b}"],
+)
+def test_a_tag_on_a_list_or_mapping_is_refused_at_its_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], tagged: str
+) -> None:
+    common = "deployments/tess-public/config/common.yaml"
+    text = (hub_repo / common).read_text()
+    (hub_repo / common).write_text(f"{text}x: {tagged}\n")
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    tag = tagged.split()[0]
+    line = len(text.splitlines()) + 1
+    message = f"{common}:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    assert f"  {message}" in out
+    assert "Traceback" not in out
+    assert "internal error" not in out
+
+
+@pytest.mark.parametrize("tagged", ["!!binary aGVsbG8=", "!!timestamp 2020-01-01", "!!int 5"])
+def test_a_tag_on_a_value_is_refused_at_its_line(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], tagged: str
+) -> None:
+    common = "deployments/tess-public/config/common.yaml"
+    replace_in(
+        hub_repo, common, "    storage:\n", f"    extraEnv:\n      ALPHA: {tagged}\n    storage:\n"
+    )
+    status, out = validate(hub_repo, capsys, "tess-public")
+    assert status == 1
+    tag = tagged.split()[0]
+    line = line_of(hub_repo, common, "ALPHA:")
+    message = f"{common}:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    assert f"  {message}" in out
+    assert "internal error" not in out
+
+
 def test_unknown_hub_and_environment(hub_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out = validate(hub_repo, capsys, "tess-secret")
     assert status == 1
@@ -464,6 +501,24 @@ def test_a_linked_schema_is_refused(hub_repo: Path, capsys: pytest.CaptureFixtur
     status, out = validate(hub_repo, capsys)
     assert status == 1
     assert "schemas/values.schema.yaml: is a symbolic link (to loose.yaml)" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "a schema must be a mapping, not an empty file"),
+        ("# nothing yet\n", "a schema must be a mapping, not an empty file"),
+        ("5\n", "a schema must be a mapping"),
+    ],
+)
+def test_a_schema_that_is_not_a_mapping(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    write(hub_repo, "schemas/policy.schema.yaml", text)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"  schemas/policy.schema.yaml:1: {message}\n" in out
+    assert "internal error" not in out
 
 
 @pytest.mark.parametrize("keyword", ["$ref", "$schema"])

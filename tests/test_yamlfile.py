@@ -284,6 +284,55 @@ def test_an_unsupported_tag_names_the_file_and_line() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "tag"),
+    [
+        ("a: 1\nx: !foo [a]\n", 2, "!foo"),
+        ('x: !!python/object/apply:os.system ["id"]\n', 1, "!!python/object/apply:os.system"),
+        ("a:\n  - 1\n  - !foo [a]\n", 3, "!foo"),
+        ("a: 1\nalpha: !foo {a: 1}\n", 2, "!foo"),
+        ("a: 1\nx:\n  !!set\n  {a, b}\n", 3, "!!set"),
+        ("x: !!omap [{a: 1}, {b: 2}]\n", 1, "!!omap"),
+        ("x: !!pairs [{a: 1}]\n", 1, "!!pairs"),
+        ("x: !!str [a]\n", 1, "!!str"),
+        ("!foo\na: 1\n", 1, "!foo"),
+    ],
+)
+def test_a_tag_on_a_collection_is_refused_at_its_line(text: str, line: int, tag: str) -> None:
+    assert fast(text) is None
+    assert outcome(load_yaml, text) == (
+        f"f.yaml:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "tag"),
+    [
+        ("a: 1\nx: !!binary aGVsbG8=\n", 2, "!!binary"),
+        ("x: !!timestamp 2020-01-01\n", 1, "!!timestamp"),
+        ("x: !<tag:yaml.org,2002:binary> aGVsbG8=\n", 1, "!!binary"),
+        ("x: !!int 5\n", 1, "!!int"),
+        ("x: !!null x\n", 1, "!!null"),
+        ("x: ! 5\n", 1, "!"),  # a string to YAML, the number 5 to ruamel
+        ("a: 1\n!foo k: v\n", 2, "!foo"),
+    ],
+)
+def test_a_tag_on_a_scalar_other_than_str_is_refused_at_its_line(
+    text: str, line: int, tag: str
+) -> None:
+    assert fast(text) is None
+    assert outcome(load_yaml, text) == (
+        f"f.yaml:{line}: the YAML tag {tag} is not supported here: write the plain value"
+    )
+
+
+def test_a_str_tag_on_a_key_reads_as_the_string() -> None:
+    assert load_yaml("x.yaml", "!!str 5: v\n").data == {"5": "v"}
+    with pytest.raises(HubbotError) as caught:
+        load_yaml("x.yaml", "a: 1\n!!str a: 2\n")
+    assert str(caught.value) == 'x.yaml:2: duplicate key "a" (first set on line 1)'
+
+
 PLACEHOLDER = "looks like an unfilled template placeholder (cookiecutter or Jinja)"
 
 
