@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import pytest
 from hcl2.api import loads as hcl_loads
 from ruamel.yaml import YAML
 
-from bot import infra, records
+from bot import infra, kubeversion, records
 from bot.errors import Location
 from bot.source import WorkTree
 from tests.fixtures.repos import replace_in, validate, write
@@ -34,9 +35,25 @@ def test_every_file_parses(path: Path) -> None:
     assert hcl_loads(path.read_text())
 
 
+def checkov_predates(version: str) -> bool:
+    """Whether the importable checkov's CKV_AWS_339 ("EKS runs a supported Kubernetes
+    version") knows only versions older than `version`: its list is written into the
+    check and lags AWS's calendar (checkov 3.2.459 stops at 1.33, 3.3.30 at 1.35)."""
+    try:
+        module = importlib.import_module("checkov.terraform.checks.resource.aws.EKSPlatformVersion")
+    except ImportError:
+        return False
+    known = [kubeversion.parse_version(v).key for v in module.check.get_expected_values()]
+    return max(known) < kubeversion.parse_version(version).key
+
+
 def test_checkov_finds_nothing_and_every_skip_has_a_reason(tmp_path: Path) -> None:
     checkov = require_binary("checkov", "pip install checkov")
     args = ["-d", str(INFRA), "--framework", "terraform", "--quiet", "--compact", "-o", "json"]
+    # Not an inline skip: a checkov that knows the version still checks it, and one whose
+    # list ends at or after it still fails a version that has left support.
+    if checkov_predates(variable("kubernetes_version")["default"][0]):
+        args += ["--skip-check", "CKV_AWS_339"]
     result = subprocess.run(
         [checkov, *args],
         capture_output=True,
