@@ -231,7 +231,7 @@ def test_without_the_chart_package_validate_fails_saying_what_to_set(
 
 def _helm_accepts(chart_dir: Path, values: dict[str, Any]) -> bool:
     result = helm.run(
-        ["template", "x", str(chart_dir), "--kube-version", "1.31", "-f", "-"],
+        ["template", "x", str(chart_dir), "--kube-version", helm.DEFAULT_KUBE_VERSION, "-f", "-"],
         stdin=yaml.safe_dump(values).encode(),
         check=False,
     )
