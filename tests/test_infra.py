@@ -601,6 +601,15 @@ def test_user_nodes_are_labelled_and_tainted_for_user_pods_only() -> None:
     assert "taint" not in core
 
 
+def test_nodes_and_add_ons_follow_the_cluster_version() -> None:
+    # Without `version` a node group stays at the version it was created with.
+    for name in ("core", "user"):
+        group = block("resource", "aws_eks_node_group", name)
+        assert group["version"] == ["${aws_eks_cluster.this.version}"], name
+    versions = block("data", "aws_eks_addon_version", "this")
+    assert versions["kubernetes_version"] == ["${aws_eks_cluster.this.version}"]
+
+
 def test_ci_roles_trust_only_this_repository_and_its_branch() -> None:
     trust = block("data", "aws_iam_policy_document", "ci_trust")["statement"][0]
     conditions = {c["variable"][0]: c["values"][0] for c in trust["condition"]}
