@@ -15,7 +15,7 @@ import pytest
 from hcl2.api import loads as hcl_loads
 from ruamel.yaml import YAML
 
-from bot import infra, kubeversion, records
+from bot import helm, infra, kubeversion, records
 from bot.errors import Location
 from bot.source import WorkTree
 from tests.fixtures.repos import replace_in, validate, write
@@ -475,6 +475,46 @@ def test_an_environment_infra_has_no_role_or_key_for(
     ]
 
 
+def kubernetes_version_line(repo: Path) -> int:
+    declared = line_of(repo, VARIABLES, 'variable "kubernetes_version"')
+    return line_of(repo, VARIABLES, "default", after=declared)
+
+
+@pytest.mark.parametrize(("setting", "agrees"), [('"1.34"', False), ('"v1.35.2"', True)])
+def test_kube_version_hubbot_renders_for_is_the_clusters_minor_version(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], setting: str, agrees: bool
+) -> None:
+    replace_in(hub_repo, PUBLIC, "cluster:\n", f"cluster:\n  kube_version: {setting}\n")
+    here = line_of(hub_repo, PUBLIC, "kube_version")
+    there = kubernetes_version_line(hub_repo)
+    status, out = validate(hub_repo, capsys, "tess-public")
+    if agrees:  # EKS picks the patch version; only the minor version has to agree
+        assert status == 0, out
+        return
+    assert status == 1
+    assert mismatches(out) == [
+        f'{PUBLIC}:{here}: cluster.kube_version is "1.34" but infra/\'s kubernetes_version is '
+        f'"1.35" ({VARIABLES}:{there}): hubbot would render the charts for another minor '
+        "version than the cluster runs; make the minor versions the same"
+    ]
+
+
+def test_default_kube_version_against_another_cluster_version(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_in(hub_repo, VARIABLES, 'default     = "1.35"', 'default     = "1.36"')
+    there = kubernetes_version_line(hub_repo)
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert mismatches(out) == [
+        f'{hub}:{line_of(hub_repo, hub, "cluster:")}: Kubernetes "{helm.DEFAULT_KUBE_VERSION}" '
+        "(the default; cluster.kube_version is unset) but infra/'s kubernetes_version is "
+        f'"1.36" ({VARIABLES}:{there}): hubbot would render the charts for another minor '
+        "version than the cluster runs; make the minor versions the same"
+        for hub in (PRIVATE, PUBLIC)
+    ]
+
+
 def test_a_hub_on_another_kind_of_cluster_is_not_tied_to_infra_cluster(hub_repo: Path) -> None:
     replace_in(hub_repo, PUBLIC, "namespace: tess-public-prod", "namespace: elsewhere")
     assert [p.location for p in infra.cross_check(WorkTree(hub_repo))] == [
@@ -486,7 +526,12 @@ def test_a_hub_on_another_kind_of_cluster_is_not_tied_to_infra_cluster(hub_repo:
         '  aws: {account_id: "123456789012", region: us-east-1, cluster: tess}',
         "  kubeconfig: {file: secrets/kubeconfig.yaml}",
     )
-    replace_in(hub_repo, PUBLIC, "cluster:\n  provider: aws", "cluster:\n  provider: kubeconfig")
+    replace_in(
+        hub_repo,
+        PUBLIC,
+        "cluster:\n  provider: aws",
+        'cluster:\n  provider: kubeconfig\n  kube_version: "1.30"',
+    )
     assert infra.cross_check(WorkTree(hub_repo)) == []
 
 
