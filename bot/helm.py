@@ -33,7 +33,7 @@ from bot.yamlfile import YamlDoc, load_yaml
 
 # The Kubernetes version charts are rendered for when hubploy.yaml sets no
 # cluster.kube_version: the version of the EKS clusters in infra/.
-DEFAULT_KUBE_VERSION = "1.31"
+DEFAULT_KUBE_VERSION = "1.35"
 
 INSTALL_HINT = "run `make setup` (installs helm into .venv/bin) or set HELM to the helm binary"
 

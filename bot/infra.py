@@ -18,8 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot import sops_config
+from bot import kubeversion, sops_config
 from bot.errors import HubbotError, Location
+from bot.helm import DEFAULT_KUBE_VERSION
 from bot.hubploy import Deployment, discover_hubs, load_deployment
 from bot.merge import effective
 from bot.source import Source, memoized
@@ -54,6 +55,7 @@ class InfraFacts:
     account_id: Fact
     region: Fact
     cluster_name: Fact
+    kubernetes_version: Fact
     ecr_repository: Fact
     user_role_name: Fact
     user_service_account: Fact
@@ -133,6 +135,7 @@ def _read_facts(source: Source) -> InfraFacts:
         account_id=fact("account_id"),
         region=fact("region"),
         cluster_name=fact("cluster_name"),
+        kubernetes_version=fact("kubernetes_version"),
         ecr_repository=fact("ecr_repository"),
         user_role_name=fact("user_role_name"),
         user_service_account=fact("user_service_account"),
@@ -288,6 +291,7 @@ def _deployment_problems(facts: InfraFacts, deployment: Deployment) -> list[Hubb
                 )
     if deployment.cluster.get("provider") != "aws":
         return problems  # not on infra/'s cluster: no CI role, key or IRSA trust to compare
+    problems += _kube_version_problems(facts, deployment)
     for env in deployment.environments.values():
         if env.name not in facts.sops_key_aliases:
             problems.append(
@@ -308,6 +312,47 @@ def _deployment_problems(facts: InfraFacts, deployment: Deployment) -> list[Hubb
                 )
             )
     return problems
+
+
+def _kube_version_problems(facts: InfraFacts, deployment: Deployment) -> list[HubbotError]:
+    """The Kubernetes version hubbot renders the hub for, against the cluster's.
+
+    Only the minor version is compared: EKS picks the patch version itself.
+    """
+    fact = facts.kubernetes_version
+    configured = deployment.cluster.get("kube_version")
+    rendered = str(configured or DEFAULT_KUBE_VERSION)
+    cluster = _minor_version(str(fact.value))
+    if cluster is None:
+        return [HubbotError(f"kubernetes_version {fact} is not a version like 1.35", fact.location)]
+    hub = _minor_version(rendered)
+    if hub is None:
+        return []  # validate reports a cluster.kube_version the hubploy schema refuses
+    if hub == cluster:
+        return []
+    if configured:
+        what = f'cluster.kube_version is "{rendered}"'
+        line = deployment.doc.lines.get(("cluster", "kube_version"))
+    else:
+        what = f'Kubernetes "{rendered}" (the default; cluster.kube_version is unset)'
+        line = deployment.doc.lines.get(("cluster",))
+    return [
+        HubbotError(
+            f"{what} but infra/'s kubernetes_version is {fact}: hubbot would render the "
+            "charts for another minor version than the cluster runs; make the minor versions "
+            "the same",
+            Location(deployment.file, line),
+        )
+    ]
+
+
+def _minor_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) of a version such as `1.35` or `v1.35.2`; None for anything else."""
+    try:
+        version = kubeversion.parse_version(text)
+    except kubeversion.ConstraintError:
+        return None
+    return (version.major, version.minor) if version.given >= 2 else None
 
 
 def _values_problems(

@@ -159,6 +159,10 @@ resource "aws_eks_node_group" "core" {
   subnet_ids      = aws_subnet.private[*].id
   instance_types  = var.core_instance_types
 
+  # EKS never upgrades nodes with the control plane: naming the cluster's version
+  # makes the apply that upgrades the cluster roll this group to it next.
+  version = aws_eks_cluster.this.version
+
   launch_template {
     id      = aws_launch_template.node.id
     version = aws_launch_template.node.latest_version
@@ -186,6 +190,8 @@ resource "aws_eks_node_group" "user" {
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = aws_subnet.private[*].id
   instance_types  = var.user_instance_types
+
+  version = aws_eks_cluster.this.version
 
   launch_template {
     id      = aws_launch_template.node.id

@@ -22,7 +22,7 @@ variable "cluster_name" {
 variable "kubernetes_version" {
   description = "EKS Kubernetes version (upgrade deliberately, one minor version at a time)."
   type        = string
-  default     = "1.31"
+  default     = "1.35"
 }
 
 variable "vpc_cidr" {
@@ -171,13 +171,13 @@ variable "home_gid" {
 variable "cluster_autoscaler_chart_version" {
   description = "Version of the cluster-autoscaler helm chart (kubernetes/autoscaler)."
   type        = string
-  default     = "9.43.2"
+  default     = "9.59.0"
 }
 
 variable "cluster_autoscaler_image_tag" {
   description = "Cluster autoscaler image tag; its minor version follows kubernetes_version."
   type        = string
-  default     = "v1.31.0"
+  default     = "v1.35.0"
 }
 
 variable "log_retention_days" {

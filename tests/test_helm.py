@@ -87,7 +87,7 @@ def test_template_reads_values_from_stdin_and_includes_crds(hub_chart_offline_re
         "metadata: {name: userquotas.hub.example.org}\n"
     )
     values = '{"jupyterhub": {"singleuser": {"image": {"tag": "from-stdin-42"}}}}'
-    out = helm.template(hub_chart_offline_ready, "r1", "ns1", values, "1.31")
+    out = helm.template(hub_chart_offline_ready, "r1", "ns1", values, helm.DEFAULT_KUBE_VERSION)
     assert "image: quay.io/jupyterhub/k8s-singleuser-sample:from-stdin-42\n" in out
     assert "kind: CustomResourceDefinition" in out
 

@@ -190,13 +190,14 @@ def test_the_real_layers_render_the_real_chart_like_separate_files(
     files = [PROJECT / name for name in layer_files(hub, env)[:3]]
     separate = subprocess.run(
         [helm.binary(), "template", "rel", str(hub_chart_offline_ready), "--namespace", "ns",
-         "--kube-version", "1.31", *[arg for f in files[1:] for arg in ("-f", str(f))]],
+         "--kube-version", helm.DEFAULT_KUBE_VERSION,
+         *[arg for f in files[1:] for arg in ("-f", str(f))]],
         capture_output=True, text=True, check=True,
     ).stdout
     merged = merge_layers([layer(str(f), f.read_text()) for f in files])
     text = json.dumps(merged.document)
-    combined = helm.template(hub_chart_offline_ready, "rel", "ns", text, "1.31")
-    again = helm.template(hub_chart_offline_ready, "rel", "ns", text, "1.31")
+    combined = helm.template(hub_chart_offline_ready, "rel", "ns", text, helm.DEFAULT_KUBE_VERSION)
+    again = helm.template(hub_chart_offline_ready, "rel", "ns", text, helm.DEFAULT_KUBE_VERSION)
     first, second, third = (manifests.parse(out) for out in (separate, combined, again))
     assert first.keys() == second.keys()
     assert len(first) >= 34
