@@ -70,23 +70,36 @@ class WorkTree:
         return memoized(self, ("tree", path), lambda: self._tree_hash(path))
 
     def _tree_hash(self, path: str) -> str | None:
+        """The tree id a commit of the work tree as it is would give directory `path`."""
         self._refuse_links(path)
-        files = [
-            name
-            for name in git.worktree_files(self.root, path)
-            if os.path.lexists(self.root / name)
-        ]
-        if not files:
-            return None
-        prefix = path.rstrip("/") + "/"
+        directory = posixpath.normpath(path)
+        prefix = "" if directory == "." else directory + "/"
         entries: dict[str, tuple[str, bytes]] = {}
-        for name in files:
+        submodules: dict[str, str] | None = None
+        for name in git.worktree_files(self.root, path):
+            # A file or submodule at `path` itself leaves no directory there, as at a commit.
+            if not name.startswith(prefix):
+                continue
             full = self.root / name
-            mode = os.lstat(full).st_mode
+            try:
+                mode = os.lstat(full).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # deleted in the work tree, not yet in the index
             if stat.S_ISLNK(mode):
                 raise link_error(name, os.readlink(full))
+            if stat.S_ISDIR(mode):
+                # A submodule, or a tracked file made a directory: git lists its files
+                # on their own and would commit those (none: no entry).
+                if submodules is None:
+                    submodules = git.gitlinks(self.root, path)
+                if name in submodules:
+                    entries[name[len(prefix) :]] = (
+                        git.GITLINK_MODE,
+                        bytes.fromhex(submodules[name]),
+                    )
+                continue
             entries[name[len(prefix) :]] = _file_entry(full, mode)
-        return _tree_id(entries).hex()
+        return _tree_id(entries).hex() if entries else None
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link."""
