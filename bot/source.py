@@ -53,6 +53,9 @@ class WorkTree:
 
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
+        mode = self._mode(path)
+        if mode is None or stat.S_ISDIR(mode):
+            return None  # a directory is no file to read, as at a commit
         try:
             data = (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -80,13 +83,9 @@ class WorkTree:
             # A file or submodule at `path` itself leaves no directory there, as at a commit.
             if not name.startswith(prefix):
                 continue
-            full = self.root / name
-            try:
-                mode = os.lstat(full).st_mode
-            except (FileNotFoundError, NotADirectoryError):
+            mode = self._mode(name)
+            if mode is None:
                 continue  # deleted in the work tree, not yet in the index
-            if stat.S_ISLNK(mode):
-                raise link_error(name, os.readlink(full))
             if stat.S_ISDIR(mode):
                 # A submodule, or a tracked file made a directory: git lists its files
                 # on their own and would commit those (none: no entry).
@@ -98,8 +97,27 @@ class WorkTree:
                         bytes.fromhex(submodules[name]),
                     )
                 continue
-            entries[name[len(prefix) :]] = _file_entry(full, mode)
+            entries[name[len(prefix) :]] = _file_entry(self.root / name, mode)
         return _tree_id(entries).hex() if entries else None
+
+    def _mode(self, path: str) -> int | None:
+        """The mode (lstat's) of `path`, or None if absent. A symbolic link, or anything but
+        a file or a directory, is an error: git holds neither, and reading a FIFO would wait
+        forever for a writer. Checked before anything is opened."""
+        full = os.path.join(self.root, path)
+        try:
+            mode = os.lstat(full).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(mode):
+            raise link_error(path, os.readlink(full))
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise HubbotError(
+                f"is {_special_kind(mode)}, not a file: hubbot reads only files as git holds "
+                "them; replace it with the file itself",
+                Location(path),
+            )
+        return mode
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link."""
@@ -300,6 +318,16 @@ def directory_tree_id(directory: Path) -> str | None:
                 return None
             entries[os.path.relpath(full, directory)] = _file_entry(Path(full), mode)
     return _tree_id(entries).hex() if entries else None
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def _file_entry(file: Path, mode: int) -> tuple[str, bytes]:

@@ -495,3 +495,21 @@ def test_a_submodule_in_or_at_an_image_directory_is_what_a_commit_makes_it(
     assert (hub_repo / IMAGE_DIR / "environment.yml").is_file()
     assert WorkTree(hub_repo).tree_hash(IMAGE_DIR) is None
     assert GitCommit(hub_repo, "HEAD").tree_hash(IMAGE_DIR) is None
+
+
+def test_a_fifo_is_refused_before_it_is_opened(hub_repo: Path) -> None:
+    # Opening a FIFO to read it waits for a writer that never comes.
+    image_file = f"{IMAGE_DIR}/environment.yml"
+    for fifo in (COMMON, image_file):
+        (hub_repo / fifo).unlink()
+        os.mkfifo(hub_repo / fifo)
+    source = WorkTree(hub_repo)
+    for read in (lambda: source.read(COMMON), lambda: source.tree_hash(IMAGE_DIR)):
+        with pytest.raises(HubbotError) as caught:
+            within(10, read)
+        assert str(caught.value).endswith(
+            ": is a named pipe (FIFO), not a file: hubbot reads only files as git holds them; "
+            "replace it with the file itself"
+        )
+    assert error_of(lambda: source.read(COMMON)).startswith(f"{COMMON}: ")
+    assert error_of(lambda: source.tree_hash(IMAGE_DIR)).startswith(f"{image_file}: ")
