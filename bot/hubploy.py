@@ -21,6 +21,7 @@ class ImageConfig:
     path: str  # repo-relative, normalised
     helm_path: tuple[str, ...]
     location: Location  # the `- name:` line of this image
+    path_location: Location  # its `path:` line
     scan_fail_on: str | None
 
 
@@ -120,6 +121,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
             path=inside_repo(doc, base, ("images", i, "path"), image["path"]),
             helm_path=tuple(image["helm_path"].split(".")),
             location=Location(file, doc.lines[("images", i)]),
+            path_location=Location(file, doc.line_of(("images", i, "path"))),
             scan_fail_on=image.get("scan", {}).get("fail_on"),
         )
         for i, image in enumerate(data["images"])

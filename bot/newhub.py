@@ -217,6 +217,9 @@ class Overlay:
             return self.infra_text
         return self.base.read(path)
 
+    def is_file(self, path: str) -> bool:
+        return path in self.files or path == self.infra_file or self.base.is_file(path)
+
     def children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
         new = {

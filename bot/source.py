@@ -36,6 +36,9 @@ class Source(Protocol):
     def read(self, path: str) -> str | None:
         """The text of `path` (relative to the repo root), or None if absent."""
 
+    def is_file(self, path: str) -> bool:
+        """Whether `path` is a file (what `read` reads)."""
+
     def children(self, path: str) -> list[str]:
         """Names of the entries directly inside directory `path` (empty if absent)."""
 
@@ -61,6 +64,11 @@ class WorkTree:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         return decode(path, data)
+
+    def is_file(self, path: str) -> bool:
+        self._refuse_links(path)
+        mode = self._mode(path)
+        return mode is not None and stat.S_ISREG(mode)
 
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
@@ -167,6 +175,11 @@ class GitCommit:
         if mode not in FILE_MODES:
             return None
         return decode(path, self.objects.read(oid))
+
+    def is_file(self, path: str) -> bool:
+        self._refuse_links(path)
+        mode, _ = self._entry(posixpath.normpath(path)) or ("", "")
+        return mode in FILE_MODES
 
     def prefetch(self, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
         """Read `files`, and the files directly inside `directories`, in few requests to git:

@@ -508,6 +508,33 @@ def test_an_image_path_outside_the_repository(
     assert "ok      tess-private/prod" in out
 
 
+@pytest.mark.parametrize("made", ["the image directory a file", "the path a file's"])
+def test_an_image_path_that_names_a_file(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], made: str
+) -> None:
+    image = "deployments/tess-private/images/default"
+    hubploy = "deployments/tess-private/hubploy.yaml"
+    if made == "the image directory a file":
+        shutil.rmtree(hub_repo / image)
+        write(hub_repo, image, "FROM scratch\n")
+    else:
+        replace_in(hub_repo, hubploy, "path: images/default", "path: images/default/start")
+        write(hub_repo, f"{image}/start", "#!/bin/sh\n")
+        image += "/start"
+    error = (
+        f"{hubploy}:{line_of(hub_repo, hubploy, 'path:')}: image path {image} is a file, not a "
+        "directory (set by `path` for image 123456789012.dkr.ecr.us-east-1.amazonaws.com/"
+        "tess-user-image): name the directory repo2docker builds"
+    )
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    assert f"FAILED  tess-private/prod: 1 problem(s)\n  {error}\n" in out
+    # A commit holding the same is refused alike.
+    commit_all(hub_repo, made)
+    assert main(["--repo", str(hub_repo), "plan", "--base", "HEAD~1", "--head", "HEAD"]) == 1
+    assert f"tess-private not planned: {error}\n" in capsys.readouterr().err
+
+
 def use_kubeconfig(repo: Path, file: str) -> str:
     hubploy = "deployments/tess-public/hubploy.yaml"
     replace_in(
