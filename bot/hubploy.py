@@ -118,7 +118,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     images = tuple(
         ImageConfig(
             name=image["name"],
-            path=inside_repo(doc, base, ("images", i, "path"), image["path"]),
+            path=_image_directory(source, doc, base, i, image["path"]),
             helm_path=tuple(image["helm_path"].split(".")),
             location=Location(file, doc.lines[("images", i)]),
             path_location=Location(file, doc.line_of(("images", i, "path"))),
@@ -179,6 +179,32 @@ def inside_repo(doc: YamlDoc, base: str, key: Path_, relative: str) -> str:
             Location(doc.file, doc.line_of(key)),
         )
     return path
+
+
+def _image_directory(source: Source, doc: YamlDoc, base: str, index: int, relative: str) -> str:
+    """The repo path of image `index`'s directory; an error if its build context would take in
+    secrets (the repository root, deployments/, a hub's directory or its secrets/)."""
+    key = ("images", index, "path")
+    path = inside_repo(doc, base, key, relative)
+    parts = path.split("/")
+    if path == ".":
+        problem = "is the repository root, with every hub's secrets and .sops.yaml"
+    elif parts[0] != DEPLOYMENTS:
+        return path
+    elif len(parts) == 1:
+        problem = "is deployments/, with every hub's secrets"
+    elif len(parts) == 2 and "secrets" in source.children(path):
+        problem = f"holds {path}/secrets"
+    elif len(parts) > 2 and parts[2] == "secrets":
+        problem = f"is {path}" if len(parts) == 3 else f"is inside {'/'.join(parts[:3])}"
+    else:
+        return path
+    raise HubbotError(
+        f"`{'.'.join(map(str, key))}: {relative}` {problem}: an image's build context must "
+        "hold no secrets (an image may be public); name a directory of the image's own "
+        "files, such as images/default",
+        Location(doc.file, doc.line_of(key)),
+    )
 
 
 UNIQUE_SETTINGS = ("release", "namespace", "url")

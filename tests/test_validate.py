@@ -535,6 +535,35 @@ def test_an_image_path_that_names_a_file(
     assert f"tess-private not planned: {error}\n" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("../..", "is the repository root, with every hub's secrets and .sops.yaml"),
+        (".", "holds deployments/tess-public/secrets"),
+        ("..", "is deployments/, with every hub's secrets"),
+        ("../tess-private", "holds deployments/tess-private/secrets"),
+        ("../tess-private/secrets", "is deployments/tess-private/secrets"),
+        ("../tess-private/secrets/keys", "is inside deployments/tess-private/secrets"),
+    ],
+)
+def test_an_image_path_that_takes_in_secrets(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], path: str, problem: str
+) -> None:
+    # The public hub's image would be built, and pushed, with the encrypted secrets in it.
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, hubploy, "path: ../tess-private/images/default", f"path: {path}")
+    write(hub_repo, "deployments/tess-private/secrets/keys/README.md", "keys\n")
+    line = line_of(hub_repo, hubploy, f"path: {path}")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert (
+        f"FAILED  tess-public: 1 problem(s)\n  {hubploy}:{line}: `images.0.path: {path}` "
+        f"{problem}: an image's build context must hold no secrets (an image may be public); "
+        "name a directory of the image's own files, such as images/default\n"
+    ) in out
+    assert "ok      tess-private/prod" in out
+
+
 def use_kubeconfig(repo: Path, file: str) -> str:
     hubploy = "deployments/tess-public/hubploy.yaml"
     replace_in(
