@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,10 @@ from bot.source import Source, memoized, prefetch
 from bot.yamlfile import Path_, YamlDoc, load_yaml
 
 DEPLOYMENTS = "deployments"
+# A hub's name is a directory name, part of its release and namespace names, printed in
+# logs and GitHub workflow commands: a lowercase DNS label.
+HUB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+RELEASE_MAX = 53  # helm's limit on a release name (the namespace's is 63)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,34 @@ class SchemaErrors(HubbotError):
     def __init__(self, problems: list[HubbotError]) -> None:
         super().__init__(f"{len(problems)} problem(s)")
         self.problems = problems
+
+
+def hub_name_problem(name: str, envs: Iterable[str] = ()) -> str | None:
+    """What is wrong with hub name `name` (environments `envs`), or None if it is valid."""
+    longest = max((len(f"-{env}") for env in envs), default=0)
+    limit = RELEASE_MAX - longest
+    if HUB_NAME.fullmatch(name) and len(name) <= limit:
+        return None
+    return (
+        "use lowercase letters, digits and `-`, starting and ending with a letter or digit, at "
+        f"most {limit} characters (its release names `<name>-<env>` must fit helm's "
+        f"{RELEASE_MAX})"
+    )
+
+
+def printable(hub: str) -> str:
+    """`hub` as it may be printed: a name that is not valid escaped, so that no newline or
+    other control character of it reaches a log (where `::` starts a workflow command)."""
+    return hub if HUB_NAME.fullmatch(hub) else repr(hub)
+
+
+def _check_directory_name(hub: str, envs: Iterable[str]) -> None:
+    problem = hub_name_problem(hub, envs)
+    if problem is not None:
+        raise HubbotError(
+            f"is not a valid hub name: {problem}; rename the directory",
+            Location(f"{DEPLOYMENTS}/{printable(hub)}"),
+        )
 
 
 def discover_hubs(source: Source) -> list[str]:
@@ -96,8 +129,8 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     # The one hub asked for is looked at first: listing them all reads every hubploy.yaml.
     if hub not in _directories(source) or not _has_hubploy(source, hub):
         hubs = discover_hubs(source)
-        known = ", ".join(hubs) or "none"
-        close = did_you_mean(hub, hubs)
+        known = ", ".join(map(printable, hubs)) or "none"
+        close = did_you_mean(hub, map(printable, hubs))
         raise HubbotError(
             f"unknown hub {hub!r}{f' ({close})' if close else ''}: the hubs in deployments/ "
             f"are {known}"
@@ -141,6 +174,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         )
         for name, env in data["environments"].items()
     }
+    _check_directory_name(hub, environments)
     return Deployment(hub, file, images, data["registry"], data["cluster"], environments, doc)
 
 

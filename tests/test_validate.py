@@ -662,6 +662,53 @@ def test_a_verbatim_copy_of_a_hub(hub_repo: Path, capsys: pytest.CaptureFixture[
     assert "ok      tess-private/prod" in out
 
 
+INJECTED = "evil\n::error file=README.md,line=1::injected"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (INJECTED, "'evil\\n::error file=README.md,line=1::injected'"),
+        ("Hub 000", "'Hub 000'"),
+        ("-rf", "'-rf'"),
+        ("hüb", "'hüb'"),
+        ("h" * 46, "h" * 46),  # too long for `<name>-staging` to be a release name
+    ],
+)
+def test_a_hub_directory_whose_name_is_no_hub_name(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], name: str, shown: str
+) -> None:
+    # A copy of tess-public with its own release, namespace and URL: only its name is wrong.
+    copy = hub_repo / "deployments" / name
+    shutil.copytree(hub_repo / "deployments/tess-public", copy)
+    hubploy = (copy / "hubploy.yaml").read_text()
+    (copy / "hubploy.yaml").write_text(
+        hubploy.replace("tess-public-", "copy-").replace("tess.omgwtf.in", "copy.omgwtf.in")
+    )
+    error = (
+        f"deployments/{shown}: is not a valid hub name: use lowercase letters, digits and `-`, "
+        "starting and ending with a letter or digit, at most 45 characters (its release names "
+        "`<name>-<env>` must fit helm's 53); rename the directory"
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"FAILED  {shown}: 1 problem(s)\n  {error}\n" in out
+    assert "ok      tess-public/prod" in out
+    status, out = validate(hub_repo, capsys, "--format", "github")
+    assert status == 1
+    assert "\n::error file=README.md" not in out
+    assert f"FAILED  {shown}: 1 problem(s)\n::error file=deployments/" in out
+    status, out = validate(hub_repo, capsys, "--format", "json")
+    pair = next(pair for pair in json.loads(out)["pairs"] if pair["hub"] == name)
+    assert pair["problems"] == [
+        {"file": f"deployments/{shown}", "line": None, "message": error.partition(": ")[2]}
+    ]
+    assert main(["--repo", str(hub_repo), "plan", "--base", "HEAD"]) == 1
+    err = capsys.readouterr().err
+    assert f"hubbot: error: {shown} not planned: {error}\n" in err
+    assert "\n::" not in err
+
+
 def test_a_broken_hubploy_does_not_block_the_other_hubs(
     hub_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
