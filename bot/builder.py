@@ -346,6 +346,12 @@ def export_directory(source: Source, path: str, target: Path) -> None:
         if not origin.is_symlink() and not origin.exists():
             continue  # deleted in the work tree, not yet in the index
         destination = target / name[len(prefix) :]
+        if origin.is_dir() and not origin.is_symlink():
+            # A tracked file made a directory: its files are listed on their own. A submodule
+            # is an empty directory, as git archive gives it.
+            if name in git.gitlinks(source.root, path):
+                destination.mkdir(parents=True, exist_ok=True)
+            continue
         destination.parent.mkdir(parents=True, exist_ok=True)
         if origin.is_symlink():
             destination.symlink_to(origin.readlink())

@@ -109,6 +109,7 @@ def remotes(repo: Path) -> list[str]:
 
 Listing = dict[str, tuple[str, str]]  # a directory's entries: name -> (mode, object id)
 TREE_MODE = "40000"  # git's mode for a directory, as a tree object writes it
+GITLINK_MODE = "160000"  # git's mode for a submodule: a commit of another repository
 
 
 class ObjectReader:
@@ -323,6 +324,17 @@ def worktree_files(repo: Path, path: str) -> list[str]:
     """Tracked and untracked, not ignored, files under `path` in the work tree."""
     out = run(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", path)
     return sorted({name for name in out.decode().split("\0") if name})
+
+
+def gitlinks(repo: Path, path: str) -> dict[str, str]:
+    """The submodules the index holds under `path`: each path and the commit it names."""
+    out = run(repo, "ls-files", "-z", "--stage", "--", path)
+    found = {}
+    for entry in out.decode().split("\0"):
+        info, _, name = entry.partition("\t")
+        if info.startswith(GITLINK_MODE + " "):
+            found[name] = info.split()[1]
+    return found
 
 
 def changed_since(repo: Path, commit: str) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,10 @@ from bot.source import Source, memoized, prefetch
 from bot.yamlfile import Path_, YamlDoc, load_yaml
 
 DEPLOYMENTS = "deployments"
+# A hub's name is a directory name, part of its release and namespace names, printed in
+# logs and GitHub workflow commands: a lowercase DNS label.
+HUB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+RELEASE_MAX = 53  # helm's limit on a release name (the namespace's is 63)
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class ImageConfig:
     path: str  # repo-relative, normalised
     helm_path: tuple[str, ...]
     location: Location  # the `- name:` line of this image
+    path_location: Location  # its `path:` line
     scan_fail_on: str | None
 
 
@@ -51,6 +57,34 @@ class SchemaErrors(HubbotError):
     def __init__(self, problems: list[HubbotError]) -> None:
         super().__init__(f"{len(problems)} problem(s)")
         self.problems = problems
+
+
+def hub_name_problem(name: str, envs: Iterable[str] = ()) -> str | None:
+    """What is wrong with hub name `name` (environments `envs`), or None if it is valid."""
+    longest = max((len(f"-{env}") for env in envs), default=0)
+    limit = RELEASE_MAX - longest
+    if HUB_NAME.fullmatch(name) and len(name) <= limit:
+        return None
+    return (
+        "use lowercase letters, digits and `-`, starting and ending with a letter or digit, at "
+        f"most {limit} characters (its release names `<name>-<env>` must fit helm's "
+        f"{RELEASE_MAX})"
+    )
+
+
+def printable(hub: str) -> str:
+    """`hub` as it may be printed: a name that is not valid escaped, so that no newline or
+    other control character of it reaches a log (where `::` starts a workflow command)."""
+    return hub if HUB_NAME.fullmatch(hub) else repr(hub)
+
+
+def _check_directory_name(hub: str, envs: Iterable[str]) -> None:
+    problem = hub_name_problem(hub, envs)
+    if problem is not None:
+        raise HubbotError(
+            f"is not a valid hub name: {problem}; rename the directory",
+            Location(f"{DEPLOYMENTS}/{printable(hub)}"),
+        )
 
 
 def discover_hubs(source: Source) -> list[str]:
@@ -95,8 +129,8 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     # The one hub asked for is looked at first: listing them all reads every hubploy.yaml.
     if hub not in _directories(source) or not _has_hubploy(source, hub):
         hubs = discover_hubs(source)
-        known = ", ".join(hubs) or "none"
-        close = did_you_mean(hub, hubs)
+        known = ", ".join(map(printable, hubs)) or "none"
+        close = did_you_mean(hub, map(printable, hubs))
         raise HubbotError(
             f"unknown hub {hub!r}{f' ({close})' if close else ''}: the hubs in deployments/ "
             f"are {known}"
@@ -117,9 +151,10 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
     images = tuple(
         ImageConfig(
             name=image["name"],
-            path=inside_repo(doc, base, ("images", i, "path"), image["path"]),
+            path=_image_directory(source, doc, base, i, image["path"]),
             helm_path=tuple(image["helm_path"].split(".")),
             location=Location(file, doc.lines[("images", i)]),
+            path_location=Location(file, doc.line_of(("images", i, "path"))),
             scan_fail_on=image.get("scan", {}).get("fail_on"),
         )
         for i, image in enumerate(data["images"])
@@ -139,6 +174,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         )
         for name, env in data["environments"].items()
     }
+    _check_directory_name(hub, environments)
     return Deployment(hub, file, images, data["registry"], data["cluster"], environments, doc)
 
 
@@ -177,6 +213,32 @@ def inside_repo(doc: YamlDoc, base: str, key: Path_, relative: str) -> str:
             Location(doc.file, doc.line_of(key)),
         )
     return path
+
+
+def _image_directory(source: Source, doc: YamlDoc, base: str, index: int, relative: str) -> str:
+    """The repo path of image `index`'s directory; an error if its build context would take in
+    secrets (the repository root, deployments/, a hub's directory or its secrets/)."""
+    key = ("images", index, "path")
+    path = inside_repo(doc, base, key, relative)
+    parts = path.split("/")
+    if path == ".":
+        problem = "is the repository root, with every hub's secrets and .sops.yaml"
+    elif parts[0] != DEPLOYMENTS:
+        return path
+    elif len(parts) == 1:
+        problem = "is deployments/, with every hub's secrets"
+    elif len(parts) == 2 and "secrets" in source.children(path):
+        problem = f"holds {path}/secrets"
+    elif len(parts) > 2 and parts[2] == "secrets":
+        problem = f"is {path}" if len(parts) == 3 else f"is inside {'/'.join(parts[:3])}"
+    else:
+        return path
+    raise HubbotError(
+        f"`{'.'.join(map(str, key))}: {relative}` {problem}: an image's build context must "
+        "hold no secrets (an image may be public); name a directory of the image's own "
+        "files, such as images/default",
+        Location(doc.file, doc.line_of(key)),
+    )
 
 
 UNIQUE_SETTINGS = ("release", "namespace", "url")

@@ -39,16 +39,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from bot import infra, sops_config, validation
 from bot.errors import HubbotError, Location
-from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
+from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, hub_name_problem, load_deployment
 from bot.merge import effective
 from bot.sops_format import SecretLeaf, read_shape
 from bot.source import Source, WorkTree
 from bot.values import build, layer_files
 from bot.yamlfile import Path_, dump_yaml, edit_yaml
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]([-a-z0-9]*[a-z0-9])?$")
-RELEASE_MAX = 53  # helm's limit on a release name (the namespace's is 63)
 # Values the chart needs to be random and secret; made fresh for every hub.
 RANDOM_SECRETS: tuple[Path_, ...] = (
     ("jupyterhub", "proxy", "secretToken"),
@@ -94,24 +92,15 @@ class NewHub:
     not_copied: tuple[str, ...] = field(default=())  # other files of the source hub
 
 
-def check_name(name: str, envs: list[str]) -> None:
-    longest = max((len(f"-{env}") for env in envs), default=0)
-    limit = RELEASE_MAX - longest
-    if not DNS_LABEL.match(name) or len(name) > limit:
-        raise HubbotError(
-            f"hub name {name!r} is not valid: use lowercase letters, digits and `-`, starting "
-            f"and ending with a letter or digit, at most {limit} characters (its release "
-            f"names `<name>-<env>` must fit helm's {RELEASE_MAX})"
-        )
-
-
 def prepare(
     source: WorkTree, name: str, from_hub: str, domain: str | None, encrypt: Encrypt
 ) -> NewHub:
     """Every file of hub `name` copied from `from_hub`, or an error; nothing is written."""
     original = load_deployment(source, from_hub)
     envs = list(original.environments)
-    check_name(name, envs)
+    problem = hub_name_problem(name, envs)
+    if problem is not None:
+        raise HubbotError(f"hub name {name!r} is not valid: {problem}")
     if (source.root / DEPLOYMENTS / name).exists() or source.children(f"{DEPLOYMENTS}/{name}"):
         raise HubbotError("already exists: choose another name", Location(f"{DEPLOYMENTS}/{name}"))
     if domain is not None and not HOSTNAME.match(domain):
@@ -216,6 +205,9 @@ class Overlay:
         if path == self.infra_file:
             return self.infra_text
         return self.base.read(path)
+
+    def is_file(self, path: str) -> bool:
+        return path in self.files or path == self.infra_file or self.base.is_file(path)
 
     def children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"

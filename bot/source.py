@@ -36,6 +36,9 @@ class Source(Protocol):
     def read(self, path: str) -> str | None:
         """The text of `path` (relative to the repo root), or None if absent."""
 
+    def is_file(self, path: str) -> bool:
+        """Whether `path` is a file (what `read` reads)."""
+
     def children(self, path: str) -> list[str]:
         """Names of the entries directly inside directory `path` (empty if absent)."""
 
@@ -53,11 +56,19 @@ class WorkTree:
 
     def read(self, path: str) -> str | None:
         self._refuse_links(path)
+        mode = self._mode(path)
+        if mode is None or stat.S_ISDIR(mode):
+            return None  # a directory is no file to read, as at a commit
         try:
             data = (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         return decode(path, data)
+
+    def is_file(self, path: str) -> bool:
+        self._refuse_links(path)
+        mode = self._mode(path)
+        return mode is not None and stat.S_ISREG(mode)
 
     def children(self, path: str) -> list[str]:
         self._refuse_links(path)
@@ -70,23 +81,51 @@ class WorkTree:
         return memoized(self, ("tree", path), lambda: self._tree_hash(path))
 
     def _tree_hash(self, path: str) -> str | None:
+        """The tree id a commit of the work tree as it is would give directory `path`."""
         self._refuse_links(path)
-        files = [
-            name
-            for name in git.worktree_files(self.root, path)
-            if os.path.lexists(self.root / name)
-        ]
-        if not files:
-            return None
-        prefix = path.rstrip("/") + "/"
+        directory = posixpath.normpath(path)
+        prefix = "" if directory == "." else directory + "/"
         entries: dict[str, tuple[str, bytes]] = {}
-        for name in files:
-            full = self.root / name
+        submodules: dict[str, str] | None = None
+        for name in git.worktree_files(self.root, path):
+            # A file or submodule at `path` itself leaves no directory there, as at a commit.
+            if not name.startswith(prefix):
+                continue
+            mode = self._mode(name)
+            if mode is None:
+                continue  # deleted in the work tree, not yet in the index
+            if stat.S_ISDIR(mode):
+                # A submodule, or a tracked file made a directory: git lists its files
+                # on their own and would commit those (none: no entry).
+                if submodules is None:
+                    submodules = git.gitlinks(self.root, path)
+                if name in submodules:
+                    entries[name[len(prefix) :]] = (
+                        git.GITLINK_MODE,
+                        bytes.fromhex(submodules[name]),
+                    )
+                continue
+            entries[name[len(prefix) :]] = _file_entry(self.root / name, mode)
+        return _tree_id(entries).hex() if entries else None
+
+    def _mode(self, path: str) -> int | None:
+        """The mode (lstat's) of `path`, or None if absent. A symbolic link, or anything but
+        a file or a directory, is an error: git holds neither, and reading a FIFO would wait
+        forever for a writer. Checked before anything is opened."""
+        full = os.path.join(self.root, path)
+        try:
             mode = os.lstat(full).st_mode
-            if stat.S_ISLNK(mode):
-                raise link_error(name, os.readlink(full))
-            entries[name[len(prefix) :]] = _file_entry(full, mode)
-        return _tree_id(entries).hex()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(mode):
+            raise link_error(path, os.readlink(full))
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise HubbotError(
+                f"is {_special_kind(mode)}, not a file: hubbot reads only files as git holds "
+                "them; replace it with the file itself",
+                Location(path),
+            )
+        return mode
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link."""
@@ -136,6 +175,11 @@ class GitCommit:
         if mode not in FILE_MODES:
             return None
         return decode(path, self.objects.read(oid))
+
+    def is_file(self, path: str) -> bool:
+        self._refuse_links(path)
+        mode, _ = self._entry(posixpath.normpath(path)) or ("", "")
+        return mode in FILE_MODES
 
     def prefetch(self, files: Iterable[str] = (), directories: Iterable[str] = ()) -> None:
         """Read `files`, and the files directly inside `directories`, in few requests to git:
@@ -287,6 +331,16 @@ def directory_tree_id(directory: Path) -> str | None:
                 return None
             entries[os.path.relpath(full, directory)] = _file_entry(Path(full), mode)
     return _tree_id(entries).hex() if entries else None
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def _file_entry(file: Path, mode: int) -> tuple[str, bytes]:

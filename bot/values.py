@@ -106,6 +106,12 @@ def image_refs(source: Source, deployment: Deployment) -> list[ImageRef]:
     refs = []
     for image in deployment.images:
         tree = source.tree_hash(image.path)
+        if tree is None and source.is_file(image.path):
+            raise HubbotError(
+                f"image path {image.path} is a file, not a directory (set by `path` for image "
+                f"{image.name}): name the directory repo2docker builds",
+                image.path_location,
+            )
         if tree is None:
             raise HubbotError(
                 f"image directory {image.path} is missing or empty (set by `path` for "

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 
 from bot import chartschema, helm
 from bot.errors import HubbotError
-from bot.hubploy import DEPLOYMENTS, SchemaErrors, discover_hubs, load_deployment, prefetch_hubs
+from bot.hubploy import (
+    DEPLOYMENTS,
+    SchemaErrors,
+    discover_hubs,
+    load_deployment,
+    prefetch_hubs,
+    printable,
+)
 from bot.infra import cross_check, has_infra
 from bot.source import GitCommit, Source, WorkTree
 from bot.validation import check, resize_problems
@@ -115,7 +122,8 @@ class Checked:
 
     @property
     def name(self) -> str:
-        return self.hub if self.env is None else f"{self.hub}/{self.env}"
+        hub = printable(self.hub)
+        return hub if self.env is None else f"{hub}/{self.env}"
 
 
 class Report:

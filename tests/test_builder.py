@@ -205,6 +205,28 @@ def test_exported_directory_is_what_the_tag_covers(hub_repo: Path, tmp_path: Pat
     assert (tmp_path / "work/postBuild").stat().st_mode & stat.S_IXUSR
 
 
+def test_an_exported_work_tree_is_what_its_commit_exports(hub_repo: Path, tmp_path: Path) -> None:
+    write(hub_repo, f"{USER_IMAGE_DIR}/start", "#!/bin/sh\n")
+    write(hub_repo, f"{USER_IMAGE_DIR}/postBuild", "#!/bin/sh\n")
+    commit_all(hub_repo, "more files")
+    # Files made directories, one empty (git holds no such directory), and a submodule.
+    (hub_repo / USER_IMAGE_DIR / "start").unlink()
+    write(hub_repo, f"{USER_IMAGE_DIR}/start/run", "#!/bin/sh\n")
+    (hub_repo / USER_IMAGE_DIR / "postBuild").unlink()
+    (hub_repo / USER_IMAGE_DIR / "postBuild").mkdir()
+    (hub_repo / USER_IMAGE_DIR / "vendored").mkdir()
+    submodule = f"160000,{'1' * 40},{USER_IMAGE_DIR}/vendored"
+    git(hub_repo, "update-index", "--add", "--cacheinfo", submodule)
+    export_directory(WorkTree(hub_repo), USER_IMAGE_DIR, tmp_path / "work")
+    commit_all(hub_repo, "the work tree as it is")
+    export_directory(GitCommit(hub_repo, "HEAD"), USER_IMAGE_DIR, tmp_path / "head")
+    work, head = (
+        sorted(p.relative_to(tmp_path / side).as_posix() for p in (tmp_path / side).rglob("*"))
+        for side in ("work", "head")
+    )
+    assert work == head == ["environment.yml", "start", "start/run", "vendored"]
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("docker_host")
 def test_tests_folder_runs_with_pytest_inside_the_image(

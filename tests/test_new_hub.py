@@ -226,6 +226,10 @@ def test_domain_names_the_new_hubs_prod_host(
             f"hubbot: error: hub name '{'w' * 46}' is not valid",
         ),
         (
+            ("tess-workshop\n", "--from", "tess-public"),
+            "hubbot: error: hub name 'tess-workshop\\n' is not valid",
+        ),
+        (
             ("tess-workshop", "--from", "tess-public", "--domain", "tess.omgwtf.in"),
             "hubbot: error: deployments/tess-public/hubploy.yaml:14: the new hub's staging "
             "hostname staging.tess.omgwtf.in is already used by tess-public/staging: choose "

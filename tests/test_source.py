@@ -450,3 +450,66 @@ def test_a_malformed_tree_in_a_commit_is_one_error(small_repo: Path) -> None:
     assert GitCommit(small_repo, "HEAD").read("deployments/hub-1/config/common.yaml") == (
         "replicas: 1\n"
     )
+
+
+# --- what the work tree holds where git holds something else -------------------------------
+
+
+def committed_tree(repo: Path, path: str) -> str | None:
+    """The tree id a commit of the work tree as it is gives `path`."""
+    commit_all(repo, "the work tree as it is")
+    return GitCommit(repo, "HEAD").tree_hash(path)
+
+
+def test_a_file_made_a_directory_in_an_image_directory_is_what_a_commit_makes_it(
+    hub_repo: Path,
+) -> None:
+    environment = hub_repo / IMAGE_DIR / "environment.yml"
+    write(hub_repo, f"{IMAGE_DIR}/start", "#!/bin/sh\n")
+    commit_all(hub_repo, "a start file")
+    (hub_repo / IMAGE_DIR / "start").unlink()
+    (hub_repo / IMAGE_DIR / "start").mkdir()  # empty: git holds no such directory
+    work = WorkTree(hub_repo).tree_hash(IMAGE_DIR)
+    assert work == committed_tree(hub_repo, IMAGE_DIR)
+    write(hub_repo, f"{IMAGE_DIR}/start/run", "#!/bin/sh\n")
+    environment.unlink()
+    environment.mkdir()
+    write(hub_repo, f"{IMAGE_DIR}/environment.yml/inside.yml", "dependencies: []\n")
+    work = WorkTree(hub_repo).tree_hash(IMAGE_DIR)
+    assert work == committed_tree(hub_repo, IMAGE_DIR)
+
+
+def test_a_submodule_in_or_at_an_image_directory_is_what_a_commit_makes_it(
+    hub_repo: Path,
+) -> None:
+    other = "1" * 40
+    inside = f"{IMAGE_DIR}/vendored"
+    (hub_repo / inside).mkdir()
+    git(hub_repo, "update-index", "--add", "--cacheinfo", f"160000,{other},{inside}")
+    assert WorkTree(hub_repo).tree_hash(IMAGE_DIR) == committed_tree(hub_repo, IMAGE_DIR)
+    # The whole image directory a submodule at a commit, its files still on disk: no
+    # directory of files, in the work tree and at the commit alike.
+    git(hub_repo, "rm", "-q", "-r", "--cached", IMAGE_DIR)
+    git(hub_repo, "update-index", "--add", "--cacheinfo", f"160000,{other},{IMAGE_DIR}")
+    git(hub_repo, "commit", "-q", "-m", "the image a submodule")
+    assert (hub_repo / IMAGE_DIR / "environment.yml").is_file()
+    assert WorkTree(hub_repo).tree_hash(IMAGE_DIR) is None
+    assert GitCommit(hub_repo, "HEAD").tree_hash(IMAGE_DIR) is None
+
+
+def test_a_fifo_is_refused_before_it_is_opened(hub_repo: Path) -> None:
+    # Opening a FIFO to read it waits for a writer that never comes.
+    image_file = f"{IMAGE_DIR}/environment.yml"
+    for fifo in (COMMON, image_file):
+        (hub_repo / fifo).unlink()
+        os.mkfifo(hub_repo / fifo)
+    source = WorkTree(hub_repo)
+    for read in (lambda: source.read(COMMON), lambda: source.tree_hash(IMAGE_DIR)):
+        with pytest.raises(HubbotError) as caught:
+            within(10, read)
+        assert str(caught.value).endswith(
+            ": is a named pipe (FIFO), not a file: hubbot reads only files as git holds them; "
+            "replace it with the file itself"
+        )
+    assert error_of(lambda: source.read(COMMON)).startswith(f"{COMMON}: ")
+    assert error_of(lambda: source.tree_hash(IMAGE_DIR)).startswith(f"{image_file}: ")

@@ -594,6 +594,62 @@ def test_an_image_path_outside_the_repository(
     assert "ok      tess-private/prod" in out
 
 
+@pytest.mark.parametrize("made", ["the image directory a file", "the path a file's"])
+def test_an_image_path_that_names_a_file(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], made: str
+) -> None:
+    image = "deployments/tess-private/images/default"
+    hubploy = "deployments/tess-private/hubploy.yaml"
+    if made == "the image directory a file":
+        shutil.rmtree(hub_repo / image)
+        write(hub_repo, image, "FROM scratch\n")
+    else:
+        replace_in(hub_repo, hubploy, "path: images/default", "path: images/default/start")
+        write(hub_repo, f"{image}/start", "#!/bin/sh\n")
+        image += "/start"
+    error = (
+        f"{hubploy}:{line_of(hub_repo, hubploy, 'path:')}: image path {image} is a file, not a "
+        "directory (set by `path` for image 123456789012.dkr.ecr.us-east-1.amazonaws.com/"
+        "tess-user-image): name the directory repo2docker builds"
+    )
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    assert f"FAILED  tess-private/prod: 1 problem(s)\n  {error}\n" in out
+    # A commit holding the same is refused alike.
+    commit_all(hub_repo, made)
+    assert main(["--repo", str(hub_repo), "plan", "--base", "HEAD~1", "--head", "HEAD"]) == 1
+    assert f"tess-private not planned: {error}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("../..", "is the repository root, with every hub's secrets and .sops.yaml"),
+        (".", "holds deployments/tess-public/secrets"),
+        ("..", "is deployments/, with every hub's secrets"),
+        ("../tess-private", "holds deployments/tess-private/secrets"),
+        ("../tess-private/secrets", "is deployments/tess-private/secrets"),
+        ("../tess-private/secrets/keys", "is inside deployments/tess-private/secrets"),
+    ],
+)
+def test_an_image_path_that_takes_in_secrets(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], path: str, problem: str
+) -> None:
+    # The public hub's image would be built, and pushed, with the encrypted secrets in it.
+    hubploy = "deployments/tess-public/hubploy.yaml"
+    replace_in(hub_repo, hubploy, "path: ../tess-private/images/default", f"path: {path}")
+    write(hub_repo, "deployments/tess-private/secrets/keys/README.md", "keys\n")
+    line = line_of(hub_repo, hubploy, f"path: {path}")
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert (
+        f"FAILED  tess-public: 1 problem(s)\n  {hubploy}:{line}: `images.0.path: {path}` "
+        f"{problem}: an image's build context must hold no secrets (an image may be public); "
+        "name a directory of the image's own files, such as images/default\n"
+    ) in out
+    assert "ok      tess-private/prod" in out
+
+
 def use_kubeconfig(repo: Path, file: str) -> str:
     hubploy = "deployments/tess-public/hubploy.yaml"
     replace_in(
@@ -690,6 +746,53 @@ def test_a_verbatim_copy_of_a_hub(hub_repo: Path, capsys: pytest.CaptureFixture[
         assert f"{setting} {value} is also used by tess-public/prod at " in out
     assert "FAILED  tess-copy/staging: 3 problem(s)" in out
     assert "ok      tess-private/prod" in out
+
+
+INJECTED = "evil\n::error file=README.md,line=1::injected"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (INJECTED, "'evil\\n::error file=README.md,line=1::injected'"),
+        ("Hub 000", "'Hub 000'"),
+        ("-rf", "'-rf'"),
+        ("hüb", "'hüb'"),
+        ("h" * 46, "h" * 46),  # too long for `<name>-staging` to be a release name
+    ],
+)
+def test_a_hub_directory_whose_name_is_no_hub_name(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], name: str, shown: str
+) -> None:
+    # A copy of tess-public with its own release, namespace and URL: only its name is wrong.
+    copy = hub_repo / "deployments" / name
+    shutil.copytree(hub_repo / "deployments/tess-public", copy)
+    hubploy = (copy / "hubploy.yaml").read_text()
+    (copy / "hubploy.yaml").write_text(
+        hubploy.replace("tess-public-", "copy-").replace("tess.omgwtf.in", "copy.omgwtf.in")
+    )
+    error = (
+        f"deployments/{shown}: is not a valid hub name: use lowercase letters, digits and `-`, "
+        "starting and ending with a letter or digit, at most 45 characters (its release names "
+        "`<name>-<env>` must fit helm's 53); rename the directory"
+    )
+    status, out = validate(hub_repo, capsys)
+    assert status == 1
+    assert f"FAILED  {shown}: 1 problem(s)\n  {error}\n" in out
+    assert "ok      tess-public/prod" in out
+    status, out = validate(hub_repo, capsys, "--format", "github")
+    assert status == 1
+    assert "\n::error file=README.md" not in out
+    assert f"FAILED  {shown}: 1 problem(s)\n::error file=deployments/" in out
+    status, out = validate(hub_repo, capsys, "--format", "json")
+    pair = next(pair for pair in json.loads(out)["pairs"] if pair["hub"] == name)
+    assert pair["problems"] == [
+        {"file": f"deployments/{shown}", "line": None, "message": error.partition(": ")[2]}
+    ]
+    assert main(["--repo", str(hub_repo), "plan", "--base", "HEAD"]) == 1
+    err = capsys.readouterr().err
+    assert f"hubbot: error: {shown} not planned: {error}\n" in err
+    assert "\n::" not in err
 
 
 def test_a_broken_hubploy_does_not_block_the_other_hubs(

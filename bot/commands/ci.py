@@ -65,7 +65,7 @@ from bot.diffs import build_report
 from bot.engine import Engine, connect
 from bot.errors import HubbotError
 from bot.fanout import gather, read_outcomes, targets_of, write_outcome
-from bot.hubploy import discover_hubs
+from bot.hubploy import discover_hubs, printable
 from bot.plan import ImagePlan, Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
@@ -296,7 +296,7 @@ def plan_step(ctx: Context, base_ref: str, head: Source, *, keyed: bool = False)
         pairs = ", ".join(f"{p.hub}/{p.env}" for p in result.deployable()) or "none"
         print(f"affected pairs: {pairs}")
         for failure in result.failed:
-            print(f"  {failure.hub}: {failure.error}")
+            print(f"  {printable(failure.hub)}: {failure.error}")
         if result.failed:
             raise HubbotError("hubs left out of the plan: fix the problems listed above")
     return result

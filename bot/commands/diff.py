@@ -11,6 +11,7 @@ from pathlib import Path
 from bot import actions, diffreport, sops
 from bot.diffs import build_report
 from bot.errors import HubbotError
+from bot.hubploy import printable
 from bot.plan import plan
 from bot.source import open_source
 
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             output.write_text(full, encoding="utf-8")
         actions.append_summary(full, assert_clean=args.redactor.assert_clean)
     for failure in result.failed:
-        print(f"hubbot: error: {failure.hub} not diffed: {failure.error}", file=sys.stderr)
+        hub = printable(failure.hub)
+        print(f"hubbot: error: {hub} not diffed: {failure.error}", file=sys.stderr)
     if report.refused:
         raise HubbotError(f"this change cannot be deployed: {'; '.join(report.refused)}")
     return 1 if result.failed else 0

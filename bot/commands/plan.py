@@ -8,7 +8,7 @@ import sys
 
 from bot import actions
 from bot.errors import HubbotError
-from bot.hubploy import Deployment
+from bot.hubploy import Deployment, printable
 from bot.plan import plan
 from bot.registries import registry_for
 from bot.source import open_source
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     actions.set_output("matrix", matrix, assert_clean=args.redactor.assert_clean)
     actions.set_output("count", str(len(result.deployable())))
     for failure in result.failed:
-        print(f"hubbot: error: {failure.hub} not planned: {failure.error}", file=sys.stderr)
+        hub = printable(failure.hub)
+        print(f"hubbot: error: {hub} not planned: {failure.error}", file=sys.stderr)
     return 1 if result.failed else 0
 
 
