@@ -215,6 +215,13 @@ def _call(homes: EfsHomes, request: Callable[[], T], missing: str | None = None)
         if missing is not None and code == missing:
             return None
         reason = f"{code}: {_one_line(error.get('Message') or str(exc))}"
+        if code.startswith("AccessDenied"):
+            # infra/ci.tf lets CI describe only terraform's own file system and access
+            # point, so a wrong id is denied rather than not found.
+            reason += (
+                "; the CI role may describe only the EFS resources terraform made "
+                "(infra/ci.tf): check that homeStorage's ids are its outputs"
+            )
     except NoCredentialsError:
         reason = "no AWS credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"
     except BotoCoreError as exc:
