@@ -1,4 +1,4 @@
-"""Deploying (hub, environment) pairs: credentials, stuck-release check, helm, health.
+"""Deploying (hub, environment) pairs: EFS homes, credentials, stuck-release check, helm, health.
 
 Each pair runs in a worker of a bounded pool. A pair's failure is its outcome,
 never the others' end; the run's exit status says whether any failed. The
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from bot import health, helm, sops
+from bot import efs, health, helm, sops
 from bot.clusters import kubeconfig_file, provider_for
 from bot.clusters.kubeconfig import credential_leaves
 from bot.errors import HubbotError
@@ -141,6 +141,8 @@ def _hub_config(document: dict[str, Any]) -> dict[str, Any]:
 def _deploy(run: Run, target: Target, values: HubValues) -> tuple[str, str]:
     """The running hub's version and what logging in did."""
     _check_stopped(run)
+    # A PersistentVolume binds to any id: a wrong one would only show when user pods hang.
+    efs.check_pair(values, lambda line: run.say(f"{target}: {line}"))
     run.say(f"{target}: cluster credentials")
     # A kubeconfig's structure is no secret: only its credentials go to the redactor.
     credentials = sops.decryptor(run.redactor, cwd=run.repo, secret_leaves=credential_leaves)

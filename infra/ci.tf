@@ -88,6 +88,20 @@ data "aws_iam_policy_document" "ci" {
     actions   = ["eks:DescribeCluster"]
     resources = [aws_eks_cluster.this.arn]
   }
+  # hubbot asks EFS whether tess-private's homes exist before a deploy (bot/efs.py):
+  # read-only, on the file system and this environment's access point only.
+  statement {
+    sid = "CheckHomes"
+    actions = [
+      "elasticfilesystem:DescribeAccessPoints",
+      "elasticfilesystem:DescribeFileSystems",
+      "elasticfilesystem:DescribeMountTargets",
+    ]
+    resources = [
+      aws_efs_file_system.homes.arn,
+      aws_efs_access_point.homes[each.key].arn,
+    ]
+  }
   statement {
     sid       = "DecryptOwnSecrets"
     actions   = ["kms:Decrypt", "kms:DescribeKey"]

@@ -18,6 +18,7 @@ from bot.commands.ci import oidc_credentials
 from bot.errors import HubbotError
 from bot.main import main
 from bot.source import WorkTree
+from tests.fixtures.aws import make_efs_homes, use_efs_homes
 from tests.fixtures.containers import (
     USER_IMAGE_DIR,
     LocalRegistry,
@@ -453,7 +454,8 @@ def test_staging_builds_deploys_records_and_promotes_then_prod_ships_only_that(
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
     locked_dependency_present(hub_repo, real_chart_packages)
-    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
+    use_efs_homes(hub_repo, make_efs_homes())  # moto's ids in place of terraform's
+    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency, EFS ids")
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from pytest_httpserver import HTTPServer
 from ruamel.yaml import YAML
@@ -26,7 +27,7 @@ from bot.main import main
 from bot.memfs import process_start
 from bot.source import WorkTree
 from bot.values import build
-from tests.fixtures.aws import put_ecr_image
+from tests.fixtures.aws import EfsHomes, make_efs_homes, put_ecr_image, use_efs_homes
 from tests.fixtures.charts import CHART_VERSION, REAL_CHART, chart_packages_directory
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
@@ -67,6 +68,7 @@ class Deployable:
     hub_version: str
     standin: HelmStandIn
     digest: str  # of the user image in moto's ECR
+    efs: EfsHomes  # tess-private's home directories in moto's EFS
 
     def all_secrets(self) -> list[str]:
         return list(self.secrets.values())
@@ -100,10 +102,13 @@ def deployable(
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
     locked_dependency_present(hub_repo, real_chart_packages)
-    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
+    # The committed ids stand for terraform's outputs; moto makes its own.
+    efs = make_efs_homes()
+    use_efs_homes(hub_repo, efs)
+    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency, EFS ids")
     ensure_eks_cluster()
     return Deployable(hub_repo, tokens, deployed_hubs["tess-public"].url, deployed_hubs,
-                      jupyterhub_runtime.version, helm_standin, push_image(hub_repo))
+                      jupyterhub_runtime.version, helm_standin, push_image(hub_repo), efs)
 
 
 UPGRADE_FLAGS = [
@@ -270,6 +275,36 @@ def test_a_missing_eks_cluster_fails_the_pair_before_helm(
         "us-east-1 (account 123456789012): check cluster.aws"
     ) in out
     assert [call.argv[0] for call in deployable.standin.calls()] == ["version"]
+
+
+def test_a_pair_whose_efs_access_point_is_missing_is_not_deployed(
+    deployable: Deployable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = deployable.efs.access_point_ids["staging"]
+    boto3.client("efs", region_name="us-east-1").delete_access_point(AccessPointId=gone)
+
+    status = main(
+        ["--repo", str(deployable.repo), "deploy", "tess-public", "tess-private", "staging"]
+    )
+
+    out, _ = capsys.readouterr()
+    assert status == 1
+    assert f"tess-private/staging: EFS home directories {deployable.efs.file_system_id}::{gone}" \
+        in out
+    row = next(line for line in out.splitlines() if line.startswith("tess-private/staging "))
+    assert row.split(None, 3)[1] == "FAILED"
+    assert row.split(None, 3)[3] == (
+        f"deployments/tess-private/config/staging.yaml:2: EFS access point {gone} does not exist "
+        "in us-east-1 (account 123456789012): set homeStorage.efsAccessPointId to terraform's "
+        "efs_access_point_ids output for staging"
+    )
+    # The other pair still deploys; this one never reaches helm.
+    assert [call.argv[2] for call in deployable.standin.calls("upgrade")] == [
+        "tess-public-staging"
+    ]
+    assert [call.argv[1] for call in deployable.standin.calls("status")] == [
+        "tess-public-staging"
+    ]
 
 
 # --- records and prod freight -----------------------------------------------------------

@@ -20,7 +20,7 @@ from bot.errors import HubbotError
 from bot.main import main
 from bot.redact import Redactor
 from bot.source import WorkTree
-from tests.fixtures.aws import put_ecr_image
+from tests.fixtures.aws import make_efs_homes, put_ecr_image, use_efs_homes
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
     HUBS,
@@ -205,7 +205,8 @@ def deployable(
                           age=[age_env.recipient])
     point_urls(hub_repo, {hub: deployed.url for hub, deployed in deployed_hubs.items()})
     locked_dependency_present(hub_repo, real_chart_packages)
-    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency")
+    use_efs_homes(hub_repo, make_efs_homes())  # moto's ids in place of terraform's
+    commit_all(hub_repo, "test secrets, hub URLs, the chart's locked dependency, EFS ids")
     git(hub_repo, "branch", "-f", "prod", "staging")
     ensure_eks_cluster()
     images_in_registry(hub_repo, list(HUBS))

@@ -667,6 +667,21 @@ def test_ci_roles_trust_only_this_repository_and_its_branch() -> None:
     }
 
 
+def test_ci_roles_may_only_describe_the_homes_of_their_own_environment() -> None:
+    policy = block("data", "aws_iam_policy_document", "ci")
+    [homes] = [s for s in policy["statement"] if s.get("sid") == ["CheckHomes"]]
+    # What bot/efs.py calls, and nothing that changes EFS.
+    assert homes["actions"] == [[
+        "elasticfilesystem:DescribeAccessPoints",
+        "elasticfilesystem:DescribeFileSystems",
+        "elasticfilesystem:DescribeMountTargets",
+    ]]
+    assert homes["resources"] == [[
+        "${aws_efs_file_system.homes.arn}", "${aws_efs_access_point.homes[each.key].arn}",
+    ]]
+    assert "effect" not in homes
+
+
 def test_sops_keys_let_ci_decrypt_only_its_own_key_and_never_encrypt() -> None:
     policy = block("data", "aws_iam_policy_document", "sops_key")
     statements = {s["sid"][0]: s for s in policy["statement"]}
