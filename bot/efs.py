@@ -216,11 +216,9 @@ def _call(homes: EfsHomes, request: Callable[[], T], missing: str | None = None)
             return None
         reason = f"{code}: {_one_line(error.get('Message') or str(exc))}"
         if code.startswith("AccessDenied"):
-            # infra/ci.tf lets CI describe only terraform's own file system and access
-            # point, so a wrong id is denied rather than not found.
             reason += (
-                "; the CI role may describe only the EFS resources terraform made "
-                "(infra/ci.tf): check that homeStorage's ids are its outputs"
+                "; the deploying role needs elasticfilesystem:DescribeFileSystems, "
+                "DescribeAccessPoints and DescribeMountTargets (infra/ci.tf gives them to CI)"
             )
     except NoCredentialsError:
         reason = "no AWS credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"

@@ -88,8 +88,10 @@ data "aws_iam_policy_document" "ci" {
     actions   = ["eks:DescribeCluster"]
     resources = [aws_eks_cluster.this.arn]
   }
-  # hubbot asks EFS whether tess-private's homes exist before a deploy (bot/efs.py):
-  # read-only, on the file system and this environment's access point only.
+  # hubbot asks EFS whether tess-private's homes exist before a deploy (bot/efs.py).
+  # Read-only, on any file system and access point of this account and region: scoped
+  # to terraform's own, a wrong id in the hub config would be refused as AccessDenied,
+  # where this way the deploy says the id does not exist and which output to copy.
   statement {
     sid = "CheckHomes"
     actions = [
@@ -98,8 +100,8 @@ data "aws_iam_policy_document" "ci" {
       "elasticfilesystem:DescribeMountTargets",
     ]
     resources = [
-      aws_efs_file_system.homes.arn,
-      aws_efs_access_point.homes[each.key].arn,
+      "arn:${data.aws_partition.current.partition}:elasticfilesystem:${var.region}:${var.account_id}:file-system/*",
+      "arn:${data.aws_partition.current.partition}:elasticfilesystem:${var.region}:${var.account_id}:access-point/*",
     ]
   }
   statement {

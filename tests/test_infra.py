@@ -667,7 +667,7 @@ def test_ci_roles_trust_only_this_repository_and_its_branch() -> None:
     }
 
 
-def test_ci_roles_may_only_describe_the_homes_of_their_own_environment() -> None:
+def test_ci_roles_may_only_describe_efs_homes_in_their_account_and_region() -> None:
     policy = block("data", "aws_iam_policy_document", "ci")
     [homes] = [s for s in policy["statement"] if s.get("sid") == ["CheckHomes"]]
     # What bot/efs.py calls, and nothing that changes EFS.
@@ -676,8 +676,9 @@ def test_ci_roles_may_only_describe_the_homes_of_their_own_environment() -> None
         "elasticfilesystem:DescribeFileSystems",
         "elasticfilesystem:DescribeMountTargets",
     ]]
+    where = "arn:${data.aws_partition.current.partition}:elasticfilesystem:${var.region}:"
     assert homes["resources"] == [[
-        "${aws_efs_file_system.homes.arn}", "${aws_efs_access_point.homes[each.key].arn}",
+        f"{where}${{var.account_id}}:file-system/*", f"{where}${{var.account_id}}:access-point/*",
     ]]
     assert "effect" not in homes
 
