@@ -65,7 +65,7 @@ from bot.diffs import build_report
 from bot.engine import Engine, connect
 from bot.errors import HubbotError, Location
 from bot.fanout import gather, read_outcomes, targets_of, write_outcome
-from bot.hubploy import discover_hubs
+from bot.hubploy import discover_hubs, environment, load_deployment
 from bot.plan import ImagePlan, Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
@@ -784,6 +784,8 @@ def fan_out_job(ctx: Context, event: Event, args: argparse.Namespace) -> int:
     if args.job == "deploy":
         if not (args.hub and args.env):
             raise HubbotError("the deploy job needs its pair: --hub HUB --env ENV")
+        # Before anything, the outcome file named after the pair included.
+        environment(load_deployment(WorkTree(ctx.repo), args.hub), args.env)
         return deploy_job(ctx, event, branch, deploy.Target(args.hub, args.env), args.outcomes)
     return gather_job(ctx, branch, args.matrix, args.plan_result, args.outcomes)
 
