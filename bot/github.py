@@ -445,6 +445,13 @@ def list_deployment_statuses(client: Client, deployment_id: int) -> list[Json]:
     return list(_pages(client, f"{_repo(client)}/deployments/{deployment_id}/statuses"))
 
 
+def deployment_id(deployment: Any) -> int | None:
+    """A listed deployment's id, an integer as GitHub gives every one; None without one."""
+    value = deployment.get("id") if isinstance(deployment, dict) else None
+    # JSON's true is no id, though Python takes it for the integer 1.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def successful_deployments(
     client: Client, environment: str, *, sha: str | None = None
 ) -> Iterator[Json]:
@@ -456,7 +463,15 @@ def successful_deployments(
     after the first.
     """
     for deployment in iter_deployments(client, environment=environment, sha=sha):
-        path = f"{_repo(client)}/deployments/{deployment['id']}/statuses"
+        number = deployment_id(deployment)
+        if number is None:
+            shown = repr(deployment.get("id"))[:40] if isinstance(deployment, dict) else "none"
+            raise HubbotError(
+                f"GitHub API GET {_repo(client)}/deployments answered a deployment whose id is "
+                f"{shown}, where GitHub gives every deployment an integer id: is "
+                "GITHUB_API_URL GitHub's API?"
+            )
+        path = f"{_repo(client)}/deployments/{number}/statuses"
         states = (s.get("state") for s in _pages(client, path, {}))
         latest = next((state for state in states if state != "inactive"), None)
         if latest == "success":

@@ -253,7 +253,7 @@ class Record:
 
 @dataclass(frozen=True)
 class Rejected:
-    deployment_id: int
+    deployment_id: int | str  # a str: the repr of an id that is not GitHub's
     sha: str
     reason: str
 
@@ -315,7 +315,8 @@ class Trust:
                 for deployment in itertools.islice(
                     github.iter_deployments(self.client, sha=sha), HISTORY
                 )
-                if (wanted := expected(str(deployment.get("environment")))) is not None
+                if isinstance(deployment, dict)
+                and (wanted := expected(str(deployment.get("environment")))) is not None
             )
         return self.memo[key]
 
@@ -325,7 +326,11 @@ class Trust:
         verified: list[Record] = []
         rejected: list[Rejected] = []
         for deployment, (hub, env) in deployments:
-            statuses = github.list_deployment_statuses(self.client, int(deployment["id"]))
+            number = github.deployment_id(deployment)
+            if number is None:
+                rejected.append(_not_githubs(deployment))
+                continue
+            statuses = github.list_deployment_statuses(self.client, number)
             environment = str(deployment.get("environment"))
             result = self.check(deployment, statuses, environment, hub, env)
             if isinstance(result, Record):
@@ -343,14 +348,18 @@ class Trust:
         env: str,
     ) -> Record | Rejected:
         """The record if it counts, else why not."""
-        result = self._verify(deployment, statuses, environment, hub, env)
+        number = github.deployment_id(deployment)
+        if number is None:
+            return _not_githubs(deployment)
+        result = self._verify(deployment, number, statuses, environment, hub, env)
         if isinstance(result, str):
-            return Rejected(int(deployment["id"]), str(deployment.get("sha") or ""), result)
+            return Rejected(number, str(deployment.get("sha") or ""), result)
         return result
 
     def _verify(
         self,
         deployment: dict[str, Any],
+        number: int,
         statuses: list[dict[str, Any]],
         environment: str,
         hub: str | None,
@@ -424,9 +433,7 @@ class Trust:
                 f"its proof does not verify with the {env} environment's public key: it was "
                 f"not signed by a {env} deploy for this commit and payload"
             )
-        return Record(
-            int(deployment["id"]), sha, tree, payload, str(deployment.get("created_at", ""))
-        )
+        return Record(number, sha, tree, payload, str(deployment.get("created_at", "")))
 
 
 def trust_from_env(
@@ -438,6 +445,17 @@ def trust_from_env(
     not set) and HUBBOT_RECORD_CREATOR. Public keys only: checking signs nothing."""
     keys = public_keys_from_env(environ)
     return None if keys is None else Trust(client, repo, keys, creator_from_env(environ))
+
+
+def _not_githubs(deployment: Any) -> Rejected:
+    """A listed deployment without the integer id GitHub gives every one."""
+    found = deployment.get("id") if isinstance(deployment, dict) else None
+    sha = deployment.get("sha") if isinstance(deployment, dict) else None
+    return Rejected(
+        repr(found)[:40],
+        sha if isinstance(sha, str) else "",
+        "its id is not an integer, as GitHub gives every deployment: not a GitHub record",
+    )
 
 
 def _login(item: dict[str, Any]) -> str:

@@ -70,11 +70,11 @@ def branch_with_change(repo: Path, branch: str, old: str, new: str) -> str:
     return commit_all(repo, f"{branch}: {new}")
 
 
-def pull_event(
-    tmp_path: Path, number: int, base: str, base_sha: str, head: str, head_sha: str,
+def pull_payload(
+    number: int, base: str, base_sha: str, head: str, head_sha: str,
     head_repo: str | None = FULL_NAME,
-) -> Path:
-    payload: dict[str, Any] = {
+) -> dict[str, Any]:
+    return {
         "action": "synchronize",
         "number": number,
         "pull_request": {
@@ -84,8 +84,14 @@ def pull_event(
                      "repo": None if head_repo is None else {"full_name": head_repo}},
         },
     }
+
+
+def pull_event(
+    tmp_path: Path, number: int, base: str, base_sha: str, head: str, head_sha: str,
+    head_repo: str | None = FULL_NAME,
+) -> Path:
     path = tmp_path / "event.json"
-    path.write_text(json.dumps(payload))
+    path.write_text(json.dumps(pull_payload(number, base, base_sha, head, head_sha, head_repo)))
     return path
 
 
@@ -288,6 +294,71 @@ def test_an_unknown_event_is_one_clear_error(
 
     _, err = capsys.readouterr()
     assert err == "hubbot: error: event 'issues' is not handled: pull_request or push\n"
+
+
+MISSING = object()
+
+
+def a_pull(dotted: str, value: object) -> str:
+    """A pull request event whose `dotted` field is `value` (MISSING: left out)."""
+    payload = pull_payload(1, "staging", "a" * 40, "f", "b" * 40)
+    *parents, key = dotted.split(".")
+    parent = payload
+    for part in parents:
+        parent = parent[part]
+    if value is MISSING:
+        del parent[key]
+    else:
+        parent[key] = value
+    return json.dumps(payload)
+
+
+@pytest.mark.parametrize(
+    ("event", "text", "problem"),
+    [
+        ("pull_request", "[]",
+         "the pull_request event payload has the JSON type array, not object as GitHub "
+         "sends it"),
+        ("pull_request", a_pull("pull_request.base.repo", MISSING),
+         "the pull_request event has no `pull_request.base.repo`, which GitHub's "
+         "pull_request payload always has"),
+        ("pull_request", a_pull("pull_request.head.sha", MISSING),
+         "the pull_request event has no `pull_request.head.sha`, which GitHub's "
+         "pull_request payload always has"),
+        ("pull_request", a_pull("pull_request", None),
+         "`pull_request` of the pull_request event has the JSON type null, not object as in "
+         "GitHub's pull_request payload"),
+        ("pull_request", a_pull("pull_request.number", "1"),
+         "`pull_request.number` of the pull_request event has the JSON type string, not "
+         "integer as in GitHub's pull_request payload"),
+        ("pull_request", a_pull("pull_request.head.repo", FULL_NAME),
+         "`pull_request.head.repo` of the pull_request event has the JSON type string, not "
+         "object or null as in GitHub's pull_request payload"),
+        ("pull_request", a_pull("pull_request.base.repo.full_name", True),
+         "`pull_request.base.repo.full_name` of the pull_request event has the JSON type "
+         "boolean, not string as in GitHub's pull_request payload"),
+        ("push", '{"before": "x"}',
+         "the push event has no `ref`, which GitHub's push payload always has"),
+        ("push", '{"ref": "refs/heads/staging", "after": 7}',
+         "`after` of the push event has the JSON type integer, not string as in GitHub's "
+         "push payload"),
+    ],
+)
+def test_a_malformed_event_payload_is_one_error_naming_the_file_and_field(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    event: str, text: str, problem: str,
+) -> None:
+    path = tmp_path / "event.json"
+    path.write_text(text)
+
+    status = main(["--repo", str(hub_repo), "ci", "--dry-run", "--event", event,
+                   "--event-path", str(path)])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err == f"hubbot: error: {path}: {problem}: pass the event file GitHub sent\n"
+    assert "==>" not in out
+    assert api.requests == []
 
 
 # --- policy from the trusted side, secrets against .sops.yaml ----------------------------

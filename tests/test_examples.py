@@ -16,7 +16,7 @@ EXAMPLES = PROJECT / "examples"
 
 
 def event(name: str, file: str) -> argparse.Namespace:
-    return argparse.Namespace(event=name, event_path=EXAMPLES / file, ref=None)
+    return argparse.Namespace(event=name, event_path=EXAMPLES / file, ref=None, job="all")
 
 
 @pytest.mark.parametrize(

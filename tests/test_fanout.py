@@ -320,6 +320,37 @@ def test_a_deploy_job_never_deploys_prod_on_a_push_to_staging(
     assert github_env.deployments == {}
 
 
+@pytest.mark.parametrize(
+    ("hub", "env", "error"),
+    [
+        ("../x", "staging",
+         "unknown hub '../x': the hubs in deployments/ are tess-private, tess-public"),
+        ("tess-publik", "staging",
+         "unknown hub 'tess-publik' (did you mean `tess-public`?): the hubs in deployments/ "
+         "are tess-private, tess-public"),
+        ("tess-public", "../staging",
+         "unknown environment '../staging' (did you mean `staging`?) for hub tess-public: "
+         "deployments/tess-public/hubploy.yaml defines staging, prod"),
+    ],
+)
+def test_a_deploy_job_for_an_unknown_pair_is_refused_before_anything(
+    hub_repo: Path, github_env: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    hub: str, env: str, error: str,
+) -> None:
+    event = push_event(tmp_path, "staging", "0" * 40, git(hub_repo, "rev-parse", "HEAD"))
+    outcomes = tmp_path / "outcomes"
+
+    status = ci(hub_repo, event, "--job", "deploy", "--hub", hub, "--env", env,
+                "--outcomes", str(outcomes))
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err == f"hubbot: error: {error}\n"
+    assert "==>" not in out
+    assert not outcomes.exists()
+    assert github_env.requests == []
+
+
 def test_the_gather_job_after_a_failed_plan_promotes_nothing(
     hub_repo: Path, github_env: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -148,6 +148,33 @@ def test_a_malformed_or_cut_proof_is_refused_with_a_clear_reason(
     assert reason(result) == expected
 
 
+@pytest.mark.parametrize("bad_id", ["DE_kwDOABCD", "1001x", True, None, 1001.5])
+def test_a_deployment_without_githubs_integer_id_is_refused_and_named(
+    hub_repo: Path, github_api: FakeGitHub, bad_id: object
+) -> None:
+    proof = signed(KEYS.key("staging"), hub_repo, "staging")
+    good = verdict(github_api, hub_repo, "staging", records.proven_description(proof, "ok"))
+    assert isinstance(good, records.Record), good
+    listed = github_api.deployments[good.deployment_id]
+    # An answer no GitHub gives: a copy of the record whose id is not an integer.
+    github_api.fail(200, method="GET", path=r".*/deployments",
+                    body=[{**listed, "id": bad_id}, listed])
+    client = github.client_from_env(github_api.env())
+    trust = records.trust_from_env(client, hub_repo, {PUBLIC: KEYS.public()})
+    assert trust is not None
+    github_api.requests.clear()
+
+    found = trust.find(f"{HUB}-staging", HUB, "staging")
+
+    assert [record.deployment_id for record in found.verified] == [good.deployment_id]
+    assert found.rejected == [records.Rejected(
+        repr(bad_id), good.sha,
+        "its id is not an integer, as GitHub gives every deployment: not a GitHub record",
+    )]
+    statuses = [r.path for r in github_api.calls("GET", r".*/statuses")]
+    assert statuses == [f"/repos/{REPOSITORY}/deployments/{good.deployment_id}/statuses"]
+
+
 def test_no_proof_and_no_key_of_the_environment_are_said_apart(
     hub_repo: Path, github_api: FakeGitHub
 ) -> None:

@@ -145,6 +145,29 @@ def test_without_records_or_a_token_the_message_says_so(
     )
 
 
+@pytest.mark.parametrize("bad_id", ["DE_kwDOABCD", "1001x", True])
+def test_without_the_public_keys_a_deployment_without_an_integer_id_is_one_error(
+    hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str], bad_id: object
+) -> None:
+    sha = git(hub_repo, "rev-parse", "HEAD")
+    number = record(api, "staging", sha, "sha256:one")
+    # An answer no GitHub gives: a record whose id is not an integer, with statuses.
+    api.fail(200, method="GET", path=r".*/deployments",
+             body=[{**api.deployments[number], "id": bad_id}])
+    api.fail(200, method="GET", path=r".*/statuses", body=api.statuses[number])
+
+    status = main(["--repo", str(hub_repo), "rollback", "tess-public", "staging", "--no-push"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err == (
+        "hubbot: error: GitHub API GET /repos/tess-org/tess-hubs/deployments answered a "
+        f"deployment whose id is {bad_id!r}, where GitHub gives every deployment an integer "
+        "id: is GITHUB_API_URL GitHub's API?\n"
+    )
+    assert git(hub_repo, "branch", "--list", "hubbot/*") == ""
+
+
 def test_a_rollback_staging_already_holds_is_not_made_again(
     hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str]
 ) -> None:

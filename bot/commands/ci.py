@@ -63,9 +63,9 @@ from bot.diffreport import ARTIFACT
 from bot.diffreport import markdown as report_markdown
 from bot.diffs import build_report
 from bot.engine import Engine, connect
-from bot.errors import HubbotError
+from bot.errors import HubbotError, Location
 from bot.fanout import gather, read_outcomes, targets_of, write_outcome
-from bot.hubploy import discover_hubs, printable
+from bot.hubploy import discover_hubs, environment, load_deployment, printable
 from bot.plan import ImagePlan, Pair, Plan, plan
 from bot.redact import Redactor
 from bot.source import GitCommit, Source, WorkTree
@@ -77,6 +77,30 @@ NO_COMMIT = "0" * 40
 OIDC_AUDIENCE = "sts.amazonaws.com"
 JOBS = ("all", "plan", "deploy", "gather")
 OUTCOMES = Path("hubbot-outcomes")
+# What the pipeline reads of GitHub's webhook payloads, in the JSON type GitHub's docs
+# give, parents first: (dotted key, type, required).
+EVENT_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "pull_request": (
+        ("pull_request", "object", True),
+        ("pull_request.number", "integer", True),
+        ("pull_request.base", "object", True),
+        ("pull_request.base.ref", "string", True),
+        ("pull_request.base.sha", "string", True),
+        ("pull_request.base.repo", "object", True),
+        ("pull_request.base.repo.full_name", "string", True),
+        ("pull_request.head", "object", True),
+        ("pull_request.head.ref", "string", True),
+        ("pull_request.head.sha", "string", True),
+        ("pull_request.head.repo", "object or null", True),  # null once the fork is deleted
+        ("pull_request.head.repo.full_name", "string", True),
+    ),
+    "push": (
+        ("ref", "string", True),
+        # examples/ leaves them out, as for a new branch: the pipeline does without.
+        ("before", "string", False),
+        ("after", "string", False),
+    ),
+}
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,8 +156,58 @@ def read_event(args: argparse.Namespace) -> Event:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise HubbotError(f"cannot read the event payload {path}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise HubbotError(
+            f"the {name} event payload has the JSON type {json_type(payload)}, not object "
+            "as GitHub sends it: pass the event file GitHub sent",
+            Location(str(path)),
+        )
+    # The fan-out jobs refuse any other event than a push (pushed_branch): none of it is read.
+    if args.job == "all" or name == "push":
+        check_fields(name, payload, path)
     ref = args.ref or os.environ.get("GITHUB_REF") or str(payload.get("ref", ""))
     return Event(name, payload, ref)
+
+
+def check_fields(name: str, payload: dict[str, Any], path: Path) -> None:
+    """Every field of EVENT_FIELDS[name] there and of its type, else one error naming it."""
+    for dotted, wanted, required in EVENT_FIELDS.get(name, ()):
+        *parents, key = dotted.split(".")
+        parent: Any = payload
+        for part in parents:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue  # under a null allowed above
+        if key not in parent:
+            if not required:
+                continue
+            raise HubbotError(
+                f"the {name} event has no `{dotted}`, which GitHub's {name} payload always "
+                "has: pass the event file GitHub sent",
+                Location(str(path)),
+            )
+        found = json_type(parent[key])
+        if found not in wanted.split(" or "):
+            raise HubbotError(
+                f"`{dotted}` of the {name} event has the JSON type {found}, not {wanted} as "
+                f"in GitHub's {name} payload: pass the event file GitHub sent",
+                Location(str(path)),
+            )
+
+
+def json_type(value: object) -> str:
+    """The JSON type of a decoded value, as GitHub's docs name them."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 @dataclass
@@ -710,6 +784,8 @@ def fan_out_job(ctx: Context, event: Event, args: argparse.Namespace) -> int:
     if args.job == "deploy":
         if not (args.hub and args.env):
             raise HubbotError("the deploy job needs its pair: --hub HUB --env ENV")
+        # Before anything, the outcome file named after the pair included.
+        environment(load_deployment(WorkTree(ctx.repo), args.hub), args.env)
         return deploy_job(ctx, event, branch, deploy.Target(args.hub, args.env), args.outcomes)
     return gather_job(ctx, branch, args.matrix, args.plan_result, args.outcomes)
 
