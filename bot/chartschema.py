@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -285,13 +284,10 @@ _READERS: dict[str, Callable[[Any], Fraction | None]] = {
 }
 
 
-# KubeSpawner reads cpu as a float and memory as JupyterHub's ByteSpecification.
-_SINGLEUSER = (("cpu", "number"), ("memory", "jupyterhub-bytes"))
-
-
 def _limit_pairs(chart: ChartContract, values: dict[str, Any]) -> Iterator[_Pair]:
     if isinstance(values.get("singleuser"), dict):
-        for kind, read in _SINGLEUSER:
+        # KubeSpawner reads cpu as a float and memory as JupyterHub's ByteSpecification.
+        for kind, read in (("cpu", "number"), ("memory", "jupyterhub-bytes")):
             base = ("singleuser", kind)
             yield _Pair((*base, "guarantee"), (*base, "limit"), read)
     for path in chart.resource_paths:
@@ -302,54 +298,6 @@ def _limit_pairs(chart: ChartContract, values: dict[str, Any]) -> Iterator[_Pair
         if isinstance(requests, dict) and isinstance(limits, dict):
             for name in sorted(set(requests) & set(limits)):
                 yield _Pair((*path, "requests", name), (*path, "limits", name), "kubernetes")
-
-
-def _amounts(chart: ChartContract, values: dict[str, Any]) -> Iterator[tuple[Path_, str]]:
-    """Every resource amount in `values`, paired or not, and how it is read."""
-    if isinstance(values.get("singleuser"), dict):
-        for kind, read in _SINGLEUSER:
-            yield from ((("singleuser", kind, side), read) for side in ("guarantee", "limit"))
-    for path in chart.resource_paths:
-        resources = _get(values, path)
-        for kind in ("requests", "limits"):
-            amounts = resources.get(kind) if isinstance(resources, dict) else None
-            if isinstance(amounts, dict):
-                yield from (((*path, kind, name), "kubernetes") for name in amounts)
-
-
-# Who reads an amount, by how it is read, and amounts it accepts.
-_READ_BY = {
-    "kubernetes": ("Kubernetes", "500m or 1Gi"),
-    "jupyterhub-bytes": ("JupyterHub", "512M or 4G"),
-    "number": ("JupyterHub", "0.5 or 2"),
-}
-
-
-def amount_problems(
-    chart: ChartContract, values: dict[str, Any], hub_values: HubValues, secrets: set[Path_]
-) -> list[HubbotError]:
-    """Every resource amount in the chart's coalesced `values` that is .nan or infinite:
-    a float, so the schemas admit it, but no amount Kubernetes or JupyterHub accepts."""
-    problems = []
-    for path, read in _amounts(chart, values):
-        value = _get(values, path)
-        if (chart.name, *path) in secrets or quantity.finite(value):
-            continue
-        if math.isnan(value):
-            shown, why = ".nan", ""
-        else:
-            shown = ".inf" if value > 0 else "-.inf"
-            why = " (a number too large for a float, such as 1e400, reads as infinite)"
-        reader, examples = _READ_BY[read]
-        origin = hub_values.merged.winner((chart.name, *path))
-        problems.append(
-            HubbotError(
-                f"{_dotted((chart.name, *path))} {shown} is not a number {reader} accepts{why}: "
-                f"write an amount such as {examples}",
-                Location(origin.file, origin.line) if origin else Location(CHART_VALUES),
-            )
-        )
-    return problems
 
 
 def limit_problems(

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from bot.chartschema import (
-    amount_problems,
     chart_values,
     contract,
     kube_version_problem,
@@ -117,7 +116,6 @@ def _chart_problems(
         # Where the house schema already explains a value, the chart's word is noise.
         explained = {v.path for v in found}
         found += [v for v in schema_violations(chart, chart_document) if v.path not in explained]
-        problems += amount_problems(chart, chart_document, values, set(secret_paths))
         problems += limit_problems(chart, chart_document, values, set(secret_paths))
     return problems
 

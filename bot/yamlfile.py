@@ -22,6 +22,7 @@ refused with one message naming the line, in well under a second.
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -447,6 +448,8 @@ def _read_plain(value: str) -> Any:
         built = constructor.yaml_constructors[tag](constructor, ScalarNode(tag, value))
     except Exception:  # ruamel fails on some (`+_`): let it fail in its own order
         raise _NotOrdinary from None
+    if isinstance(built, float) and not math.isfinite(built):
+        raise _NotOrdinary  # refused, with its line, where ruamel reads the file
     return _plain(built, (), {}, "")
 
 
@@ -520,6 +523,14 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int], file: str) -> Any:
     if isinstance(node, int):
         return int(node)
     if isinstance(node, float):
+        if not math.isfinite(node):
+            # JSON has no such number: helm would get the string NaN or Infinity.
+            raise HubbotError(
+                f"this reads as {node}, a number JSON cannot hold (YAML's .nan or .inf, or "
+                "one too large, such as 1e400), so helm cannot receive it: write a finite "
+                "number, or quote it if you mean the string",
+                Location(file, lines.get(path)),
+            )
         return float(node)
     if isinstance(node, datetime.date):
         return node.isoformat()

@@ -182,51 +182,37 @@ def test_pod_resources_limits_below_requests(
     ) in out
 
 
-NOT_FINITE = "(a number too large for a float, such as 1e400, reads as infinite)"
+NOT_JSON = (
+    "a number JSON cannot hold (YAML's .nan or .inf, or one too large, such as 1e400), so "
+    "helm cannot receive it"
+)
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "needle", "message"),
+    ("old", "new", "needle", "shown"),
     [
         pytest.param(
             "  singleuser:\n",
             "  singleuser:\n    cpu:\n      guarantee: .nan\n",
             "guarantee: .nan",
-            "jupyterhub.singleuser.cpu.guarantee .nan is not a number JupyterHub accepts: "
-            "write an amount such as 0.5 or 2",
+            "nan",
             id="cpu guarantee .nan",
         ),
         pytest.param(
             "  singleuser:\n",
             "  singleuser:\n    cpu:\n      guarantee: 1e400\n",
             "guarantee: 1e400",
-            f"jupyterhub.singleuser.cpu.guarantee .inf is not a number JupyterHub accepts "
-            f"{NOT_FINITE}: write an amount such as 0.5 or 2",
+            "inf",
             id="cpu guarantee 1e400",
         ),
         pytest.param(
-            "      limit: 2G",
-            "      limit: .nan",
-            "limit: .nan",
-            "jupyterhub.singleuser.memory.limit .nan is not a number JupyterHub accepts: "
-            "write an amount such as 512M or 4G",
-            id="memory limit .nan",
-        ),
-        pytest.param(
-            "  cull:\n",
-            "  proxy:\n    chp:\n      resources:\n        requests: {cpu: 1}\n"
-            "        limits: {cpu: .inf}\n  cull:\n",
-            "limits: {cpu: .inf}",
-            f"jupyterhub.proxy.chp.resources.limits.cpu .inf is not a number Kubernetes "
-            f"accepts {NOT_FINITE}: write an amount such as 500m or 1Gi",
-            id="container limit .inf",
+            "      limit: 2G", "      limit: .nan", "limit: .nan", "nan", id="memory limit .nan"
         ),
         pytest.param(
             "  cull:\n",
             "  proxy:\n    chp:\n      resources:\n        limits: {memory: -.inf}\n  cull:\n",
             "limits: {memory: -.inf}",
-            f"jupyterhub.proxy.chp.resources.limits.memory -.inf is not a number Kubernetes "
-            f"accepts {NOT_FINITE}: write an amount such as 500m or 1Gi",
+            "-inf",
             id="container limit -.inf without a request",
         ),
     ],
@@ -238,13 +224,14 @@ def test_a_resource_amount_that_is_nan_or_infinite(
     old: str,
     new: str,
     needle: str,
-    message: str,
+    shown: str,
 ) -> None:
+    # Refused as it is read (bot/yamlfile.py): no layer can hand the checks a NaN.
     replace_in(hub_repo, PUBLIC_COMMON, old, new)
     line = line_of(hub_repo, PUBLIC_COMMON, needle)
     status, out = validate(hub_repo, capsys, "tess-public", "--env", "staging")
     assert status == 1
-    assert f"  {PUBLIC_COMMON}:{line}: {message}\n" in out
+    assert f"  {PUBLIC_COMMON}:{line}: this reads as {shown}, {NOT_JSON}: " in out
     assert "internal error" not in out
 
 

@@ -87,6 +87,15 @@ def test_every_yaml_file_of_the_repository_reads_the_same() -> None:
             'YAML 1.2: write true/false, or quote it ("on") if you mean the string',
         ),
         ("a:\n  1: x\n", "f.yaml:2: key 1 must be a string (quote it)"),
+        *(
+            (
+                f"a: 1\nb:\n  - {text}\n",
+                f"f.yaml:3: this reads as {shown}, a number JSON cannot hold (YAML's .nan or "
+                ".inf, or one too large, such as 1e400), so helm cannot receive it: write a "
+                "finite number, or quote it if you mean the string",
+            )
+            for text, shown in ((".nan", "nan"), ("-.Inf", "-inf"), ("1e400", "inf"))
+        ),
     ],
 )
 def test_files_the_fast_path_hands_over_keep_their_message(text: str, message: str) -> None:
@@ -100,8 +109,8 @@ def test_files_the_fast_path_hands_over_keep_their_message(text: str, message: s
         ("a: 'on'\nb: \"no\"\nc: off-peak\n", {"a": "on", "b": "no", "c": "off-peak"}),
         # YAML 1.2 numbers as ruamel reads them (a leading 0 is refused: see below).
         (
-            "a: 0x1F\nb: 0o17\nd: 1_000\ne: .inf\nf: 1e3\ng: -2.50\n",
-            {"a": 31, "b": 15, "d": 1000, "e": float("inf"), "f": 1000.0, "g": -2.5},
+            "a: 0x1F\nb: 0o17\nd: 1_000\nf: 1e3\ng: -2.50\n",
+            {"a": 31, "b": 15, "d": 1000, "f": 1000.0, "g": -2.5},
         ),
         (
             "a: ~\nb:\nc: null\nd: True\ne: '1'\n",
