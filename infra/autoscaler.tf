@@ -1,5 +1,6 @@
 # The cluster autoscaler runs on the core nodes and finds the node groups by
-# the tags EKS puts on their auto scaling groups.
+# the tags EKS puts on their auto scaling groups (autoDiscovery), so each
+# zone's core group is found without being named here.
 
 resource "helm_release" "cluster_autoscaler" {
   name       = "cluster-autoscaler"
@@ -25,6 +26,8 @@ resource "helm_release" "cluster_autoscaler" {
       { key = "CriticalAddonsOnly", operator = "Exists" },
     ]
     extraArgs = {
+      # Keeps the per-zone core groups (eks.tf) even as they grow; the AWS
+      # provider ignores the eks.amazonaws.com/nodegroup label that tells them apart.
       "balance-similar-node-groups"   = true
       "skip-nodes-with-local-storage" = false
       expander                        = "least-waste"

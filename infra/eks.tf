@@ -1,4 +1,4 @@
-# The cluster, its two managed node groups and its add-ons.
+# The cluster, its managed node groups (core: one per zone; user) and its add-ons.
 
 data "aws_iam_policy_document" "cluster_trust" {
   statement {
@@ -152,15 +152,30 @@ resource "aws_launch_template" "node" {
   }
 }
 
+# One core group per zone. Each hub's database is an EBS volume, which never
+# leaves its zone, and the autoscaler cannot choose the zone a multi-zone group
+# scales into: only a group per zone lets it add a node where a volume is
+# (cluster-autoscaler FAQ). Every group keeps at least one node
+# (var.core_size_per_zone), so a hub's zone has a core node even without a
+# scale-up. The groups differ only in name and subnet, so the autoscaler's
+# balance-similar-node-groups treats them as one set (autoscaler.tf).
+# Keyed by zone name, which plan knows and which a reordered list keeps.
+locals {
+  private_subnet_by_zone = {
+    for zone in distinct(var.availability_zones) : zone => aws_subnet.private[index(local.azs, zone)].id
+  }
+}
+
 resource "aws_eks_node_group" "core" {
+  for_each        = local.private_subnet_by_zone
   cluster_name    = aws_eks_cluster.this.name
-  node_group_name = "core"
+  node_group_name = "core-${each.key}"
   node_role_arn   = aws_iam_role.node.arn
-  subnet_ids      = aws_subnet.private[*].id
+  subnet_ids      = [each.value]
   instance_types  = var.core_instance_types
 
   # EKS never upgrades nodes with the control plane: naming the cluster's version
-  # makes the apply that upgrades the cluster roll this group to it next.
+  # makes the apply that upgrades the cluster roll these groups to it next.
   version = aws_eks_cluster.this.version
 
   launch_template {
@@ -169,9 +184,9 @@ resource "aws_eks_node_group" "core" {
   }
 
   scaling_config {
-    min_size     = var.core_size.min
-    desired_size = var.core_size.desired
-    max_size     = var.core_size.max
+    min_size     = var.core_size_per_zone.min
+    desired_size = var.core_size_per_zone.desired
+    max_size     = var.core_size_per_zone.max
   }
 
   labels = { "hub.jupyter.org/node-purpose" = "core" }

@@ -54,15 +54,25 @@ variable "public_access_cidrs" {
 }
 
 variable "core_instance_types" {
-  description = "Instance types of the core node group (hub, proxy, autoscaler)."
+  description = "Instance types of the core node groups (hub, proxy, autoscaler)."
   type        = list(string)
   default     = ["m6i.large"]
 }
 
-variable "core_size" {
-  description = "Core node group size."
+variable "core_size_per_zone" {
+  description = "Size of each zone's core node group (one group per availability zone); the cluster has this many times the number of zones. min is at least 1: every zone, and so every hub database's EBS volume, keeps a core node."
   type        = object({ min = number, desired = number, max = number })
-  default     = { min = 1, desired = 2, max = 3 }
+  default     = { min = 1, desired = 1, max = 2 }
+
+  validation {
+    condition     = var.core_size_per_zone.min >= 1
+    error_message = "core_size_per_zone.min must be at least 1, or a zone can lose its last core node and the hub whose volume is there stays Pending."
+  }
+
+  validation {
+    condition     = var.core_size_per_zone.min <= var.core_size_per_zone.desired && var.core_size_per_zone.desired <= var.core_size_per_zone.max
+    error_message = "core_size_per_zone needs min <= desired <= max."
+  }
 }
 
 variable "user_instance_types" {

@@ -616,9 +616,10 @@ def addon(name: str) -> dict[str, Any]:
     return found[0]
 
 
-def jsonencoded(expression: str) -> Any:
-    """The value of a `jsonencode({...})` attribute, whichever python-hcl2 parsed it."""
-    inner = expression.removeprefix("${jsonencode(").removesuffix(")}")
+def jsonencoded(expression: str, function: str = "jsonencode") -> Any:
+    """The value of a `jsonencode({...})` (or `yamlencode`) attribute, whichever
+    python-hcl2 parsed it."""
+    inner = expression.removeprefix(f"${{{function}(").removesuffix(")}")
     try:  # checkov's fork prints the object as a Python literal
         return ast.literal_eval(inner)
     except (SyntaxError, ValueError):  # python-hcl2 5+ keeps it as HCL
@@ -644,6 +645,52 @@ def test_user_nodes_are_labelled_and_tainted_for_user_pods_only() -> None:
     core = block("resource", "aws_eks_node_group", "core")
     assert core["labels"] == [{"hub.jupyter.org/node-purpose": "core"}]
     assert "taint" not in core
+
+
+def test_core_nodes_are_one_group_per_zone_each_never_empty() -> None:
+    # A hub's database is an EBS volume in one zone; the autoscaler can add a node
+    # in that zone only if a group is scoped to it (cluster-autoscaler FAQ).
+    core = block("resource", "aws_eks_node_group", "core")
+    assert core["for_each"] == ["${local.private_subnet_by_zone}"]
+    assert core["subnet_ids"] == [["${each.value}"]]
+    assert core["node_group_name"] == ["core-${each.key}"]
+    [by_zone] = local_value("private_subnet_by_zone")
+    compact = "".join(str(by_zone).split())
+    assert "forzoneindistinct(var.availability_zones):zone=>" in compact
+    assert "aws_subnet.private[index(local.azs,zone)].id" in compact
+    [scaling] = core["scaling_config"]
+    assert scaling == {
+        key: [f"${{var.core_size_per_zone.{size}}}"]
+        for key, size in (("min_size", "min"), ("desired_size", "desired"), ("max_size", "max"))
+    }
+    size = variable("core_size_per_zone")
+    assert size["default"][0]["min"] >= 1
+    conditions = [v["condition"][0] for v in size["validation"]]
+    assert "${var.core_size_per_zone.min >= 1}" in conditions
+    # Balanced groups must look alike: one launch template, one set of instance types.
+    assert (
+        core["launch_template"]
+        == block("resource", "aws_eks_node_group", "user")["launch_template"]
+    )
+    assert core["instance_types"] == ["${var.core_instance_types}"]
+
+
+def test_autoscaler_finds_and_balances_the_per_zone_core_groups() -> None:
+    release = block("resource", "helm_release", "cluster_autoscaler")
+    values = jsonencoded(release["values"][0][0], "yamlencode")
+    assert values["extraArgs"]["balance-similar-node-groups"] is True
+    # Auto-discovery by the tags EKS puts on every managed group's ASG: no group
+    # is named, so a zone's group needs no entry here.
+    assert values["autoDiscovery"] == {"clusterName": "${var.cluster_name}"}
+    assert "autoscalingGroups" not in values
+    assert values["nodeSelector"] == {"hub.jupyter.org/node-purpose": "core"}
+    assert "${aws_eks_node_group.core}" in release["depends_on"][0]
+    # It may resize only groups with this cluster's tag, which EKS sets on each.
+    policy = block("data", "aws_iam_policy_document", "cluster_autoscaler")
+    [scale] = [s for s in policy["statement"] if s["sid"] == ["ScaleOwnNodeGroups"]]
+    assert [c["variable"] for c in scale["condition"]] == [
+        ["aws:ResourceTag/k8s.io/cluster-autoscaler/${var.cluster_name}"]
+    ]
 
 
 def test_nodes_and_add_ons_follow_the_cluster_version() -> None:
