@@ -236,8 +236,7 @@ def kube_version_problem(chart: ChartContract, deployment: Deployment) -> Hubbot
     """An error pinned to hubploy.yaml when the cluster's version is outside kubeVersion."""
     if chart.kube_version is None:
         return None
-    configured = deployment.cluster.get("kube_version")
-    version = str(configured or helm.DEFAULT_KUBE_VERSION)
+    version, what, where = deployment.kube_version(helm.DEFAULT_KUBE_VERSION)
     try:
         fits = kubeversion.satisfies(version, chart.kube_version)
     except kubeversion.ConstraintError as exc:
@@ -247,17 +246,11 @@ def kube_version_problem(chart: ChartContract, deployment: Deployment) -> Hubbot
         )
     if fits:
         return None
-    if configured:
-        what = f"cluster.kube_version {version}"
-        line = deployment.doc.lines.get(("cluster", "kube_version"))
-    else:
-        what = f"Kubernetes {version} (the default; cluster.kube_version is unset)"
-        line = deployment.doc.lines.get(("cluster",))
     return HubbotError(
         f"{what} does not satisfy the {chart.title} kubeVersion `{chart.kube_version}`: "
         "helm refuses to install it there; upgrade the cluster (and this setting) or lock "
         "a chart version that supports it",
-        Location(deployment.file, line),
+        where,
     )
 
 

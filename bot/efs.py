@@ -138,13 +138,9 @@ def _check_file_system(client: EfsClient, homes: EfsHomes) -> None:
             "efs_file_system_id output",
             homes.file_system_at,
         )
-    state = systems[0].get("LifeCycleState")
-    if state != AVAILABLE:
-        raise HubbotError(
-            f"EFS file system {homes.file_system_id} is {state}, not {AVAILABLE}: user pods "
-            "cannot mount it; deploy once terraform has made it",
-            homes.file_system_at,
-        )
+    _require_available(
+        f"EFS file system {homes.file_system_id}", systems[0], homes.file_system_at
+    )
 
 
 def _check_mount_targets(client: EfsClient, homes: EfsHomes) -> None:
@@ -194,12 +190,16 @@ def _check_access_point(client: EfsClient, homes: EfsHomes, access_point_id: str
             f"{fix}",
             homes.access_point_at,
         )
-    state = points[0].get("LifeCycleState")
+    _require_available(f"EFS access point {access_point_id}", points[0], homes.access_point_at)
+
+
+def _require_available(what: str, described: dict[str, Any], at: Location | None) -> None:
+    state = described.get("LifeCycleState")
     if state != AVAILABLE:
         raise HubbotError(
-            f"EFS access point {access_point_id} is {state}, not {AVAILABLE}: user pods "
-            "cannot mount it; deploy once terraform has made it",
-            homes.access_point_at,
+            f"{what} is {state}, not {AVAILABLE}: user pods cannot mount it; deploy once "
+            "terraform has made it",
+            at,
         )
 
 

@@ -50,6 +50,16 @@ class Deployment:
     environments: dict[str, Environment]
     doc: YamlDoc
 
+    def kube_version(self, default: str) -> tuple[str, str, Location]:
+        """The Kubernetes version the hub is rendered for (cluster.kube_version, else
+        `default`), how a message names it, and the line of hubploy.yaml that decides it."""
+        configured = self.cluster.get("kube_version")
+        if configured:
+            where = Location(self.file, self.doc.lines.get(("cluster", "kube_version")))
+            return str(configured), f'cluster.kube_version "{configured}"', where
+        described = f'Kubernetes "{default}" (the default; cluster.kube_version is unset)'
+        return default, described, Location(self.file, self.doc.lines.get(("cluster",)))
+
 
 class SchemaErrors(HubbotError):
     """Several violations at once; each is reported on its own line."""

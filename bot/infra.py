@@ -320,8 +320,7 @@ def _kube_version_problems(facts: InfraFacts, deployment: Deployment) -> list[Hu
     Only the minor version is compared: EKS picks the patch version itself.
     """
     fact = facts.kubernetes_version
-    configured = deployment.cluster.get("kube_version")
-    rendered = str(configured or DEFAULT_KUBE_VERSION)
+    rendered, what, where = deployment.kube_version(DEFAULT_KUBE_VERSION)
     cluster = _minor_version(str(fact.value))
     if cluster is None:
         return [HubbotError(f"kubernetes_version {fact} is not a version like 1.35", fact.location)]
@@ -330,18 +329,12 @@ def _kube_version_problems(facts: InfraFacts, deployment: Deployment) -> list[Hu
         return []  # validate reports a cluster.kube_version the hubploy schema refuses
     if hub == cluster:
         return []
-    if configured:
-        what = f'cluster.kube_version is "{rendered}"'
-        line = deployment.doc.lines.get(("cluster", "kube_version"))
-    else:
-        what = f'Kubernetes "{rendered}" (the default; cluster.kube_version is unset)'
-        line = deployment.doc.lines.get(("cluster",))
     return [
         HubbotError(
             f"{what} but infra/'s kubernetes_version is {fact}: hubbot would render the "
             "charts for another minor version than the cluster runs; make the minor versions "
             "the same",
-            Location(deployment.file, line),
+            where,
         )
     ]
 

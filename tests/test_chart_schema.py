@@ -247,7 +247,7 @@ def test_a_cluster_older_than_the_charts_kube_version(
     status, out = validate(hub_repo, capsys, "tess-public")
     assert status == 1
     assert (
-        f"{hubploy}:{line}: cluster.kube_version 1.27 does not satisfy the jupyterhub chart "
+        f'{hubploy}:{line}: cluster.kube_version "1.27" does not satisfy the jupyterhub chart '
         f"{CHART_VERSION} kubeVersion `>=1.28.0-0`: helm refuses to install it there"
     ) in out
 

@@ -25,6 +25,7 @@ from bot.errors import HubbotError, Location
 from bot.hubploy import load_deployment
 from bot.redact import Redactor
 from bot.source import WorkTree
+from tests.fixtures.aws import forget_aws_credentials
 from tests.fixtures.helm_standin import LAB_KUBECONFIG, LAB_TOKEN, use_kubeconfig_provider
 from tests.fixtures.processes import free_port
 from tests.fixtures.secrets import AgeKey
@@ -119,11 +120,7 @@ def test_an_unreachable_aws_endpoint_is_one_clear_error(
 def test_missing_aws_credentials_say_how_to_get_them(
     aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    forget_aws_credentials(monkeypatch, tmp_path)
     with pytest.raises(HubbotError) as raised:
         EksCluster("tess", "us-east-1", "123456789012", WHERE).kubeconfig()
     assert str(raised.value) == (

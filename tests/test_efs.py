@@ -15,7 +15,7 @@ from bot.efs import EfsHomes, check, check_pair, homes_of
 from bot.errors import HubbotError
 from bot.source import WorkTree
 from bot.values import build
-from tests.fixtures.aws import make_efs_homes, use_efs_homes
+from tests.fixtures.aws import forget_aws_credentials, make_efs_homes, use_efs_homes
 from tests.fixtures.processes import free_port
 from tests.fixtures.repos import replace_in
 
@@ -194,11 +194,7 @@ def test_an_endpoint_that_never_answers_is_given_up_on_after_two_retries(
 def test_missing_aws_credentials_say_how_to_get_them(
     aws_env: str, hub_repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    forget_aws_credentials(monkeypatch, tmp_path)
 
     assert check_fails(hub_repo) == (
         "cannot check the EFS home directories of tess-private/staging in us-east-1: no AWS "

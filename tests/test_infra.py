@@ -493,7 +493,7 @@ def test_kube_version_hubbot_renders_for_is_the_clusters_minor_version(
         return
     assert status == 1
     assert mismatches(out) == [
-        f'{PUBLIC}:{here}: cluster.kube_version is "1.34" but infra/\'s kubernetes_version is '
+        f'{PUBLIC}:{here}: cluster.kube_version "1.34" but infra/\'s kubernetes_version is '
         f'"1.35" ({VARIABLES}:{there}): hubbot would render the charts for another minor '
         "version than the cluster runs; make the minor versions the same"
     ]

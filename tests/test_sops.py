@@ -15,6 +15,7 @@ import pytest
 from bot.main import main
 from bot.redact import Redactor
 from bot.sops import decryptor
+from tests.fixtures.aws import forget_aws_credentials
 from tests.fixtures.processes import free_port
 from tests.fixtures.secrets import AgeKey, secrets_path, write_secrets
 
@@ -246,11 +247,7 @@ def test_no_aws_credentials_says_what_to_set(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    forget_aws_credentials(monkeypatch, tmp_path)
     assert_one_error(
         *render(kms_repo, capsys),
         kms_error(
