@@ -27,13 +27,15 @@ def build_report(
     *,
     decrypt: Decryptor | None = None,
     redact: Callable[[str], str] = str,
+    register: Callable[[str], object] = lambda _: None,
     render_manifests: bool = False,
 ) -> DiffReport:
     """Per affected pair of `result` (from bot.plan.plan): its values and manifest diff.
 
     The values diffs are `diffs` (default: the plan's, secrets read without keys),
     or with `decrypt` re-made from decrypted secrets: then pass the redactor's
-    `redact` (the default leaves text as it is). With `render_manifests`, both
+    `redact` (the default leaves text as it is) and its `register`, which learns the
+    pseudonyms helm gets instead of decrypted values. With `render_manifests`, both
     refs' charts are rendered with helm; when the chart's dependency cannot be
     fetched, each pair says so in one line and keeps its values diff.
     """
@@ -73,8 +75,8 @@ def build_report(
             assert some is not None
             rendered = manifests.manifest_diff(
                 head_chart if new else base_chart,
-                _for_helm(old, key),
-                _for_helm(new, key),
+                _for_helm(old, key, register),
+                _for_helm(new, key, register),
                 some.environment.release,
                 some.environment.namespace,
                 redact,
@@ -86,11 +88,13 @@ def build_report(
     return _report(result, pairs, None)
 
 
-def _for_helm(values: HubValues | None, key: bytes) -> dict[str, Any] | None:
+def _for_helm(
+    values: HubValues | None, key: bytes, register: Callable[[str], object]
+) -> dict[str, Any] | None:
     """The document a preview renders: decrypted secrets disguised (bot/disguise.py)."""
     if values is None:
         return None
-    return disguised(values.merged, key) if values.decrypted else values.document
+    return disguised(values.merged, key, register) if values.decrypted else values.document
 
 
 def _sides(

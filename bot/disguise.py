@@ -7,7 +7,8 @@ form no redactor knows. So helm never gets a decrypted value in a preview. Each 
 pseudonym made with a key drawn for the run: of the same type and length, with digits,
 hex letters, other letters and their case kept in their classes and other characters
 kept, so that templates that check a value's form render as they would. Equal values
-get equal pseudonyms within a run, so a changed secret still shows as changed.
+get equal pseudonyms within a run, so a changed secret still shows as changed, and a
+pseudonym printed as it is reads <redacted>, as the value would.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import string
+from collections.abc import Callable
 from typing import Any
 
 from bot.merge import Merged, replace_secrets
@@ -36,9 +38,20 @@ def new_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
-def disguised(merged: Merged, key: bytes) -> Any:
-    """The merged document with every value a secrets layer set replaced by its pseudonym."""
-    return replace_secrets(merged, lambda value: pseudonym(value, key))
+def disguised(merged: Merged, key: bytes, register: Callable[[str], object]) -> Any:
+    """The merged document with every value a secrets layer set replaced by its pseudonym.
+
+    Each text pseudonym goes to `register` (the redactor's), so that where a template
+    prints one as it is, the output says <redacted>, as for the value itself.
+    """
+
+    def replace(value: Any) -> Any:
+        fake = pseudonym(value, key)
+        if isinstance(fake, str):
+            register(fake)
+        return fake
+
+    return replace_secrets(merged, replace)
 
 
 def pseudonym(value: Any, key: bytes) -> Any:

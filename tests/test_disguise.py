@@ -37,8 +37,10 @@ def test_only_what_a_secrets_layer_set_is_disguised() -> None:
     plain = Layer("values.yaml", {"hub": {"cookieSecret": "set-in-values", "name": "hub"}}, {})
     secret = Layer("secrets.yaml", {"hub": {"cookieSecret": "abcdef0123"}}, {}, secret=True)
     merged = merge_layers([plain, secret])
-    document = disguised(merged, new_key())
+    registered: list[str] = []
+    document = disguised(merged, new_key(), registered.append)
     assert document["hub"]["name"] == "hub"
     assert re.fullmatch(r"[a-f0-9]{10}", document["hub"]["cookieSecret"])
     assert document["hub"]["cookieSecret"] != "abcdef0123"
     assert merged.document["hub"]["cookieSecret"] == "abcdef0123"  # the values are left alone
+    assert registered == [document["hub"]["cookieSecret"]]  # printed as it is, it reads redacted

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     result = plan(base, head)
     decrypt = sops.decryptor(args.redactor, cwd=args.repo) if args.decrypt else None
     report = build_report(
-        result, decrypt=decrypt, redact=args.redactor.redact, render_manifests=True
+        result,
+        decrypt=decrypt,
+        redact=args.redactor.redact,
+        register=args.redactor.register,
+        render_manifests=True,
     )
     if args.format == "json":
         print(json.dumps(diffreport.as_json(report), indent=2))

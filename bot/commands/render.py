@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     values = build(WorkTree(args.repo), args.hub, args.env, decrypt)
     state = "decrypted and masked" if values.decrypted else "masked"
     if args.manifests:
-        document = disguised(values.merged, new_key()) if values.decrypted else values.document
+        document = values.document
+        if values.decrypted:
+            document = disguised(values.merged, new_key(), args.redactor.register)
         text = manifests.render(
             args.repo / CHART_DIR,
             document,
