@@ -396,6 +396,9 @@ def create_deployment(
         # 202 means GitHub tried a merge instead of creating the deployment.
         message = result.get("message", "") if isinstance(result, dict) else ""
         raise HubbotError(f"GitHub API POST {path} created no deployment: {message}")
+    if deployment_id(result) is None:
+        # Its statuses are posted to a URL made of it.
+        raise _id_not_githubs(f"POST {path}", result)
     return result
 
 
