@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import requests
@@ -27,6 +27,9 @@ Json = dict[str, Any]
 DeploymentState = Literal[
     "error", "failure", "inactive", "in_progress", "queued", "pending", "success"
 ]
+
+DEPLOYMENT_STATES: tuple[str, ...] = get_args(DeploymentState)
+_SHA_RE = re.compile(r"[0-9a-f]{40}")
 
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -393,6 +396,9 @@ def create_deployment(
         # 202 means GitHub tried a merge instead of creating the deployment.
         message = result.get("message", "") if isinstance(result, dict) else ""
         raise HubbotError(f"GitHub API POST {path} created no deployment: {message}")
+    if deployment_id(result) is None:
+        # Its statuses are posted to a URL made of it.
+        raise _id_not_githubs(f"POST {path}", result)
     return result
 
 
@@ -440,8 +446,9 @@ def create_deployment_status(
     return result
 
 
-def list_deployment_statuses(client: Client, deployment_id: int) -> list[Json]:
-    """A deployment's statuses, newest first."""
+def list_deployment_statuses(client: Client, deployment_id: int) -> list[Any]:
+    """A deployment's statuses, newest first, as answered: status_problem() says whether
+    each has GitHub's shape."""
     return list(_pages(client, f"{_repo(client)}/deployments/{deployment_id}/statuses"))
 
 
@@ -452,27 +459,76 @@ def deployment_id(deployment: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def deployment_sha(deployment: Any) -> str | None:
+    """A listed deployment's commit, 40 hex digits as GitHub gives every one; None without."""
+    value = deployment.get("sha") if isinstance(deployment, dict) else None
+    return value if isinstance(value, str) and _SHA_RE.fullmatch(value) else None
+
+
+def status_problem(status: Any) -> str | None:
+    """Why a listed deployment status is not in GitHub's documented shape (an object with
+    one of its states and a string description); None when it is."""
+    if not isinstance(status, dict):
+        return f"it is {_shown(status)}, not a JSON object"
+    state = status.get("state")
+    if not isinstance(state, str) or state not in DEPLOYMENT_STATES:
+        shown = "missing" if "state" not in status else _shown(state)
+        return f"its state is {shown}, not one of GitHub's ({', '.join(DEPLOYMENT_STATES)})"
+    # GitHub's default description is "", and null reads as that.
+    description = status.get("description")
+    if description is not None and not isinstance(description, str):
+        return f"its description is {_shown(description)}, not a string"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return repr(value)[:40]
+
+
+def _not_githubs(endpoint: str, what: str) -> HubbotError:
+    """An answer in a shape GitHub never gives: most likely not GitHub's API at all."""
+    return HubbotError(f"GitHub API {endpoint} answered {what}: is GITHUB_API_URL GitHub's API?")
+
+
+def _id_not_githubs(endpoint: str, deployment: Any) -> HubbotError:
+    shown = _shown(deployment.get("id")) if isinstance(deployment, dict) else "none"
+    return _not_githubs(
+        endpoint,
+        f"a deployment whose id is {shown}, where GitHub gives every deployment an integer id",
+    )
+
+
 def successful_deployments(
     client: Client, environment: str, *, sha: str | None = None
 ) -> Iterator[Json]:
-    """Deployments to `environment` (of `sha`, if given) whose latest status is success.
+    """Deployments to `environment` (of `sha`, if given) whose latest status is success,
+    each with GitHub's integer id and 40-hex sha (any other answer is an error).
 
     `inactive` does not count as the latest: GitHub adds it to an earlier successful
     deployment when a newer one of the environment succeeds (auto_inactive). Newest
     first, fetched page by page, so a caller looking for the most recent one stops
     after the first.
     """
+    listing = f"GET {_repo(client)}/deployments"
     for deployment in iter_deployments(client, environment=environment, sha=sha):
         number = deployment_id(deployment)
         if number is None:
-            shown = repr(deployment.get("id"))[:40] if isinstance(deployment, dict) else "none"
-            raise HubbotError(
-                f"GitHub API GET {_repo(client)}/deployments answered a deployment whose id is "
-                f"{shown}, where GitHub gives every deployment an integer id: is "
-                "GITHUB_API_URL GitHub's API?"
+            raise _id_not_githubs(listing, deployment)
+        if deployment_sha(deployment) is None:
+            shown = _shown(deployment.get("sha")) if "sha" in deployment else "missing"
+            raise _not_githubs(
+                listing,
+                f"deployment {number} whose sha is {shown}, where GitHub gives every "
+                "deployment the 40 hex digits of its commit",
             )
         path = f"{_repo(client)}/deployments/{number}/statuses"
-        states = (s.get("state") for s in _pages(client, path, {}))
-        latest = next((state for state in states if state != "inactive"), None)
+        latest = None
+        for status in _pages(client, path, {}):
+            problem = status_problem(status)
+            if problem is not None:
+                raise _not_githubs(f"GET {path}", f"a status GitHub never gives: {problem}")
+            if status["state"] != "inactive":
+                latest = status["state"]
+                break
         if latest == "success":
             yield deployment

@@ -342,7 +342,7 @@ class Trust:
     def check(
         self,
         deployment: dict[str, Any],
-        statuses: list[dict[str, Any]],
+        statuses: Sequence[Any],
         environment: str,
         hub: str | None,
         env: str,
@@ -360,7 +360,7 @@ class Trust:
         self,
         deployment: dict[str, Any],
         number: int,
-        statuses: list[dict[str, Any]],
+        statuses: Sequence[Any],
         environment: str,
         hub: str | None,
         env: str,
@@ -384,7 +384,11 @@ class Trust:
             return f"its commit {sha or '(none)'} is not in this repository"
         if payload.get("commit_tree") != tree:
             return f"its payload names tree {payload.get('commit_tree')}, but its commit has {tree}"
-        failed = [s["state"] for s in statuses if s.get("state") in FAILED_STATES]
+        for status in statuses:
+            problem = github.status_problem(status)
+            if problem is not None:
+                return f"a status of it is not GitHub's: {problem}"
+        failed = [s["state"] for s in statuses if s["state"] in FAILED_STATES]
         if failed:
             return (
                 f"a status of it says {failed[0]}: a failed deploy stays failed, whatever "

@@ -492,6 +492,30 @@ def test_the_deploy_runs_when_github_is_down_and_says_it_was_not_recorded(
     assert "[record: deployment not recorded: GitHub API POST " in row
 
 
+def test_a_created_deployment_without_an_integer_id_is_a_note_and_gets_no_status(
+    deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = github.client_from_env(recorded.env())
+    head = git(deployable.repo, "rev-parse", "HEAD")
+    created = github.create_deployment(client, head, "tess-public-staging", {})
+    # An answer no GitHub gives: the deployment's node id where its integer id belongs.
+    recorded.fail(201, method="POST", path=r"/deployments$",
+                  body={**created, "id": created["node_id"]})
+    recorded.requests.clear()
+
+    assert deploy(deployable, "tess-public", "staging") == 0
+
+    out, _ = capsys.readouterr()
+    row = next(line for line in out.splitlines() if line.startswith("tess-public/staging "))
+    assert "  ok  " in row
+    assert (
+        "[record: deployment not recorded: GitHub API POST /repos/tess-org/tess-hubs/deployments "
+        f"answered a deployment whose id is {created['node_id']!r}, where GitHub gives every "
+        "deployment an integer id: is GITHUB_API_URL GitHub's API?"
+    ) in row
+    assert recorded.calls("POST", r".*/statuses") == []
+
+
 def test_prod_deploys_only_freight_that_staging_ran(
     deployable: Deployable, recorded: FakeGitHub, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -329,6 +329,24 @@ def test_deployment_of_an_unknown_ref_is_an_error(client: github.Client) -> None
     )
 
 
+@pytest.mark.parametrize("bad_id", ["DE_kwDOABCD", "1001", True, None, 1001.5])
+def test_a_created_deployment_without_an_integer_id_is_an_error(
+    github_api: FakeGitHub, client: github.Client, bad_id: object
+) -> None:
+    created = github.create_deployment(client, SHA, "tess-public-staging", {})
+    # An answer no GitHub gives: a created deployment whose id is not an integer.
+    github_api.fail(201, method="POST", path=r"/deployments$", body={**created, "id": bad_id})
+
+    with pytest.raises(HubbotError) as caught:
+        github.create_deployment(client, SHA, "tess-public-staging", {})
+
+    assert str(caught.value) == (
+        "GitHub API POST /repos/tess-org/tess-hubs/deployments answered a deployment whose "
+        f"id is {bad_id!r}, where GitHub gives every deployment an integer id: is "
+        "GITHUB_API_URL GitHub's API?"
+    )
+
+
 def test_a_long_report_is_published_in_parts_then_shrinks(
     github_api: FakeGitHub, client: github.Client, pr: int
 ) -> None:

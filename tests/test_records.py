@@ -175,6 +175,41 @@ def test_a_deployment_without_githubs_integer_id_is_refused_and_named(
     assert statuses == [f"/repos/{REPOSITORY}/deployments/{good.deployment_id}/statuses"]
 
 
+STATES = "error, failure, inactive, in_progress, queued, pending, success"
+
+
+@pytest.mark.parametrize(
+    ("bad_status", "problem"),
+    [
+        ("success", "it is 'success', not a JSON object"),
+        (None, "it is None, not a JSON object"),
+        (["success"], "it is ['success'], not a JSON object"),
+        ({"description": ""}, f"its state is missing, not one of GitHub's ({STATES})"),
+        ({"state": "done"}, f"its state is 'done', not one of GitHub's ({STATES})"),
+        ({"state": "success", "description": 5}, "its description is 5, not a string"),
+    ],
+)
+def test_a_status_github_never_gives_refuses_its_record(
+    hub_repo: Path, github_api: FakeGitHub, bad_status: object, problem: str
+) -> None:
+    proof = signed(KEYS.key("staging"), hub_repo, "staging")
+    good = verdict(github_api, hub_repo, "staging", records.proven_description(proof, "ok"))
+    assert isinstance(good, records.Record), good
+    # An answer no GitHub gives: the record's real statuses and an odd one after them.
+    github_api.fail(200, method="GET", path=r".*/statuses",
+                    body=[*github_api.statuses[good.deployment_id], bad_status])
+    client = github.client_from_env(github_api.env())
+    trust = records.trust_from_env(client, hub_repo, {PUBLIC: KEYS.public()})
+    assert trust is not None
+
+    found = trust.find(f"{HUB}-staging", HUB, "staging")
+
+    assert found.verified == []
+    assert found.rejected == [records.Rejected(
+        good.deployment_id, good.sha, f"a status of it is not GitHub's: {problem}"
+    )]
+
+
 def test_no_proof_and_no_key_of_the_environment_are_said_apart(
     hub_repo: Path, github_api: FakeGitHub
 ) -> None:

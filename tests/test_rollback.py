@@ -168,6 +168,60 @@ def test_without_the_public_keys_a_deployment_without_an_integer_id_is_one_error
     assert git(hub_repo, "branch", "--list", "hubbot/*") == ""
 
 
+@pytest.mark.parametrize("bad_sha", ["missing", None, 12345, ["HEAD"], "HEAD"])
+def test_without_the_public_keys_a_deployment_without_a_commit_sha_is_one_error(
+    hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str], bad_sha: object
+) -> None:
+    sha = git(hub_repo, "rev-parse", "HEAD")
+    number = record(api, "staging", sha, "sha256:one")
+    listed = {k: v for k, v in api.deployments[number].items() if k != "sha"}
+    # An answer no GitHub gives: a record without the 40-hex sha of its commit.
+    api.fail(200, method="GET", path=r".*/deployments",
+             body=[listed if bad_sha == "missing" else {**listed, "sha": bad_sha}])
+
+    status = main(["--repo", str(hub_repo), "rollback", "tess-public", "staging", "--no-push"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    shown = "missing" if bad_sha == "missing" else repr(bad_sha)
+    assert captured.err == (
+        "hubbot: error: GitHub API GET /repos/tess-org/tess-hubs/deployments answered "
+        f"deployment {number} whose sha is {shown}, where GitHub gives every deployment the "
+        "40 hex digits of its commit: is GITHUB_API_URL GitHub's API?\n"
+    )
+    assert git(hub_repo, "branch", "--list", "hubbot/*") == ""
+
+
+@pytest.mark.parametrize(
+    ("bad_status", "problem"),
+    [
+        ("success", "it is 'success', not a JSON object"),
+        (None, "it is None, not a JSON object"),
+        ({"description": ""}, "its state is missing, not one of GitHub's"),
+        ({"state": ["success"]}, "its state is ['success'], not one of GitHub's"),
+        ({"state": "success", "description": 5}, "its description is 5, not a string"),
+    ],
+)
+def test_without_the_public_keys_a_status_github_never_gives_is_one_error(
+    hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str], bad_status: object,
+    problem: str,
+) -> None:
+    sha = git(hub_repo, "rev-parse", "HEAD")
+    number = record(api, "staging", sha, "sha256:one")
+    api.fail(200, method="GET", path=r".*/statuses", body=[bad_status])
+
+    status = main(["--repo", str(hub_repo), "rollback", "tess-public", "staging", "--no-push"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err.startswith(
+        f"hubbot: error: GitHub API GET /repos/tess-org/tess-hubs/deployments/{number}/statuses "
+        f"answered a status GitHub never gives: {problem}"
+    )
+    assert captured.err.endswith(": is GITHUB_API_URL GitHub's API?\n")
+    assert "Traceback" not in captured.err
+
+
 def test_a_rollback_staging_already_holds_is_not_made_again(
     hub_repo: Path, api: FakeGitHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
