@@ -368,8 +368,8 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
 
     The chart itself when charts/ already has them; otherwise a temporary copy whose
     charts/ gets them from HUBBOT_CHART_PACKAGES, else from `helm dependency build`
-    (the working tree is never changed). What helm would read in it is checked first
-    (bot/charttree.py).
+    (the working tree is never changed). What helm would read is checked (bot/charttree.py)
+    before helm reads it: the chart before any helm command, and what is added to it.
     """
     check_chart_tree(chart_dir)
     missing = missing_dependencies(chart_dir)
@@ -391,6 +391,7 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
                 shutil.copyfile(package, copy / "charts" / package.name)
         missing = [dep for dep, package in local.items() if package is None]
         if not missing:
+            check_chart_tree(copy)  # the packages just added are read by helm too
             yield copy
             return
         # `helm dependency build` only fetches from added repositories: add them to a
@@ -404,6 +405,7 @@ def ready_chart(chart_dir: Path) -> Iterator[Path]:
         result = run(["dependency", "build", str(copy), "--skip-refresh"], check=False, env=env)
         if result.returncode != 0 or missing_dependencies(copy):
             raise unavailable
+        check_chart_tree(copy)  # what was fetched comes from the pull request's repository
         yield copy
 
 

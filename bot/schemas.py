@@ -38,14 +38,22 @@ class SchemaInvalid(Exception):
 
 # The drafts' own meta-schemas, which validators know without fetching them.
 KNOWN_META_SCHEMAS = frozenset(
-    f"{scheme}://json-schema.org/{draft}"
+    f"{scheme}://json-schema.org/{draft}{fragment}"
     for scheme in ("http", "https")
     for draft in (
-        "draft-04/schema", "draft-04/schema#", "draft-06/schema", "draft-06/schema#",
-        "draft-07/schema", "draft-07/schema#", "draft/2019-09/schema", "draft/2020-12/schema",
+        "schema", "draft-04/schema", "draft-06/schema", "draft-07/schema",
+        "draft/2019-09/schema", "draft/2020-12/schema",
     )
+    for fragment in ("", "#")
 )
 _REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+# Keywords whose value maps names to schemas: the names are data, not keywords.
+_NAMED_SCHEMAS = (
+    "properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+    "dependencies",
+)
+# Keywords whose value is an instance, never a schema.
+_INSTANCES = ("enum", "const", "default", "examples")
 
 
 def outside_reference(schema: Any, path: Path_ = ()) -> SchemaInvalid | None:
@@ -54,28 +62,39 @@ def outside_reference(schema: Any, path: Path_ = ()) -> SchemaInvalid | None:
     A schema comes from a pull request, and a validator resolves a reference to a URL
     or a file by fetching or reading it, then quotes what it found in its messages.
     Only references within the schema (`#...`) and the drafts' meta-schemas are kept.
+    Property names and instances (`enum`, `default`, ...) are data, not keywords.
     """
-    if isinstance(schema, dict):
-        for key, value in schema.items():
-            where = (*path, key)
-            if key in _REFERENCES and not (isinstance(value, str) and value.startswith("#")):
+    if isinstance(schema, list):  # allOf, anyOf, oneOf, prefixItems, items as a list
+        for index, item in enumerate(schema):
+            found = outside_reference(item, (*path, index))
+            if found is not None:
+                return found
+        return None
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        where = (*path, key)
+        if key in _REFERENCES:
+            if not (isinstance(value, str) and value.startswith("#")):
                 return SchemaInvalid(
                     f"`{key}: {value}` refers outside this schema: only references within "
                     "it (such as `#/$defs/name`) are allowed",
                     where,
                 )
-            if key == "$schema" and value not in KNOWN_META_SCHEMAS:
+        elif key == "$schema":
+            if not (isinstance(value, str) and value in KNOWN_META_SCHEMAS):
                 return SchemaInvalid(
                     f"`$schema: {value}` is not a JSON Schema draft's meta-schema (such as "
                     "https://json-schema.org/draft/2020-12/schema)",
                     where,
                 )
+        elif key in _NAMED_SCHEMAS and isinstance(value, dict):
+            for name, named in value.items():
+                found = outside_reference(named, (*where, name))
+                if found is not None:
+                    return found
+        elif key not in _INSTANCES:
             found = outside_reference(value, where)
-            if found is not None:
-                return found
-    elif isinstance(schema, list):
-        for index, item in enumerate(schema):
-            found = outside_reference(item, (*path, index))
             if found is not None:
                 return found
     return None

@@ -109,23 +109,7 @@ class WorkTree:
         return _tree_id(entries).hex() if entries else None
 
     def _mode(self, path: str) -> int | None:
-        """The mode (lstat's) of `path`, or None if absent. A symbolic link, or anything but
-        a file or a directory, is an error: git holds neither, and reading a FIFO would wait
-        forever for a writer. Checked before anything is opened."""
-        full = os.path.join(self.root, path)
-        try:
-            mode = os.lstat(full).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if stat.S_ISLNK(mode):
-            raise link_error(path, os.readlink(full))
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise HubbotError(
-                f"is {_special_kind(mode)}, not a file: hubbot reads only files as git holds "
-                "them; replace it with the file itself",
-                Location(path),
-            )
-        return mode
+        return checked_mode(path, os.path.join(self.root, path))
 
     def _refuse_links(self, path: str) -> None:
         """Raise if `path`, or a directory on the way to it, is a symbolic link."""
@@ -331,6 +315,25 @@ def directory_tree_id(directory: Path) -> str | None:
                 return None
             entries[os.path.relpath(full, directory)] = _file_entry(Path(full), mode)
     return _tree_id(entries).hex() if entries else None
+
+
+def checked_mode(shown: str, full: str) -> int | None:
+    """The mode (lstat's) of `full`, named `shown` in messages, or None if absent. A
+    symbolic link, or anything but a file or a directory, is an error: git holds neither,
+    and reading a FIFO would wait forever for a writer. Checked before anything is opened."""
+    try:
+        mode = os.lstat(full).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(mode):
+        raise link_error(shown, os.readlink(full))
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise HubbotError(
+            f"is {_special_kind(mode)}, not a file: hubbot reads only files as git holds "
+            "them; replace it with the file itself",
+            Location(shown),
+        )
+    return mode
 
 
 def _special_kind(mode: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from bot import helm
 from bot.charttree import check_chart_tree
 from bot.errors import HubbotError
 from bot.main import main
+from tests.fixtures.charts import REAL_CHART
+from tests.fixtures.repos import PROJECT
 
 
 def chart(tmp_path: Path) -> Path:
@@ -61,7 +64,7 @@ def test_a_link_anywhere_in_the_chart_is_refused(tmp_path: Path) -> None:
 def test_a_fifo_is_refused_before_helm_could_wait_on_it(tmp_path: Path) -> None:
     directory = chart(tmp_path)
     os.mkfifo(directory / "templates" / "b.yaml")
-    assert refusal(directory).startswith("hub/templates/b.yaml: is neither a file nor a directory")
+    assert refusal(directory).startswith("hub/templates/b.yaml: is a named pipe (FIFO), not a file")
 
 
 def test_the_charts_schema_may_not_refer_outside_itself(tmp_path: Path) -> None:
@@ -114,3 +117,40 @@ def test_render_of_the_manifests_prints_no_file_a_link_points_to(
     assert status == 1
     assert err.startswith("hubbot: error: hub/files/k: is a symbolic link")
     assert "CONTENT-OUTSIDE" not in out + err
+
+
+def test_a_package_added_from_the_packages_directory_is_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_chart_packages: Path
+) -> None:
+    # The locked name and version, with a schema that would make helm read a local file.
+    doctored = tmp_path / "packages" / REAL_CHART
+    doctored.parent.mkdir()
+    with (
+        tarfile.open(real_chart_packages / REAL_CHART) as original,
+        tarfile.open(doctored, "w:gz") as copy,
+    ):
+        for member in original:
+            handle = original.extractfile(member)
+            data = handle.read() if handle is not None else b""
+            if member.name == "jupyterhub/values.schema.json":
+                data = b'{"properties": {"hub": {"$ref": "file:///etc/hostname"}}}'
+                member.size = len(data)
+            copy.addfile(member, io.BytesIO(data))
+    monkeypatch.setenv(helm.PACKAGES_ENV, str(doctored.parent))
+    chart = tmp_path / "hub"
+    shutil.copytree(PROJECT / "hub", chart)
+    with (
+        pytest.raises(HubbotError, match=r"^hub/charts/jupyterhub-.*values\.schema\.json: the "),
+        helm.ready_chart(chart),
+    ):
+        pass
+
+
+def test_packages_nested_past_any_real_chart_are_refused(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    nested = package({"leaf/values.schema.json": b"{}"})
+    for depth in range(12):
+        nested = package({f"c{depth}/charts/inner.tgz": nested})
+    (directory / "charts").mkdir()
+    (directory / "charts" / "deep-1.0.0.tgz").write_bytes(nested)
+    assert "chart packages nest more than 8 deep" in refusal(directory)
