@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
 
 from bot import helm, manifests, policy
 from bot.diffreport import DiffReport, NewPair, PairReport, refused_changes
-from bot.disguise import disguised, new_key
+from bot.disguise import for_helm, new_key
 from bot.hubploy import load_deployment
 from bot.plan import SETTINGS, Pair, Plan
 from bot.source import Source
@@ -75,8 +74,8 @@ def build_report(
             assert some is not None
             rendered = manifests.manifest_diff(
                 head_chart if new else base_chart,
-                _for_helm(old, key, register),
-                _for_helm(new, key, register),
+                None if old is None else for_helm(old, key, register),
+                None if new is None else for_helm(new, key, register),
                 some.environment.release,
                 some.environment.namespace,
                 redact,
@@ -86,15 +85,6 @@ def build_report(
             )
             pairs.append(PairReport(pair, values[(pair.hub, pair.env)], rendered))
     return _report(result, pairs, None)
-
-
-def _for_helm(
-    values: HubValues | None, key: bytes, register: Callable[[str], object]
-) -> dict[str, Any] | None:
-    """The document a preview renders: decrypted secrets disguised (bot/disguise.py)."""
-    if values is None:
-        return None
-    return disguised(values.merged, key, register) if values.decrypted else values.document
 
 
 def _sides(

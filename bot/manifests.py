@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from bot import git, helm
+from bot.disguise import for_helm, new_key
 from bot.errors import HubbotError
 from bot.helm import DEFAULT_KUBE_VERSION, ChartUnavailable
 from bot.hubploy import Deployment
@@ -140,8 +141,10 @@ def pair_manifest_diff(
     old: HubValues | None,
     new: HubValues | None,
     redact: Redact,
+    register: Callable[[str], object] = lambda _: None,
 ) -> ManifestDiff:
-    """manifest_diff for one hub and environment between two refs (None: not there)."""
+    """manifest_diff for one hub and environment between two refs (None: not there);
+    `register` learns the pseudonyms decrypted secrets get (bot/disguise.py)."""
     current = new or old
     if current is None:
         return ManifestDiff()
@@ -149,10 +152,11 @@ def pair_manifest_diff(
     with ExitStack() as stack:
         old_chart = stack.enter_context(chart_at(old_source))
         new_chart = old_chart if same_chart else stack.enter_context(chart_at(new_source))
+        key = new_key()
         return manifest_diff(
             new_chart,
-            None if old is None else old.document,
-            None if new is None else new.document,
+            None if old is None else for_helm(old, key, register),
+            None if new is None else for_helm(new, key, register),
             current.environment.release,
             current.environment.namespace,
             redact,

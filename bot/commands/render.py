@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bot import manifests
-from bot.disguise import disguised, new_key
+from bot.disguise import for_helm, new_key
 from bot.merge import masked
 from bot.source import WorkTree
 from bot.values import CHART_DIR, build
@@ -41,12 +41,9 @@ def run(args: argparse.Namespace) -> int:
     values = build(WorkTree(args.repo), args.hub, args.env, decrypt)
     state = "decrypted and masked" if values.decrypted else "masked"
     if args.manifests:
-        document = values.document
-        if values.decrypted:
-            document = disguised(values.merged, new_key(), args.redactor.register)
         text = manifests.render(
             args.repo / CHART_DIR,
-            document,
+            for_helm(values, new_key(), args.redactor.register),
             values.environment.release,
             values.environment.namespace,
             args.redactor.redact,
