@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,3 +281,29 @@ def test_github_without_a_client_secret_completes_no_login(
         "client_secret under jupyterhub.hub.config.GitHubOAuthenticator in "
         f"{secrets} (`hubbot secrets edit tess-private prod`)"
     )
+
+
+def test_hub_env_from_a_secret_the_render_lacks_is_named_never_guessed() -> None:
+    from bot.startup import _container_env
+
+    def ref(field: str, name: str, key: str) -> dict[str, Any]:
+        return {field: {"name": name, "key": key}}
+
+    hub_secret = {"metadata": {"name": "hub"}, "stringData": {"proxy-token": "sample"}}
+    env = [
+        {"name": "TOKEN", "valueFrom": ref("secretKeyRef", "hub", "proxy-token")},
+        # Same key, another Secret: not the hub's value.
+        {"name": "OTHER", "valueFrom": ref("secretKeyRef", "external", "proxy-token")},
+        {"name": "FROM_MAP", "valueFrom": ref("configMapKeyRef", "settings", "url")},
+        {"name": "LATER", "value": "first"},
+        {"name": "LATER", "valueFrom": ref("secretKeyRef", "external", "later")},
+    ]
+    deployment = {"spec": {"template": {"spec": {"containers": [{"name": "hub", "env": env}]}}}}
+    resources = {("Secret", "", "hub"): hub_secret}
+    found, outside = _container_env(resources, deployment, "ns")
+    assert found == {"TOKEN": "sample"}
+    assert outside == {
+        "OTHER": "Secret/external key proxy-token",
+        "FROM_MAP": "ConfigMap/settings key url",
+        "LATER": "Secret/external key later",
+    }
