@@ -382,7 +382,8 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
                 _where(values, (*config, "client_id")),
             )
         )
-    if not login.get("client_secret_set"):
+    secret_from = login.get("client_secret_from")
+    if not login.get("client_secret_set") and not secret_from:
         report.errors.append(
             HubbotError(
                 f"{name} has no client_secret: {provider} sends users back, but the hub "
@@ -422,6 +423,10 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
         who = [f"any {provider} user"]
     elif login.get("allowed_users"):
         who.append(f"{len(login['allowed_users'])} allowed user(s)")
+    if secret_from and not login.get("client_secret_set"):
+        # Kubernetes fills it in from a Secret or ConfigMap this render lacks: its value
+        # cannot be known here, only that the authenticator reads that variable.
+        client += f", client secret set from {secret_from}, outside this render: not checked"
     return ", ".join([provider, *who, f"callback {callback or '(guessed)'}", client])
 
 
