@@ -137,9 +137,14 @@ def probe_request(resources: dict[manifests.Key, manifests.Doc], namespace: str)
         if name not in config:
             raise HubbotError(f"the rendered hub ConfigMap has no {name}: not a jupyterhub chart?")
         files[name] = config[name]
-    env = _service_env(resources)
-    env |= _container_env(deployment, namespace, config, secrets)
-    return {"files": files, "env": env, "users": list(USERS)}
+    env, outside = _container_env(resources, deployment, namespace)
+    # "outside": variables set from a Secret or ConfigMap the render lacks, by name only.
+    return {
+        "files": files,
+        "env": _service_env(resources) | env,
+        "env_outside": outside,
+        "users": list(USERS),
+    }
 
 
 def _hub_resource(resources: dict[manifests.Key, manifests.Doc], kind: str) -> manifests.Doc:
@@ -152,11 +157,12 @@ def _hub_resource(resources: dict[manifests.Key, manifests.Doc], kind: str) -> m
 
 def _secret_data(secret: manifests.Doc) -> dict[str, str]:
     data = {str(k): str(v) for k, v in (secret.get("stringData") or {}).items()}
+    name = (secret.get("metadata") or {}).get("name")
     for key, encoded in (secret.get("data") or {}).items():
         try:
             data[str(key)] = base64.b64decode(str(encoded), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise HubbotError(f"the rendered hub Secret's {key} is not base64 text") from None
+            raise HubbotError(f"the rendered Secret {name}'s {key} is not base64 text") from None
     return data
 
 
@@ -173,24 +179,54 @@ def _service_env(resources: dict[manifests.Key, manifests.Doc]) -> dict[str, str
     return env
 
 
+KEY_REFS = {"secretKeyRef": "Secret", "configMapKeyRef": "ConfigMap"}
+
+
 def _container_env(
-    deployment: manifests.Doc, namespace: str, config: dict[str, str], secrets: dict[str, str]
-) -> dict[str, str]:
-    """The hub container's env entries that have a plain value, a namespace or a hub key."""
+    resources: dict[manifests.Key, manifests.Doc], deployment: manifests.Doc, namespace: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The hub container's environment as far as the render tells it: the entries with a
+    plain value, the namespace or a key of a rendered Secret or ConfigMap; and, apart, each
+    entry set from a Secret or ConfigMap the render does not contain, as 'Secret/name key
+    key' (Kubernetes supplies it, but its value is unknown here)."""
     pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     containers = [c for c in pod.get("containers") or [] if c.get("name") == "hub"]
-    env = {}
+    env: dict[str, str] = {}
+    outside: dict[str, str] = {}
     for entry in containers[0].get("env") or [] if containers else []:
         name, source = str(entry.get("name")), entry.get("valueFrom") or {}
+        # A later entry of the same name replaces an earlier one, as in Kubernetes.
+        env.pop(name, None)
+        outside.pop(name, None)
         if "value" in entry:
             env[name] = str(entry["value"])
         elif (source.get("fieldRef") or {}).get("fieldPath") == "metadata.namespace":
             env[name] = namespace
-        elif "secretKeyRef" in source and source["secretKeyRef"].get("key") in secrets:
-            env[name] = secrets[source["secretKeyRef"]["key"]]
-        elif "configMapKeyRef" in source and source["configMapKeyRef"].get("key") in config:
-            env[name] = config[source["configMapKeyRef"]["key"]]
-    return env
+        for field_name, kind in KEY_REFS.items():
+            ref = source.get(field_name)
+            if not isinstance(ref, dict):
+                continue
+            ref_name, key = str(ref.get("name")), str(ref.get("key"))
+            data = _rendered_data(resources, kind, ref_name, namespace)
+            if data is None:
+                outside[name] = f"{kind}/{ref_name} key {key}"
+            elif key in data:
+                env[name] = data[key]
+    return env, outside
+
+
+def _rendered_data(
+    resources: dict[manifests.Key, manifests.Doc], kind: str, name: str, namespace: str
+) -> dict[str, str] | None:
+    """The keys of the rendered Secret or ConfigMap `name` in the release's namespace, or
+    None if the render has none of that name."""
+    for (found_kind, found_namespace, found_name), doc in resources.items():
+        if (found_kind, found_name) != (kind, name) or found_namespace not in ("", namespace):
+            continue
+        if kind == "Secret":
+            return _secret_data(doc)
+        return {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
+    return None
 
 
 # --- judging the answer ----------------------------------------------------------------
@@ -346,7 +382,8 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
                 _where(values, (*config, "client_id")),
             )
         )
-    if not login.get("client_secret_set"):
+    secret_from = login.get("client_secret_from")
+    if not login.get("client_secret_set") and not secret_from:
         report.errors.append(
             HubbotError(
                 f"{name} has no client_secret: {provider} sends users back, but the hub "
@@ -386,6 +423,10 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
         who = [f"any {provider} user"]
     elif login.get("allowed_users"):
         who.append(f"{len(login['allowed_users'])} allowed user(s)")
+    if secret_from and not login.get("client_secret_set"):
+        # Kubernetes fills it in from a Secret or ConfigMap this render lacks: its value
+        # cannot be known here, only that the authenticator reads that variable.
+        client += f", client secret set from {secret_from}, outside this render: not checked"
     return ", ".join([provider, *who, f"callback {callback or '(guessed)'}", client])
 
 

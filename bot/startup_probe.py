@@ -108,7 +108,7 @@ def probe(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
         answer["load_error"] = failure(exc)
         return answer
     answer["settings"] = settings(app)
-    answer["login"] = login(app)
+    answer["login"] = login(app, request.get("env_outside") or {})
     answer["pods"] = pods(app, request["users"])
     return answer
 
@@ -251,8 +251,11 @@ def _similar(name: str, traits: dict[str, Any]) -> list[str]:
 # --- login -----------------------------------------------------------------------------
 
 
-def login(app: Any) -> dict[str, Any]:
-    """What the configured authenticator does for a fresh visitor."""
+def login(app: Any, outside: dict[str, str]) -> dict[str, Any]:
+    """What the configured authenticator does for a fresh visitor.
+
+    `outside`: the hub's variables Kubernetes sets from a Secret or ConfigMap the render
+    lacks, each with where from; the probe's environment does not have them."""
     cls = app.authenticator_class
     result: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__name__}", "name": cls.__name__}
     try:
@@ -261,6 +264,8 @@ def login(app: Any) -> dict[str, Any]:
         result["allow_all"] = bool(authenticator.allow_all)
         if hasattr(authenticator, "authorize_url"):
             result.update(kind="oauth", **_oauth_login(authenticator))
+            if not result["client_secret_set"]:
+                result["client_secret_from"] = _client_secret_from(app, outside)
         elif cls.__name__ == "TmpAuthenticator":
             result.update(kind="tmp", **_fresh_login(authenticator))
         else:
@@ -302,6 +307,29 @@ def _oauth_login(authenticator: Any) -> dict[str, Any]:
         "allowed_organizations": sorted(getattr(authenticator, "allowed_organizations", [])),
         "allowed_users": sorted(authenticator.allowed_users),
     }
+
+
+def _client_secret_from(app: Any, outside: dict[str, str]) -> str | None:
+    """Where an unset client_secret would come from in the pod: the `outside` entry of the
+    variable the authenticator reads it from (e.g. GITHUB_CLIENT_SECRET, then
+    OAUTH_CLIENT_SECRET), or None. A second authenticator is made with a stand-in value
+    in each such variable, so the real class decides which it reads, and whether the
+    config's own client_secret overrides them."""
+    if not outside:
+        return None
+    stand_ins = {f"hubbot-probe-stand-in-for-{name}": name for name in outside}
+    saved = {name: os.environ.get(name) for name in outside}
+    os.environ.update({name: stand_in for stand_in, name in stand_ins.items()})
+    try:
+        read = app.authenticator_class(parent=app).client_secret
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    variable = stand_ins.get(read)
+    return None if variable is None else outside[variable]
 
 
 # --- the user pod ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,3 +281,74 @@ def test_github_without_a_client_secret_completes_no_login(
         "client_secret under jupyterhub.hub.config.GitHubOAuthenticator in "
         f"{secrets} (`hubbot secrets edit tess-private prod`)"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra_env", "source"),
+    [
+        # z2jh's mapping form, NAME -> {valueFrom: ...}, with oauthenticator's generic variable.
+        (
+            "    extraEnv:\n"
+            "      OAUTH_CLIENT_SECRET:\n"
+            "        valueFrom: {secretKeyRef: {name: external, key: secret}}\n",
+            "Secret/external key secret",
+        ),
+        # The list form, with GitHubOAuthenticator's own variable.
+        (
+            "    extraEnv:\n"
+            "      - name: GITHUB_CLIENT_SECRET\n"
+            "        valueFrom: {secretKeyRef: {name: github-app, key: client-secret}}\n",
+            "Secret/github-app key client-secret",
+        ),
+    ],
+    ids=["mapping", "list"],
+)
+def test_github_client_secret_from_a_secret_outside_the_render_is_not_checked(
+    hub_repo: Path,
+    startup_env: None,
+    capsys: pytest.CaptureFixture[str],
+    extra_env: str,
+    source: str,
+) -> None:
+    secrets = "deployments/tess-private/secrets/prod.yaml"
+    text = (hub_repo / secrets).read_text()
+    kept = [line for line in text.splitlines(keepends=True) if "client_secret:" not in line]
+    assert len(kept) == len(text.splitlines()) - 1
+    (hub_repo / secrets).write_text("".join(kept))
+    prod = "deployments/tess-private/config/prod.yaml"
+    replace_in(hub_repo, prod, "  hub:\n    config:\n", "  hub:\n" + extra_env + "    config:\n")
+    status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod", startup=True)
+    assert status == 0, out
+    assert "no client_secret" not in out
+    assert (
+        "start-up: starts; login: GitHub, org tess-science, callback "
+        "https://private.tess.omgwtf.in/hub/oauth_callback, client id set from secrets, "
+        f"client secret set from {source}, outside this render: not checked"
+    ) in out
+
+
+def test_hub_env_from_a_secret_the_render_lacks_is_named_never_guessed() -> None:
+    from bot.startup import _container_env
+
+    def ref(field: str, name: str, key: str) -> dict[str, Any]:
+        return {field: {"name": name, "key": key}}
+
+    hub_secret = {"metadata": {"name": "hub"}, "stringData": {"proxy-token": "sample"}}
+    env = [
+        {"name": "TOKEN", "valueFrom": ref("secretKeyRef", "hub", "proxy-token")},
+        # Same key, another Secret: not the hub's value.
+        {"name": "OTHER", "valueFrom": ref("secretKeyRef", "external", "proxy-token")},
+        {"name": "FROM_MAP", "valueFrom": ref("configMapKeyRef", "settings", "url")},
+        {"name": "LATER", "value": "first"},
+        {"name": "LATER", "valueFrom": ref("secretKeyRef", "external", "later")},
+    ]
+    deployment = {"spec": {"template": {"spec": {"containers": [{"name": "hub", "env": env}]}}}}
+    resources = {("Secret", "", "hub"): hub_secret}
+    found, outside = _container_env(resources, deployment, "ns")
+    assert found == {"TOKEN": "sample"}
+    assert outside == {
+        "OTHER": "Secret/external key proxy-token",
+        "FROM_MAP": "ConfigMap/settings key url",
+        "LATER": "Secret/external key later",
+    }
