@@ -21,7 +21,6 @@ from bot.yamlfile import Path_
 if TYPE_CHECKING:
     from bot.values import HubValues
 
-ENABLED: Path_ = ("homeStorage", "enabled")
 FILE_SYSTEM: Path_ = ("homeStorage", "efsFileSystemId")
 ACCESS_POINT: Path_ = ("homeStorage", "efsAccessPointId")
 AVAILABLE = "available"
@@ -61,8 +60,10 @@ def homes_of(values: HubValues) -> EfsHomes | None:
     """The EFS homes the pair mounts, from its merged values.
 
     None when there is nothing to ask EFS about: `homeStorage.enabled` is not
-    true (the chart makes no volume), or the cluster provider is not `aws`
-    (a kubeconfig cluster names no AWS account or region to ask).
+    true (the chart makes no volume), the cluster provider is not `aws`
+    (a kubeconfig cluster names no AWS account or region to ask), or no file
+    system is named (the values schema refuses that, and the chart will not
+    render it: values that were never validated get no check, not a crash).
     """
     homes = values.document.get("homeStorage")
     if not isinstance(homes, dict) or homes.get("enabled") is not True:
@@ -72,12 +73,7 @@ def homes_of(values: HubValues) -> EfsHomes | None:
         return None
     file_system = homes.get("efsFileSystemId")
     if not isinstance(file_system, str) or not file_system:
-        # The chart would refuse to render; say so before anything runs.
-        raise HubbotError(
-            "homeStorage.enabled is true but homeStorage.efsFileSystemId is not set: set it "
-            "to terraform's efs_file_system_id output",
-            _where(values, ENABLED),
-        )
+        return None
     access_point = homes.get("efsAccessPointId")
     has_access_point = isinstance(access_point, str) and bool(access_point)
     return EfsHomes(

@@ -112,12 +112,22 @@ def test_an_access_point_of_another_file_system_names_both(
     )
 
 
-@pytest.mark.parametrize("why", ["homeStorage disabled", "not an aws cluster"])
+@pytest.mark.parametrize(
+    "why",
+    [
+        "homeStorage disabled",
+        "not an aws cluster",
+        # Values the schema refuses (tests/test_validate.py), should any reach the check.
+        "no file system id",
+    ],
+)
 def test_a_pair_without_efs_homes_asks_aws_nothing(
     aws_env: str, hub_repo: Path, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     if why == "homeStorage disabled":
         replace_in(hub_repo, COMMON, "enabled: true", "enabled: false")
+    elif why == "no file system id":
+        replace_in(hub_repo, COMMON, "  efsFileSystemId: fs-0123456789abcdef0\n", "")
     else:
         replace_in(
             hub_repo, "deployments/tess-private/hubploy.yaml",
