@@ -340,23 +340,15 @@ def export_directory(source: Source, path: str, target: Path) -> None:
         return
     if not isinstance(source, WorkTree):
         raise TypeError(f"cannot export files from {type(source).__name__}")
-    prefix = path.rstrip("/") + "/"
-    for name in git.worktree_files(source.root, path):
-        origin = source.root / name
-        if not origin.is_symlink() and not origin.exists():
-            continue  # deleted in the work tree, not yet in the index
-        destination = target / name[len(prefix) :]
-        if origin.is_dir() and not origin.is_symlink():
-            # A tracked file made a directory: its files are listed on their own. A submodule
-            # is an empty directory, as git archive gives it.
-            if name in git.gitlinks(source.root, path):
-                destination.mkdir(parents=True, exist_ok=True)
+    # The entries the tree id is computed from too: the context is what the tag names.
+    for entry in source.entries(path):
+        destination = target / entry.name
+        if entry.submodule is not None:
+            # An empty directory, as git archive gives a submodule.
+            destination.mkdir(parents=True, exist_ok=True)
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if origin.is_symlink():
-            destination.symlink_to(origin.readlink())
-        else:
-            shutil.copy2(origin, destination)
+        shutil.copy2(source.root / entry.path, destination)
 
 
 def _labels(source: Source, ref: ImageRef) -> dict[str, str]:

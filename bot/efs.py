@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from bot import aws
 from bot.errors import HubbotError, Location
 from bot.yamlfile import Path_
 
 if TYPE_CHECKING:
     from bot.values import HubValues
 
-ENABLED: Path_ = ("homeStorage", "enabled")
 FILE_SYSTEM: Path_ = ("homeStorage", "efsFileSystemId")
 ACCESS_POINT: Path_ = ("homeStorage", "efsAccessPointId")
 AVAILABLE = "available"
@@ -60,8 +60,10 @@ def homes_of(values: HubValues) -> EfsHomes | None:
     """The EFS homes the pair mounts, from its merged values.
 
     None when there is nothing to ask EFS about: `homeStorage.enabled` is not
-    true (the chart makes no volume), or the cluster provider is not `aws`
-    (a kubeconfig cluster names no AWS account or region to ask).
+    true (the chart makes no volume), the cluster provider is not `aws`
+    (a kubeconfig cluster names no AWS account or region to ask), or no file
+    system is named (the values schema refuses that, and the chart will not
+    render it: values that were never validated get no check, not a crash).
     """
     homes = values.document.get("homeStorage")
     if not isinstance(homes, dict) or homes.get("enabled") is not True:
@@ -71,12 +73,7 @@ def homes_of(values: HubValues) -> EfsHomes | None:
         return None
     file_system = homes.get("efsFileSystemId")
     if not isinstance(file_system, str) or not file_system:
-        # The chart would refuse to render; say so before anything runs.
-        raise HubbotError(
-            "homeStorage.enabled is true but homeStorage.efsFileSystemId is not set: set it "
-            "to terraform's efs_file_system_id output",
-            _where(values, ENABLED),
-        )
+        return None
     access_point = homes.get("efsAccessPointId")
     has_access_point = isinstance(access_point, str) and bool(access_point)
     return EfsHomes(
@@ -114,12 +111,9 @@ def check(homes: EfsHomes) -> None:
 def _client(homes: EfsHomes) -> EfsClient:
     # Imported here: a deploy without EFS homes never loads boto3 for it.
     import boto3
-    from botocore.config import Config
 
-    # Fail fast on an unreachable endpoint, as bot/clusters/eks.py does.
-    config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 2})
     client: EfsClient = boto3.session.Session(region_name=homes.region).client(
-        "efs", config=config
+        "efs", config=aws.client_config()
     )
     return client
 
@@ -205,7 +199,7 @@ def _require_available(what: str, described: dict[str, Any], at: Location | None
 
 def _call(homes: EfsHomes, request: Callable[[], T], missing: str | None = None) -> T | None:
     """The request's answer; None when EFS says `missing`; a HubbotError for any failure."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return request()
@@ -214,16 +208,14 @@ def _call(homes: EfsHomes, request: Callable[[], T], missing: str | None = None)
         code = error.get("Code", "")
         if missing is not None and code == missing:
             return None
-        reason = f"{code}: {_one_line(error.get('Message') or str(exc))}"
+        reason = f"{code}: {aws.one_line(error.get('Message') or str(exc))}"
         if code.startswith("AccessDenied"):
             reason += (
                 "; the deploying role needs elasticfilesystem:DescribeFileSystems, "
                 "DescribeAccessPoints and DescribeMountTargets (infra/ci.tf gives them to CI)"
             )
-    except NoCredentialsError:
-        reason = "no AWS credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"
-    except BotoCoreError as exc:
-        reason = _one_line(str(exc))
+    except BotoCoreError as exc:  # no credentials among them
+        reason = aws.reason(exc)
     raise HubbotError(
         f"cannot check the EFS home directories of {homes.hub}/{homes.env} in "
         f"{homes.region}: {reason}"
@@ -235,8 +227,3 @@ def _where(values: HubValues, path: Path_) -> Location:
     if origin is None:
         return Location(values.deployment.file)
     return Location(origin.file, origin.line)
-
-
-def _one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else "no reason given"

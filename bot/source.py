@@ -46,6 +46,16 @@ class Source(Protocol):
         """The git tree id of directory `path`, or None if it has no files."""
 
 
+@dataclass(frozen=True)
+class WorkEntry:
+    """A file or submodule that a commit of the work tree would put in a directory."""
+
+    name: str  # its path under the directory
+    path: str  # its path in the repository
+    mode: int  # lstat's: a regular file's, or a submodule's directory
+    submodule: str | None = None  # the commit a submodule names; None for a file
+
+
 @dataclass
 class WorkTree:
     """The files on disk, including uncommitted changes (not ignored files)."""
@@ -82,11 +92,25 @@ class WorkTree:
 
     def _tree_hash(self, path: str) -> str | None:
         """The tree id a commit of the work tree as it is would give directory `path`."""
+        files = {
+            entry.name: (
+                _file_entry(self.root / entry.path, entry.mode)
+                if entry.submodule is None
+                else (git.GITLINK_MODE, bytes.fromhex(entry.submodule))
+            )
+            for entry in self.entries(path)
+        }
+        return _tree_id(files).hex() if files else None
+
+    def entries(self, path: str) -> list[WorkEntry]:
+        """The files and submodules a commit of the work tree as it is would hold under
+        directory `path`. Its tree id (tree_hash) and an image's build context
+        (bot/builder.py) are both made from this list, so they cannot disagree."""
         self._refuse_links(path)
         directory = posixpath.normpath(path)
         prefix = "" if directory == "." else directory + "/"
-        entries: dict[str, tuple[str, bytes]] = {}
-        submodules: dict[str, str] | None = None
+        found: list[WorkEntry] = []
+        submodules: dict[str, str] | None = None  # asked of git once, if at all
         for name in git.worktree_files(self.root, path):
             # A file or submodule at `path` itself leaves no directory there, as at a commit.
             if not name.startswith(prefix):
@@ -100,13 +124,10 @@ class WorkTree:
                 if submodules is None:
                     submodules = git.gitlinks(self.root, path)
                 if name in submodules:
-                    entries[name[len(prefix) :]] = (
-                        git.GITLINK_MODE,
-                        bytes.fromhex(submodules[name]),
-                    )
+                    found.append(WorkEntry(name[len(prefix) :], name, mode, submodules[name]))
                 continue
-            entries[name[len(prefix) :]] = _file_entry(self.root / name, mode)
-        return _tree_id(entries).hex() if entries else None
+            found.append(WorkEntry(name[len(prefix) :], name, mode))
+        return found
 
     def _mode(self, path: str) -> int | None:
         return checked_mode(path, os.path.join(self.root, path))

@@ -3,9 +3,9 @@
 yaml-language-server (VS Code's YAML extension) reads JSON Schema draft 7 from
 .json files, so each copy says draft 7 (the schemas use no newer keyword). A
 layer file (hub/values.yaml, config/*.yaml) holds part of the values, so its
-copy requires nothing (a missing key may come from another layer) and lets
-any key be `null` (a layer's way to delete it); only `hubbot validate` sees
-the merged document.
+copy requires nothing (a missing key may come from another layer), has no
+`if`/`then` (the keys a condition reads may too) and lets any key be `null`
+(a layer's way to delete it); only `hubbot validate` sees the merged document.
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "schemas" / "editor"
 DRAFT_7 = "http://json-schema.org/draft-07/schema#"
+# What only the merged values can satisfy: a key, or a condition on keys, that another
+# layer may set.
+LAYER_DROPS = frozenset({"required", "if", "then", "else"})
 GENERATED = "Generated from schemas/{source} by `make schemas`; edit that file instead."
 
 
 def for_a_layer(node: Any) -> Any:
-    """The schema of one layer: nothing required, and every key may be `null` (which
-    deletes the key, also one that only the chart's defaults set)."""
+    """The schema of one layer: nothing required, no condition on other keys, and every
+    key may be `null` (which deletes the key, also one that only the chart's defaults set)."""
     if isinstance(node, list):
         return [for_a_layer(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: for_a_layer(value) for key, value in node.items() if key != "required"}
+    out = {key: for_a_layer(value) for key, value in node.items() if key not in LAYER_DROPS}
     for section in ("properties", "$defs"):
         if isinstance(out.get(section), dict):
             out[section] = {key: nullable(value) for key, value in out[section].items()}

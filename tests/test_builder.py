@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from bot.source import GitCommit, WorkTree
 from tests.fixtures.containers import USER_IMAGE_DIR, LocalRegistry, point_hubs_at
 from tests.fixtures.processes import free_port
 from tests.fixtures.repos import commit_all, git, write
+from tests.test_source import within
 
 HUBS = ["tess-private", "tess-public"]
 
@@ -226,6 +228,42 @@ def test_an_exported_work_tree_is_what_its_commit_exports(hub_repo: Path, tmp_pa
     )
     assert work == head == ["environment.yml", "start", "start/run", "vendored"]
 
+
+def test_an_exported_work_tree_has_the_tree_id_its_tag_names(
+    hub_repo: Path, tmp_path: Path
+) -> None:
+    write(hub_repo, ".gitignore", "*.pyc\n")
+    write(hub_repo, f"{USER_IMAGE_DIR}/postBuild", "#!/bin/sh\n")
+    write(hub_repo, f"{USER_IMAGE_DIR}/start", "#!/bin/sh\n")
+    write(hub_repo, f"{USER_IMAGE_DIR}/gone.txt", "deleted, not yet in the index\n")
+    commit_all(hub_repo, "more files")
+    (hub_repo / USER_IMAGE_DIR / "postBuild").chmod(0o755)
+    (hub_repo / USER_IMAGE_DIR / "start").unlink()
+    write(hub_repo, f"{USER_IMAGE_DIR}/start/run", "#!/bin/sh\n")  # a file made a directory
+    (hub_repo / USER_IMAGE_DIR / "gone.txt").unlink()
+    write(hub_repo, f"{USER_IMAGE_DIR}/cache.pyc", "ignored")
+    write(hub_repo, f"{USER_IMAGE_DIR}/new.txt", "untracked, not ignored\n")
+    exported = tmp_path / "context"
+    export_directory(WorkTree(hub_repo), USER_IMAGE_DIR, exported)
+    git(exported, "init", "-q")
+    git(exported, "add", "-A")
+    assert git(exported, "write-tree").strip() == WorkTree(hub_repo).tree_hash(USER_IMAGE_DIR)
+
+
+def test_a_fifo_in_the_image_directory_is_the_error_its_tree_id_gives(
+    hub_repo: Path, tmp_path: Path
+) -> None:
+    # A tracked file made a FIFO (git lists no untracked one): opening it would wait for a
+    # writer, and shutil refuses to copy it with a traceback.
+    fifo = f"{USER_IMAGE_DIR}/environment.yml"
+    (hub_repo / fifo).unlink()
+    os.mkfifo(hub_repo / fifo)
+    with pytest.raises(HubbotError) as caught:
+        within(10, lambda: export_directory(WorkTree(hub_repo), USER_IMAGE_DIR, tmp_path / "x"))
+    assert str(caught.value) == (
+        f"{fifo}: is a named pipe (FIFO), not a file: hubbot reads only files as git holds "
+        "them; replace it with the file itself"
+    )
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("docker_host")

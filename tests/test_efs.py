@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from bot.source import WorkTree
 from bot.values import build
 from tests.fixtures.aws import forget_aws_credentials, make_efs_homes, use_efs_homes
 from tests.fixtures.processes import free_port
-from tests.fixtures.repos import replace_in
+from tests.fixtures.repos import PROJECT, replace_in
 
 COMMON = "deployments/tess-private/config/common.yaml"
 STAGING = "deployments/tess-private/config/staging.yaml"
@@ -110,12 +112,22 @@ def test_an_access_point_of_another_file_system_names_both(
     )
 
 
-@pytest.mark.parametrize("why", ["homeStorage disabled", "not an aws cluster"])
+@pytest.mark.parametrize(
+    "why",
+    [
+        "homeStorage disabled",
+        "not an aws cluster",
+        # Values the schema refuses (tests/test_validate.py), should any reach the check.
+        "no file system id",
+    ],
+)
 def test_a_pair_without_efs_homes_asks_aws_nothing(
     aws_env: str, hub_repo: Path, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     if why == "homeStorage disabled":
         replace_in(hub_repo, COMMON, "enabled: true", "enabled: false")
+    elif why == "no file system id":
+        replace_in(hub_repo, COMMON, "  efsFileSystemId: fs-0123456789abcdef0\n", "")
     else:
         replace_in(
             hub_repo, "deployments/tess-private/hubploy.yaml",
@@ -200,3 +212,14 @@ def test_missing_aws_credentials_say_how_to_get_them(
         "cannot check the EFS home directories of tess-private/staging in us-east-1: no AWS "
         "credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"
     )
+
+
+def test_importing_the_deploy_loads_no_aws_library() -> None:
+    # bot/deploy.py imports bot/efs.py, which imports bot/aws.py: a deploy without EFS
+    # homes must not pay for boto3.
+    shown = subprocess.run(
+        [sys.executable, "-c", "import sys, bot.deploy; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"],
+        cwd=PROJECT, capture_output=True, text=True, check=True,
+    )
+    assert shown.stdout.strip() == "[]"

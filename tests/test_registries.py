@@ -17,6 +17,7 @@ from bot.registries import registry_for
 from bot.registries.ecr import EcrRegistry
 from bot.registries.oci import OciRegistry, parse_challenge
 from bot.source import WorkTree
+from tests.fixtures.aws import forget_aws_credentials
 from tests.fixtures.containers import LocalRegistry
 from tests.fixtures.processes import free_port
 
@@ -338,6 +339,20 @@ def test_ecr_unreachable_names_the_registry(monkeypatch: pytest.MonkeyPatch) -> 
         f"{HERE}: ECR registry {ECR_HOST} is unreachable (describe_images): "
     )
 
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_ecr_without_credentials_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    forget_aws_credentials(monkeypatch, tmp_path)
+    with pytest.raises(HubbotError) as caught:
+        EcrRegistry(ACCOUNT, "us-east-1", HERE).exists(f"{ECR_HOST}/x-image", "tree-a")
+    # The same words as for EKS and EFS (bot/aws.py).
+    assert str(caught.value) == (
+        f"{HERE}: cannot call describe_images on the ECR registry {ECR_HOST}: no AWS "
+        "credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"
+    )
 
 def test_registry_for_picks_the_provider(hub_repo: Path) -> None:
     source = WorkTree(hub_repo)

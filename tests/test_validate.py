@@ -207,6 +207,28 @@ def test_an_efs_id_that_is_not_hex_is_refused_before_a_mount_can_fail(
 
 
 
+@pytest.mark.parametrize(
+    "written", ["", '  efsFileSystemId: ""\n', "  efsFileSystemId: null\n"],
+    ids=["left out", "empty", "deleted"],
+)
+def test_efs_homes_without_a_file_system_are_refused_at_the_line_that_enables_them(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], written: str
+) -> None:
+    # Left out or deleted, the id is the chart's default "" (hub/values.yaml), which no
+    # one should edit: the error is pinned where homes are turned on, not on that default.
+    common = "deployments/tess-private/config/common.yaml"
+    replace_in(hub_repo, common, "  efsFileSystemId: fs-0123456789abcdef0\n", written)
+    status, out = validate(hub_repo, capsys, "tess-private")
+    assert status == 1
+    line = line_of(hub_repo, common, "enabled: true")
+    for env in ("staging", "prod"):
+        assert f"FAILED  tess-private/{env}: 1 problem(s)" in out
+    assert out.count(
+        f"{common}:{line}: homeStorage.enabled: true, but homeStorage.efsFileSystemId is not "
+        "set; set it to terraform's efs_file_system_id output"
+    ) == 2, out
+
+
 def _patterns(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:
     found: list[tuple[str, dict[str, object]]] = []
     if isinstance(node, dict):

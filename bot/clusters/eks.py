@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from bot import aws
 from bot.clusters import KubeConfig, single_cluster_config
 from bot.errors import HubbotError, Location
 
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format prefix, not a credential)
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
 PRESIGN_SECONDS = 60
-# Fail fast on an unreachable endpoint: a deploy should report it, not hang.
-_CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 2})
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class EksCluster:
 
     def describe(self, session: boto3.session.Session) -> tuple[str, str]:
         """The cluster's API endpoint and base64 CA bundle."""
-        eks = session.client("eks", config=_CLIENT_CONFIG)
+        eks = session.client("eks", config=aws.client_config())
         try:
             cluster = eks.describe_cluster(name=self.name)["cluster"]
         except ClientError as exc:
@@ -67,7 +65,7 @@ class EksCluster:
         return endpoint, ca_data
 
     def token(self, session: boto3.session.Session) -> str:
-        sts = session.client("sts", config=_CLIENT_CONFIG)
+        sts = session.client("sts", config=aws.client_config())
         cluster = self.name
 
         def add_cluster_header(request: Any, **_: Any) -> None:
@@ -85,16 +83,8 @@ class EksCluster:
         return TOKEN_PREFIX + encoded
 
     def _failure(self, exc: Exception) -> HubbotError:
-        if isinstance(exc, NoCredentialsError):
-            reason = "no AWS credentials: set AWS_ROLE_ARN with OIDC in CI, or AWS_PROFILE"
-        else:
-            reason = _one_line(exc)
         return HubbotError(
-            f"cannot get credentials for EKS cluster {self.name!r} in {self.region}: {reason}",
+            f"cannot get credentials for EKS cluster {self.name!r} in {self.region}: "
+            f"{aws.reason(exc)}",
             self.location,
         )
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

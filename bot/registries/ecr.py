@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from bot import aws
 from bot.errors import HubbotError, Location
 from bot.registries import Credentials, split_name
 
@@ -32,7 +33,11 @@ class EcrRegistry:
     @property
     def client(self) -> ECRClient:
         if self._client is None:
-            self._client = boto3.client("ecr", region_name=self.region)
+            # A session of its own, as EKS and EFS have: boto3's default session keeps
+            # the credentials it first found for the whole process.
+            self._client = boto3.session.Session(region_name=self.region).client(
+                "ecr", config=aws.client_config()
+            )
         return self._client
 
     def exists(self, name: str, tag: str) -> bool:
@@ -144,19 +149,19 @@ class EcrRegistry:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in missing:
                 raise _Missing from None
-            message = exc.response.get("Error", {}).get("Message", code)
+            message = aws.one_line(exc.response.get("Error", {}).get("Message") or code)
             raise HubbotError(
                 f"ECR registry {self.host} refused {operation}: {code}: {message}", self.location
             ) from None
-        except NoCredentialsError:
+        except NoCredentialsError as exc:
             raise HubbotError(
-                f"no AWS credentials for the ECR registry {self.host}: set AWS_PROFILE or "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (in CI, the OIDC role)",
+                f"cannot call {operation} on the ECR registry {self.host}: {aws.reason(exc)}",
                 self.location,
             ) from None
         except BotoCoreError as exc:
             raise HubbotError(
-                f"ECR registry {self.host} is unreachable ({operation}): {exc}", self.location
+                f"ECR registry {self.host} is unreachable ({operation}): {aws.reason(exc)}",
+                self.location,
             ) from None
 
 
