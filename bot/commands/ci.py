@@ -281,9 +281,7 @@ def run(args: argparse.Namespace) -> int:
 
 def pipeline(ctx: Context, event: Event) -> int:
     if event.name == "pull_request":
-        pull = event.payload.get("pull_request")
-        if not isinstance(pull, dict):
-            raise HubbotError("the pull_request event has no `pull_request` object")
+        pull = event.payload["pull_request"]  # an object: read_event checked the fields read
         base = pull["base"]["ref"]
         if base == PROD:
             return pull_request_to_prod(ctx, pull)
