@@ -116,7 +116,7 @@ def image_refs(source: Source, deployment: Deployment) -> list[ImageRef]:
             raise HubbotError(
                 f"image directory {image.path} is missing or empty (set by `path` for "
                 f"image {image.name})",
-                image.location,
+                image.path_location,
             )
         refs.append(ImageRef(image.name, tag_for_tree(tree), image.path, tree, image.location))
     return refs

@@ -99,7 +99,7 @@ def test_missing_image_directory_names_the_hubploy_line(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        "hubbot: error: deployments/tess-private/hubploy.yaml:3: image directory "
+        "hubbot: error: deployments/tess-private/hubploy.yaml:4: image directory "  # `path:`
         f"{USER_IMAGE_DIR} is missing or empty (set by `path` for image {ECR_IMAGE})\n"
     )
 

@@ -410,7 +410,7 @@ def test_hubbot_plan_asks_the_registry_when_told(
             "tess-private",
             "path: images/default",
             "path: images/nope",
-            f"{PRIVATE}/hubploy.yaml:3: image directory {PRIVATE}/images/nope is missing or "
+            f"{PRIVATE}/hubploy.yaml:4: image directory {PRIVATE}/images/nope is missing or "
             f"empty (set by `path` for image {IMAGE})",
         ),
     ],
