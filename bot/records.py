@@ -253,12 +253,14 @@ class Record:
 
 @dataclass(frozen=True)
 class Rejected:
-    deployment_id: int | str  # a str: the repr of an id that is not GitHub's
+    # None: listed without the integer id GitHub gives (the reason shows what it had).
+    deployment_id: int | None
     sha: str
     reason: str
 
     def __str__(self) -> str:
-        return f"deployment {self.deployment_id} (commit {self.sha[:12]}): {self.reason}"
+        which = "a deployment" if self.deployment_id is None else f"deployment {self.deployment_id}"
+        return f"{which} (commit {self.sha[:12]}): {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,12 @@ class Found:
 
 def why_not(*found: Found, limit: int = 3) -> str:
     """The newest refusals, each once, for an error message; empty when none was refused."""
-    rejected = list({r.deployment_id: r for f in found for r in f.rejected}.values())
+    # A record refused by two lookups (by environment and by commit) is shown once: by its
+    # id, or, without one, by all it says (what tells such records apart in the message).
+    unique = {
+        r.deployment_id if r.deployment_id is not None else r: r for f in found for r in f.rejected
+    }
+    rejected = list(unique.values())
     if not rejected:
         return ""
     shown = "; ".join(str(r) for r in rejected[:limit])
@@ -456,9 +463,10 @@ def _not_githubs(deployment: Any) -> Rejected:
     found = deployment.get("id") if isinstance(deployment, dict) else None
     sha = deployment.get("sha") if isinstance(deployment, dict) else None
     return Rejected(
-        repr(found)[:40],
+        None,
         sha if isinstance(sha, str) else "",
-        "its id is not an integer, as GitHub gives every deployment: not a GitHub record",
+        f"its id {repr(found)[:40]} is not an integer, as GitHub gives every deployment: not a "
+        "GitHub record",
     )
 
 

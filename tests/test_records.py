@@ -168,11 +168,27 @@ def test_a_deployment_without_githubs_integer_id_is_refused_and_named(
 
     assert [record.deployment_id for record in found.verified] == [good.deployment_id]
     assert found.rejected == [records.Rejected(
-        repr(bad_id), good.sha,
-        "its id is not an integer, as GitHub gives every deployment: not a GitHub record",
+        None, good.sha, f"its id {bad_id!r} is not an integer, as GitHub gives every "
+        "deployment: not a GitHub record",
     )]
     statuses = [r.path for r in github_api.calls("GET", r".*/statuses")]
     assert statuses == [f"/repos/{REPOSITORY}/deployments/{good.deployment_id}/statuses"]
+
+
+def test_each_refused_record_is_named_once() -> None:
+    twice = records.Rejected(7, "a" * 40, "its payload is not hubbot's")
+    # Two records without an id, of two commits: two refusals, though neither has an id.
+    first, second = (
+        records.Rejected(None, sha, "its id None is not an integer") for sha in ("b" * 40, "c" * 40)
+    )
+    by_environment = records.Found([], [twice, first])
+    by_commit = records.Found([], [twice, second, first])
+
+    assert records.why_not(by_environment, by_commit) == (
+        " Records refused: deployment 7 (commit aaaaaaaaaaaa): its payload is not hubbot's; "
+        "a deployment (commit bbbbbbbbbbbb): its id None is not an integer; "
+        "a deployment (commit cccccccccccc): its id None is not an integer"
+    )
 
 
 STATES = "error, failure, inactive, in_progress, queued, pending, success"
