@@ -27,7 +27,7 @@ from bot.main import main
 from bot.memfs import process_start
 from bot.source import WorkTree
 from bot.values import build
-from tests.fixtures.aws import EfsHomes, make_efs_homes, put_ecr_image, use_efs_homes
+from tests.fixtures.aws import MotoEfs, make_efs_homes, put_ecr_image, use_efs_homes
 from tests.fixtures.charts import CHART_VERSION, REAL_CHART, chart_packages_directory
 from tests.fixtures.github import FakeGitHub
 from tests.fixtures.helm_standin import (
@@ -68,7 +68,7 @@ class Deployable:
     hub_version: str
     standin: HelmStandIn
     digest: str  # of the user image in moto's ECR
-    efs: EfsHomes  # tess-private's home directories in moto's EFS
+    efs: MotoEfs  # tess-private's home directories in moto's EFS
 
     def all_secrets(self) -> list[str]:
         return list(self.secrets.values())
