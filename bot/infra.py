@@ -331,9 +331,9 @@ def _kube_version_problems(facts: InfraFacts, deployment: Deployment) -> list[Hu
         return []
     return [
         HubbotError(
-            f"{what} but infra/'s kubernetes_version is {fact}: hubbot would render the "
-            "charts for another minor version than the cluster runs; make the minor versions "
-            "the same",
+            f"hubbot renders for {what} but infra/'s kubernetes_version is {fact}: the charts "
+            "would be rendered for another minor version than the cluster runs; make the "
+            "minor versions the same",
             where,
         )
     ]

@@ -493,9 +493,9 @@ def test_kube_version_hubbot_renders_for_is_the_clusters_minor_version(
         return
     assert status == 1
     assert mismatches(out) == [
-        f'{PUBLIC}:{here}: cluster.kube_version "1.34" but infra/\'s kubernetes_version is '
-        f'"1.35" ({VARIABLES}:{there}): hubbot would render the charts for another minor '
-        "version than the cluster runs; make the minor versions the same"
+        f'{PUBLIC}:{here}: hubbot renders for cluster.kube_version "1.34" but infra/\'s '
+        f'kubernetes_version is "1.35" ({VARIABLES}:{there}): the charts would be rendered '
+        "for another minor version than the cluster runs; make the minor versions the same"
     ]
 
 
@@ -507,10 +507,11 @@ def test_default_kube_version_against_another_cluster_version(
     status, out = validate(hub_repo, capsys)
     assert status == 1
     assert mismatches(out) == [
-        f'{hub}:{line_of(hub_repo, hub, "cluster:")}: Kubernetes "{helm.DEFAULT_KUBE_VERSION}" '
-        "(the default; cluster.kube_version is unset) but infra/'s kubernetes_version is "
-        f'"1.36" ({VARIABLES}:{there}): hubbot would render the charts for another minor '
-        "version than the cluster runs; make the minor versions the same"
+        f'{hub}:{line_of(hub_repo, hub, "cluster:")}: hubbot renders for Kubernetes '
+        f'"{helm.DEFAULT_KUBE_VERSION}" (the default; cluster.kube_version is unset) but '
+        f'infra/\'s kubernetes_version is "1.36" ({VARIABLES}:{there}): the charts would be '
+        "rendered for another minor version than the cluster runs; make the minor versions "
+        "the same"
         for hub in (PRIVATE, PUBLIC)
     ]
 
