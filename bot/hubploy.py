@@ -91,9 +91,13 @@ def printable(hub: str) -> str:
 def _check_directory_name(hub: str, envs: Iterable[str]) -> None:
     problem = hub_name_problem(hub, envs)
     if problem is not None:
+        # The location stays the directory's path, where an annotation can point; it is
+        # escaped only for a name that would put a newline or other control character into
+        # the output. The message names the directory quoted, odd characters shown.
+        path = hub if hub.isprintable() else repr(hub)[1:-1]
         raise HubbotError(
-            f"is not a valid hub name: {problem}; rename the directory",
-            Location(f"{DEPLOYMENTS}/{printable(hub)}"),
+            f"{hub!r} is not a valid hub name: {problem}; rename the directory",
+            Location(f"{DEPLOYMENTS}/{path}"),
         )
 
 

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from pytest_httpserver import HTTPServer
 
+from bot.actions import escape_property
 from bot.main import main
 from bot.schemas import violations
 from bot.yamlfile import load_yaml
@@ -774,17 +775,21 @@ INJECTED = "evil\n::error file=README.md,line=1::injected"
 
 
 @pytest.mark.parametrize(
-    ("name", "shown"),
+    ("name", "shown", "path"),
     [
-        (INJECTED, "'evil\\n::error file=README.md,line=1::injected'"),
-        ("Hub 000", "'Hub 000'"),
-        ("-rf", "'-rf'"),
-        ("hüb", "'hüb'"),
-        ("h" * 46, "h" * 46),  # too long for `<name>-staging` to be a release name
+        (
+            INJECTED,
+            "'evil\\n::error file=README.md,line=1::injected'",
+            "evil\\n::error file=README.md,line=1::injected",  # escaped: no newline printed
+        ),
+        ("Hub 000", "'Hub 000'", "Hub 000"),
+        ("-rf", "'-rf'", "-rf"),
+        ("hüb", "'hüb'", "hüb"),
+        ("h" * 46, "h" * 46, "h" * 46),  # too long for `<name>-staging` to be a release name
     ],
 )
 def test_a_hub_directory_whose_name_is_no_hub_name(
-    hub_repo: Path, capsys: pytest.CaptureFixture[str], name: str, shown: str
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], name: str, shown: str, path: str
 ) -> None:
     # A copy of tess-public with its own release, namespace and URL: only its name is wrong.
     copy = hub_repo / "deployments" / name
@@ -793,11 +798,12 @@ def test_a_hub_directory_whose_name_is_no_hub_name(
     (copy / "hubploy.yaml").write_text(
         hubploy.replace("tess-public-", "copy-").replace("tess.omgwtf.in", "copy.omgwtf.in")
     )
-    error = (
-        f"deployments/{shown}: is not a valid hub name: use lowercase letters, digits and `-`, "
+    message = (
+        f"{name!r} is not a valid hub name: use lowercase letters, digits and `-`, "
         "starting and ending with a letter or digit, at most 45 characters (its release names "
         "`<name>-<env>` must fit helm's 53); rename the directory"
     )
+    error = f"deployments/{path}: {message}"
     status, out = validate(hub_repo, capsys)
     assert status == 1
     assert f"FAILED  {shown}: 1 problem(s)\n  {error}\n" in out
@@ -805,12 +811,11 @@ def test_a_hub_directory_whose_name_is_no_hub_name(
     status, out = validate(hub_repo, capsys, "--format", "github")
     assert status == 1
     assert "\n::error file=README.md" not in out
-    assert f"FAILED  {shown}: 1 problem(s)\n::error file=deployments/" in out
+    annotated = escape_property(f"deployments/{path}")
+    assert f"FAILED  {shown}: 1 problem(s)\n::error file={annotated},title=" in out
     status, out = validate(hub_repo, capsys, "--format", "json")
     pair = next(pair for pair in json.loads(out)["pairs"] if pair["hub"] == name)
-    assert pair["problems"] == [
-        {"file": f"deployments/{shown}", "line": None, "message": error.partition(": ")[2]}
-    ]
+    assert pair["problems"] == [{"file": f"deployments/{path}", "line": None, "message": message}]
     assert main(["--repo", str(hub_repo), "plan", "--base", "HEAD"]) == 1
     err = capsys.readouterr().err
     assert f"hubbot: error: {shown} not planned: {error}\n" in err
