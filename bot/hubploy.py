@@ -14,10 +14,14 @@ from bot.source import Source, memoized, prefetch
 from bot.yamlfile import Path_, YamlDoc, load_yaml
 
 DEPLOYMENTS = "deployments"
-# A hub's name is a directory name, part of its release and namespace names, printed in
-# logs and GitHub workflow commands: a lowercase DNS label.
-HUB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-RELEASE_MAX = 53  # helm's limit on a release name (the namespace's is 63)
+# A hub's name is its directory's, and is part of the deploy matrix, GitHub environment
+# (`<hub>-<env>`), artifact, outcome file and rollback branch names, printed in logs and
+# workflow commands; each environment's release and namespace are set in hubploy.yaml. So:
+# ASCII letters, digits, `-`, `_` and `.` (the characters a Kubernetes label value takes),
+# starting and ending with a letter or digit, no `..` (git refuses it in a branch name): no
+# path separator, leading `-`, space, control or non-ASCII character. `hubbot new-hub`,
+# which names releases and namespaces after the hub, asks more (bot.newhub).
+HUB_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -69,34 +73,22 @@ class SchemaErrors(HubbotError):
         self.problems = problems
 
 
-def hub_name_problem(name: str, envs: Iterable[str] = ()) -> str | None:
-    """What is wrong with hub name `name` (environments `envs`), or None if it is valid."""
-    longest = max((len(f"-{env}") for env in envs), default=0)
-    limit = RELEASE_MAX - longest
-    if HUB_NAME.fullmatch(name) and len(name) <= limit:
-        return None
-    return (
-        "use lowercase letters, digits and `-`, starting and ending with a letter or digit, at "
-        f"most {limit} characters (its release names `<name>-<env>` must fit helm's "
-        f"{RELEASE_MAX})"
-    )
-
-
 def printable(hub: str) -> str:
     """`hub` as it may be printed: a name that is not valid escaped, so that no newline or
     other control character of it reaches a log (where `::` starts a workflow command)."""
     return hub if HUB_NAME.fullmatch(hub) else repr(hub)
 
 
-def _check_directory_name(hub: str, envs: Iterable[str]) -> None:
-    problem = hub_name_problem(hub, envs)
-    if problem is not None:
+def _check_directory_name(hub: str) -> None:
+    if not HUB_NAME.fullmatch(hub):
         # The location stays the directory's path, where an annotation can point; it is
         # escaped only for a name that would put a newline or other control character into
         # the output. The message names the directory quoted, odd characters shown.
         path = hub if hub.isprintable() else repr(hub)[1:-1]
         raise HubbotError(
-            f"{hub!r} is not a valid hub name: {problem}; rename the directory",
+            f"{hub!r} is not a valid hub name: use ASCII letters, digits, `-`, `_` and `.`, "
+            "starting and ending with a letter or digit, without `..` (it is part of GitHub "
+            "environment, artifact, file and branch names); rename the directory",
             Location(f"{DEPLOYMENTS}/{path}"),
         )
 
@@ -188,7 +180,7 @@ def _load_deployment(source: Source, hub: str) -> Deployment:
         )
         for name, env in data["environments"].items()
     }
-    _check_directory_name(hub, environments)
+    _check_directory_name(hub)
     return Deployment(hub, file, images, data["registry"], data["cluster"], environments, doc)
 
 

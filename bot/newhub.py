@@ -29,7 +29,7 @@ import posixpath
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,17 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from bot import infra, sops_config, validation
 from bot.errors import HubbotError, Location
-from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, hub_name_problem, load_deployment
+from bot.hubploy import DEPLOYMENTS, Deployment, discover_hubs, load_deployment
 from bot.merge import effective
 from bot.sops_format import SecretLeaf, read_shape
 from bot.source import Source, WorkTree
 from bot.values import build, layer_files
 from bot.yamlfile import Path_, dump_yaml, edit_yaml
 
+# The new hub's releases and namespaces are named `<name>-<env>` after it: a lowercase DNS
+# label, short enough for helm (an existing hub's name is freer: bot.hubploy.HUB_NAME).
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+RELEASE_MAX = 53  # helm's limit on a release name (the namespace's is 63)
 HOSTNAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Values the chart needs to be random and secret; made fresh for every hub.
 RANDOM_SECRETS: tuple[Path_, ...] = (
@@ -92,13 +96,26 @@ class NewHub:
     not_copied: tuple[str, ...] = field(default=())  # other files of the source hub
 
 
+def name_problem(name: str, envs: Iterable[str]) -> str | None:
+    """What is wrong with new hub name `name` (environments `envs`), or None if it is valid."""
+    longest = max((len(f"-{env}") for env in envs), default=0)
+    limit = RELEASE_MAX - longest
+    if DNS_LABEL.fullmatch(name) and len(name) <= limit:
+        return None
+    return (
+        "use lowercase letters, digits and `-`, starting and ending with a letter or digit, at "
+        f"most {limit} characters (its release names `<name>-<env>` must fit helm's "
+        f"{RELEASE_MAX})"
+    )
+
+
 def prepare(
     source: WorkTree, name: str, from_hub: str, domain: str | None, encrypt: Encrypt
 ) -> NewHub:
     """Every file of hub `name` copied from `from_hub`, or an error; nothing is written."""
     original = load_deployment(source, from_hub)
     envs = list(original.environments)
-    problem = hub_name_problem(name, envs)
+    problem = name_problem(name, envs)
     if problem is not None:
         raise HubbotError(f"hub name {name!r} is not valid: {problem}")
     if (source.root / DEPLOYMENTS / name).exists() or source.children(f"{DEPLOYMENTS}/{name}"):

@@ -774,6 +774,16 @@ def test_a_verbatim_copy_of_a_hub(hub_repo: Path, capsys: pytest.CaptureFixture[
 INJECTED = "evil\n::error file=README.md,line=1::injected"
 
 
+def copy_of_public(repo: Path, name: str) -> None:
+    """A copy of tess-public, named `name`, with its own release, namespace and URL."""
+    copy = repo / "deployments" / name
+    shutil.copytree(repo / "deployments/tess-public", copy)
+    hubploy = (copy / "hubploy.yaml").read_text()
+    (copy / "hubploy.yaml").write_text(
+        hubploy.replace("tess-public-", "copy-").replace("tess.omgwtf.in", "copy.omgwtf.in")
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "shown", "path"),
     [
@@ -782,26 +792,23 @@ INJECTED = "evil\n::error file=README.md,line=1::injected"
             "'evil\\n::error file=README.md,line=1::injected'",
             "evil\\n::error file=README.md,line=1::injected",  # escaped: no newline printed
         ),
+        ("tess\x1b[8m", "'tess\\x1b[8m'", "tess\\x1b[8m"),  # a terminal escape, escaped too
         ("Hub 000", "'Hub 000'", "Hub 000"),
         ("-rf", "'-rf'", "-rf"),
+        (".hidden", "'.hidden'", ".hidden"),
+        ("tess:x", "'tess:x'", "tess:x"),  # no `:` in an artifact name
+        ("tess..x", "'tess..x'", "tess..x"),  # nor `..` in a (rollback) branch name
         ("hüb", "'hüb'", "hüb"),
-        ("h" * 46, "h" * 46, "h" * 46),  # too long for `<name>-staging` to be a release name
     ],
 )
 def test_a_hub_directory_whose_name_is_no_hub_name(
     hub_repo: Path, capsys: pytest.CaptureFixture[str], name: str, shown: str, path: str
 ) -> None:
-    # A copy of tess-public with its own release, namespace and URL: only its name is wrong.
-    copy = hub_repo / "deployments" / name
-    shutil.copytree(hub_repo / "deployments/tess-public", copy)
-    hubploy = (copy / "hubploy.yaml").read_text()
-    (copy / "hubploy.yaml").write_text(
-        hubploy.replace("tess-public-", "copy-").replace("tess.omgwtf.in", "copy.omgwtf.in")
-    )
+    copy_of_public(hub_repo, name)  # only its name is wrong
     message = (
-        f"{name!r} is not a valid hub name: use lowercase letters, digits and `-`, "
-        "starting and ending with a letter or digit, at most 45 characters (its release names "
-        "`<name>-<env>` must fit helm's 53); rename the directory"
+        f"{name!r} is not a valid hub name: use ASCII letters, digits, `-`, `_` and `.`, "
+        "starting and ending with a letter or digit, without `..` (it is part of GitHub "
+        "environment, artifact, file and branch names); rename the directory"
     )
     error = f"deployments/{path}: {message}"
     status, out = validate(hub_repo, capsys)
@@ -820,6 +827,18 @@ def test_a_hub_directory_whose_name_is_no_hub_name(
     err = capsys.readouterr().err
     assert f"hubbot: error: {shown} not planned: {error}\n" in err
     assert "\n::" not in err
+
+
+@pytest.mark.parametrize("name", ["Tess_Public.v2", "h" * 46])
+def test_an_existing_hub_needs_no_name_new_hub_would_give(
+    hub_repo: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # Its releases and namespaces are set in hubploy.yaml, not made of its name: upper case,
+    # `_`, `.` and a name too long for `<name>-staging` to be a release name all do.
+    copy_of_public(hub_repo, name)
+    _, out = validate(hub_repo, capsys, "--no-startup")  # (infra/ lacks the copy's namespaces)
+    assert f"ok      {name}/staging (" in out
+    assert f"ok      {name}/prod (" in out
 
 
 def test_a_broken_hubploy_does_not_block_the_other_hubs(
