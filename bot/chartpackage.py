@@ -22,16 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bot import helm
+from bot.charttree import MAX_CHART_SIZE, MAX_FILE_SIZE, MAX_PACKAGE_BYTES
 from bot.errors import HubbotError, Location
 from bot.helm import ChartUnavailable, Dependency, package_file
 from bot.yamlfile import load_yaml
-
-# A chart package is small (the jupyterhub chart is about 100 KB packed); anything far
-# larger is not one, and is not unpacked into memory.
-MAX_PACKAGE_BYTES = 20 * 1024 * 1024
-# helm's own limits on what a chart package unpacks to (--max-chart-size, --max-file-size).
-MAX_CHART_SIZE = 100 * 1024 * 1024
-MAX_FILE_SIZE = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
+import stat
 import tarfile
 from pathlib import Path
 
@@ -20,8 +22,12 @@ from bot.schemas import outside_reference
 from bot.source import checked_mode
 
 SCHEMA_FILE = "values.schema.json"
-# helm loads no chart file bigger than this; a bigger member is not read here either.
-_MAX_MEMBER_BYTES = 5 * 1024 * 1024
+# A chart package is small (the jupyterhub chart is about 100 KB packed); anything far
+# larger is not one, and is not unpacked into memory.
+MAX_PACKAGE_BYTES = 20 * 1024 * 1024
+# helm's own limits on what a chart package unpacks to (--max-chart-size, --max-file-size).
+MAX_CHART_SIZE = 100 * 1024 * 1024
+MAX_FILE_SIZE = 5 * 1024 * 1024
 # Charts inside charts: the jupyterhub chart has none; a few levels is already unusual.
 _MAX_PACKAGE_DEPTH = 8
 
@@ -32,35 +38,48 @@ def check_chart_tree(chart_dir: Path) -> None:
         for name in sorted(subdirectories + files):
             full = Path(directory, name)
             shown = f"{chart_dir.name}/{full.relative_to(chart_dir).as_posix()}"
-            checked_mode(shown, str(full))
+            mode = checked_mode(shown, str(full))
+            if mode is None or stat.S_ISDIR(mode):
+                continue
+            details = full.stat()
+            if details.st_nlink > 1:  # git never makes one: it can only bring in another file
+                raise HubbotError(
+                    "is a hard link to another file: replace it with a copy of that file",
+                    Location(shown),
+                )
             if name == SCHEMA_FILE:
+                _refuse_larger(details.st_size, MAX_FILE_SIZE, shown)
                 _check_schema(full.read_bytes(), shown)
             elif name.endswith(".tgz"):
+                _refuse_larger(details.st_size, MAX_PACKAGE_BYTES, shown)
                 _check_package(full.read_bytes(), shown)
 
 
 def _check_package(data: bytes, shown: str, depth: int = 1) -> None:
-    """The schemas of a chart package and of the packages in its charts/, as helm loads
-    them (`<chart>/values.schema.json`, `<chart>/charts/<name>.tgz`)."""
+    """The schemas of a chart package and of every package inside it, wherever helm may
+    find them: member names are cleaned as helm cleans them (`./a`, `a//b`, `a\\b`)."""
     if depth > _MAX_PACKAGE_DEPTH:
         raise HubbotError(
             f"chart packages nest more than {_MAX_PACKAGE_DEPTH} deep: no chart needs that",
             Location(shown),
         )
+    _refuse_larger(len(data), MAX_PACKAGE_BYTES, shown)
+    unpacked = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            # Each header is read before its member's data is inflated: a bomb is refused
+            # by the sizes it declares.
             for member in archive:
-                parts = member.name.split("/")
-                schema = len(parts) == 2 and parts[1] == SCHEMA_FILE
-                package = len(parts) == 3 and parts[1] == "charts" and parts[2].endswith(".tgz")
-                if not (schema or package) or not member.isfile():
+                unpacked += member.size
+                where = f"{shown}:{member.name}"
+                _refuse_larger(member.size, MAX_FILE_SIZE, where)
+                _refuse_larger(unpacked, MAX_CHART_SIZE, shown)
+                name = posixpath.normpath(member.name.replace("\\", "/")).rsplit("/", 1)[-1]
+                if not member.isfile() or not (name == SCHEMA_FILE or name.endswith(".tgz")):
                     continue
-                if member.size > _MAX_MEMBER_BYTES:
-                    continue  # helm refuses to load it
                 handle = archive.extractfile(member)
                 content = handle.read() if handle is not None else b""
-                where = f"{shown}:{member.name}"
-                if schema:
+                if name == SCHEMA_FILE:
                     _check_schema(content, where)
                 else:
                     _check_package(content, where, depth + 1)
@@ -68,10 +87,18 @@ def _check_package(data: bytes, shown: str, depth: int = 1) -> None:
         return  # not a package helm can load either: its own error says so
 
 
+def _refuse_larger(size: int, limit: int, shown: str) -> None:
+    if size > limit:
+        raise HubbotError(
+            f"is (or unpacks to) more than {limit:,} bytes, more than helm loads from a chart",
+            Location(shown),
+        )
+
+
 def _check_schema(data: bytes, shown: str) -> None:
     try:
         schema = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return  # helm refuses a schema that is not JSON, before resolving anything
     outside = outside_reference(schema)
     if outside is not None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import jsonschema_rs
 
@@ -81,6 +82,12 @@ def outside_reference(schema: Any, path: Path_ = ()) -> SchemaInvalid | None:
                     "it (such as `#/$defs/name`) are allowed",
                     where,
                 )
+        elif key == "$id" or (key == "id" and isinstance(value, str)):
+            return SchemaInvalid(
+                f"`{key}: {value}` would change where this schema's references resolve (a "
+                "validator may then fetch them): remove it",
+                where,
+            )
         elif key == "$schema":
             if not (isinstance(value, str) and value in KNOWN_META_SCHEMAS):
                 return SchemaInvalid(
@@ -109,6 +116,56 @@ class Violation:
     keyword: str
     title: str
     missing: str | None = None  # for `required`: the key that is missing under `path`
+
+
+def unresolved_reference(schema: Any) -> SchemaInvalid | None:
+    """The first reference within the schema (`#/...`, `#anchor`) that names nothing in it."""
+    anchors = {value for key, value in _keywords(schema, ()) if key[-1] in _ANCHORS}
+    for path, ref in _keywords(schema, ()):
+        if path[-1] not in _REFERENCES or not isinstance(ref, str):
+            continue
+        fragment = unquote(ref[1:])
+        found = _pointed(schema, fragment) if fragment.startswith("/") or not fragment else (
+            fragment in anchors
+        )
+        if not found:
+            return SchemaInvalid(f"`{path[-1]}: {ref}` points to nothing in this schema", path)
+    return None
+
+
+_ANCHORS = ("$anchor", "$dynamicAnchor")
+
+
+def _keywords(schema: Any, path: Path_) -> Iterator[tuple[Path_, Any]]:
+    """(path, value) of every keyword in schema positions, as outside_reference walks them."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            yield from _keywords(item, (*path, index))
+        return
+    if not isinstance(schema, dict):
+        return
+    for key, value in schema.items():
+        where = (*path, key)
+        yield where, value
+        if key in _NAMED_SCHEMAS and isinstance(value, dict):
+            for name, named in value.items():
+                yield from _keywords(named, (*where, name))
+        elif key not in _INSTANCES:
+            yield from _keywords(value, where)
+
+
+def _pointed(schema: Any, pointer: str) -> bool:
+    """Whether the JSON pointer (RFC 6901) names a value in `schema`."""
+    node = schema
+    for token in pointer.split("/")[1:]:
+        step = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
+            node = node[int(step)]
+        else:
+            return False
+    return True
 
 
 def load_schema(source: Source, name: str) -> dict[str, Any]:
@@ -156,9 +213,9 @@ def check_schema(schema: Any, default: str) -> None:
     refuses is checked by `jsonschema` (a second or more for a 30 KB schema), whose
     error is the one reported. Before either, a reference out of the schema is refused.
     """
-    outside = outside_reference(schema)
-    if outside is not None:
-        raise outside
+    problem = outside_reference(schema) or unresolved_reference(schema)
+    if problem is not None:
+        raise problem
     try:
         if jsonschema_rs.meta.is_valid(schema):
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -154,3 +155,46 @@ def test_packages_nested_past_any_real_chart_are_refused(tmp_path: Path) -> None
     (directory / "charts").mkdir()
     (directory / "charts" / "deep-1.0.0.tgz").write_bytes(nested)
     assert "chart packages nest more than 8 deep" in refusal(directory)
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["./evil/values.schema.json", "evil/./values.schema.json", "evil//values.schema.json",
+     "evil/charts/sub/values.schema.json", "evil\\values.schema.json"],
+)
+def test_a_schema_anywhere_in_a_package_is_checked_however_its_name_is_written(
+    tmp_path: Path, member: str
+) -> None:
+    directory = chart(tmp_path)
+    schema = b'{"properties": {"a": {"$ref": "http://198.51.100.7/x"}}}'
+    (directory / "charts").mkdir()
+    (directory / "charts" / "evil-0.1.0.tgz").write_bytes(
+        package({"evil/Chart.yaml": b"name: evil\n", member: schema})
+    )
+    assert "refers outside this schema" in refusal(directory)
+
+
+def test_a_hard_link_in_the_chart_is_refused(tmp_path: Path) -> None:
+    directory = chart(tmp_path)
+    outside = tmp_path / "key.txt"
+    outside.write_text("AGE-SECRET-KEY-1")
+    (directory / "files").mkdir()
+    os.link(outside, directory / "files" / "key")
+    assert refusal(directory) == (
+        "hub/files/key: is a hard link to another file: replace it with a copy of that file"
+    )
+
+
+def test_a_package_is_refused_by_the_sizes_it_declares_before_it_is_inflated(
+    tmp_path: Path,
+) -> None:
+    directory = chart(tmp_path)
+    info = tarfile.TarInfo("bomb/zeros")
+    info.size = 1 << 30  # a header that declares a GiB, of which the first MiB follows
+    (directory / "charts").mkdir()
+    (directory / "charts" / "bomb-0.1.0.tgz").write_bytes(
+        gzip.compress(info.tobuf() + bytes(1 << 20))
+    )
+    assert refusal(directory).startswith(
+        "hub/charts/bomb-0.1.0.tgz:bomb/zeros: is (or unpacks to) more than 5,242,880 bytes"
+    )

@@ -714,3 +714,16 @@ def test_a_refused_oidc_token_says_what_the_workflow_lacks(oidc_env: HTTPServer)
         "cannot get the job's OIDC token for AWS_ROLE_ARN (HTTPError): does the workflow "
         "grant `id-token: write`?"
     )
+
+
+def test_an_event_payload_nested_past_any_real_one_is_one_error(
+    hub_repo: Path, api: FakeGitHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "event.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    status = main(["--repo", str(hub_repo), "ci", "--dry-run", "--event", "pull_request",
+                   "--event-path", str(path)])
+    _, err = capsys.readouterr()
+    assert status == 1
+    assert err == f"hubbot: error: cannot read the event payload {path}: it nests too deep\n"
+    assert api.requests == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.schemas import outside_reference
+from bot.schemas import outside_reference, unresolved_reference
 from tests.fixtures.charts import chart_packages_directory
 
 
@@ -55,3 +55,36 @@ def test_the_real_charts_schemas_pass() -> None:
             assert outside_reference(json.load(member)) is None
             checked += 1
     assert checked >= 1
+
+
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ({"properties": {"h": {"$id": "http://198.51.100.7/x.json#a", "$ref": "#/y"}}},
+         ("properties", "h", "$id")),
+        ({"id": "file:///etc/"}, ("id",)),
+    ],
+)
+def test_an_id_that_moves_where_references_resolve_is_refused(
+    schema: dict[str, Any], path: tuple[str | int, ...]
+) -> None:
+    found = outside_reference(schema)
+    assert found is not None
+    assert found.path == path
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"$defs": {"a": {}}, "items": {"$ref": "#/$defs/b"}}, ("items", "$ref")),
+        ({"$dynamicRef": "#meta"}, ("$dynamicRef",)),
+        ({"$defs": {"a~b": {"$anchor": "n"}}, "items": {"$ref": "#/$defs/a~0b"}}, None),
+        ({"$defs": {"a": {"$anchor": "n"}}, "items": {"$ref": "#n"}}, None),
+        ({"items": {"$ref": "#"}}, None),
+    ],
+)
+def test_a_reference_within_the_schema_must_name_something_in_it(
+    schema: dict[str, Any], problem: tuple[str, ...] | None
+) -> None:
+    found = unresolved_reference(schema)
+    assert (found.path if found else None) == problem

@@ -156,6 +156,8 @@ def read_event(args: argparse.Namespace) -> Event:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise HubbotError(f"cannot read the event payload {path}: {exc}") from None
+    except RecursionError:  # nesting no GitHub payload has
+        raise HubbotError(f"cannot read the event payload {path}: it nests too deep") from None
     if not isinstance(payload, dict):
         raise HubbotError(
             f"the {name} event payload has the JSON type {json_type(payload)}, not object "
