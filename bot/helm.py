@@ -111,12 +111,18 @@ def cannot_start(helm: str, exc: OSError) -> HubbotError:
 _GO_FRAME = re.compile(r"^\t\S+:\d+( \+0x[0-9a-f]+)?$")
 
 
+_MAX_DETAIL_LINES = 20
+
+
 def error_line(stderr: str, status: int | None = None) -> str:
     """helm's own one-line error (`Error: ...`), else the line that says what failed."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error:")]
+    errors = [index for index, line in enumerate(lines) if line.startswith("Error:")]
     if errors:
-        return errors[-1].removeprefix("Error:").strip()
+        text = lines[errors[-1]].removeprefix("Error:").strip()
+        if text.endswith(":"):  # a list follows, such as each value the chart's schema refuses
+            text += " " + " ".join(lines[errors[-1] + 1 : errors[-1] + 1 + _MAX_DETAIL_LINES])
+        return text
     if any(_GO_FRAME.match(line) for line in stderr.splitlines()):
         return lines[0].removeprefix("WARNING:").strip()  # a stack trace follows its cause
     if lines:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -128,6 +129,19 @@ def test_template_failure_is_one_line(hub_chart_offline_ready: Path) -> None:
     assert str(caught.value) == (
         "`helm template` failed: execution error at (tess-hub/templates/home-storage.yaml:9:4): "
         "homeStorage.efsFileSystemId must be set when homeStorage.enabled is true"
+    )
+
+
+def test_a_schema_refusal_keeps_the_values_it_names(hub_chart_offline_ready: Path) -> None:
+    # helm lists each refused value on a line of its own below "Error: ...:".
+    schema = {"properties": {"homeStorage": {"properties": {"capacity": {"type": "integer"}}}}}
+    (hub_chart_offline_ready / "values.schema.json").write_text(json.dumps(schema))
+    with pytest.raises(HubbotError) as caught:
+        helm.template(hub_chart_offline_ready, "r", "n", "{}")
+    assert str(caught.value) == (
+        "`helm template` failed: values don't meet the specifications of the schema(s) in the "
+        "following chart(s): tess-hub: - homeStorage.capacity: Invalid type. Expected: integer, "
+        "given: string"
     )
 
 
