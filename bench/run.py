@@ -80,6 +80,8 @@ def machine() -> str:
 
 
 def run_speed(results: Results, work: Path, runs: int) -> None:
+    small, large = min(results.hubs), max(results.hubs)
+    pulls: dict[int, list[str]] = {}  # the PR path at both ends, timed in turns at the end
     for count in results.hubs:
         generated = generate(work / f"speed-{count}", count, 2 * len(KINDS))
         repo = generated.root
@@ -91,15 +93,19 @@ def run_speed(results: Results, work: Path, runs: int) -> None:
             ("manifests", speed.manifests(repo)),
         ):
             results.timings[(name, count)] = speed.measure(argv, runs)
-        if count in (min(results.hubs), max(results.hubs)):
-            event = work / f"pull-request-{count}.json"
-            pull = speed.fork_pull_request(repo, event)
-            pull_runs = max(runs, PULL_REQUEST_RUNS)
-            results.extra[("pull request", count)] = speed.measure(pull, pull_runs)
-        if count == max(results.hubs):
+        if count in (small, large):
+            pulls[count] = speed.fork_pull_request(repo, work / f"pull-request-{count}.json")
+        if count == large:
+            timings = speed.measure_in_turn(
+                [pulls[small], pulls[large]], max(runs, PULL_REQUEST_RUNS)
+            )
+            for size, timing in zip((small, large), timings, strict=True):
+                results.extra[("pull request", size)] = timing
             run_ratios(results, repo, work, runs, count)
             run_history(results, repo, runs, count)
-        shutil.rmtree(repo)
+        if count != small:
+            shutil.rmtree(repo)
+    shutil.rmtree(work / f"speed-{small}", ignore_errors=True)
 
 
 def run_history(results: Results, repo: Path, runs: int, count: int) -> None:
