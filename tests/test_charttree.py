@@ -16,7 +16,7 @@ from bot import helm
 from bot.charttree import check_chart_tree
 from bot.errors import HubbotError
 from bot.main import main
-from tests.fixtures.charts import REAL_CHART
+from tests.fixtures.charts import REAL_CHART, chart_package
 from tests.fixtures.repos import PROJECT
 
 
@@ -26,16 +26,6 @@ def chart(tmp_path: Path) -> Path:
     (directory / "Chart.yaml").write_text("apiVersion: v2\nname: hub\nversion: 0.1.0\n")
     (directory / "templates" / "a.yaml").write_text("kind: ConfigMap\n")
     return directory
-
-
-def package(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def refusal(directory: Path) -> str:
@@ -82,8 +72,12 @@ def test_a_packaged_dependencys_schema_is_checked_down_to_its_own_packages(
     tmp_path: Path,
 ) -> None:
     directory = chart(tmp_path)
-    inner = package({"inner/values.schema.json": b'{"$schema": "http://198.51.100.7/meta"}'})
-    outer = package({"dep/Chart.yaml": b"name: dep\n", "dep/charts/inner-1.0.0.tgz": inner})
+    inner = chart_package(
+        {"inner/values.schema.json": b'{"$schema": "http://198.51.100.7/meta"}'}
+    )
+    outer = chart_package(
+        {"dep/Chart.yaml": b"name: dep\n", "dep/charts/inner-1.0.0.tgz": inner}
+    )
     (directory / "charts").mkdir()
     (directory / "charts" / "dep-1.0.0.tgz").write_bytes(outer)
     assert refusal(directory).startswith(
@@ -149,9 +143,9 @@ def test_a_package_added_from_the_packages_directory_is_checked_too(
 
 def test_packages_nested_past_any_real_chart_are_refused(tmp_path: Path) -> None:
     directory = chart(tmp_path)
-    nested = package({"leaf/values.schema.json": b"{}"})
+    nested = chart_package({"leaf/values.schema.json": b"{}"})
     for depth in range(12):
-        nested = package({f"c{depth}/charts/inner.tgz": nested})
+        nested = chart_package({f"c{depth}/charts/inner.tgz": nested})
     (directory / "charts").mkdir()
     (directory / "charts" / "deep-1.0.0.tgz").write_bytes(nested)
     assert "chart packages nest more than 8 deep" in refusal(directory)
@@ -169,7 +163,7 @@ def test_a_schema_anywhere_in_a_package_is_checked_however_its_name_is_written(
     schema = b'{"properties": {"a": {"$ref": "http://198.51.100.7/x"}}}'
     (directory / "charts").mkdir()
     (directory / "charts" / "evil-0.1.0.tgz").write_bytes(
-        package({"evil/Chart.yaml": b"name: evil\n", member: schema})
+        chart_package({"evil/Chart.yaml": b"name: evil\n", member: schema})
     )
     assert "refers outside this schema" in refusal(directory)
 

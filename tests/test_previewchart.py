@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from bot.chartpackage import MAX_FILE_SIZE
 from bot.errors import HubbotError
 from bot.manifests import parse
 from bot.previewchart import MARK, marked_paths, preview_chart
+from tests.fixtures.charts import chart_package
 
 VALUES = json.dumps({"jupyterhub": {"singleuser": {"image": {"name": "u", "tag": "1"}}}})
 
@@ -70,21 +69,6 @@ def test_the_fixed_text_keeps_the_length_and_the_digits(tmp_path: Path) -> None:
     assert data == {"called": f"{MARK}000000000012", "piped": f"{MARK}003", "number": "5"}
 
 
-def package(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name in links:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "/etc/passwd"
-            archive.addfile(info)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("members", "links", "message"),
     [
@@ -98,7 +82,7 @@ def test_a_hostile_dependency_package_is_refused(
 ) -> None:
     chart = tmp_path / "c"
     (chart / "charts").mkdir(parents=True)
-    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(package(members, links))
+    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(chart_package(members, links))
     with pytest.raises(HubbotError, match=message), preview_chart(chart):
         pass
     assert not (tmp_path / "escape").exists()
@@ -109,7 +93,9 @@ def test_a_package_that_unpacks_bigger_than_helm_loads_is_refused_before_unpacki
 ) -> None:
     chart = tmp_path / "c"
     (chart / "charts").mkdir(parents=True)
-    big = package({"dep/Chart.yaml": b"x", "dep/templates/big.yaml": bytes(MAX_FILE_SIZE + 1)})
+    big = chart_package(
+        {"dep/Chart.yaml": b"x", "dep/templates/big.yaml": bytes(MAX_FILE_SIZE + 1)}
+    )
     (chart / "charts" / "dep-1.0.0.tgz").write_bytes(big)
     assert len(big) < 100_000  # zeros compress well: the size only shows unpacked
     with pytest.raises(HubbotError, match="more than helm loads"), preview_chart(chart):
@@ -122,7 +108,7 @@ def one_template_chart(tmp_path: Path, template: str) -> Path:
     chart = tmp_path / "c"
     (chart / "charts").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
-    dep = package(
+    dep = chart_package(
         {
             "dep/Chart.yaml": b"apiVersion: v2\nname: dep\nversion: 1.0.0\n",
             "dep/templates/cm.yaml": (
@@ -225,7 +211,8 @@ def test_without_a_usable_cache_the_preview_is_made_all_the_same(
 def test_a_hostile_package_leaves_nothing_in_the_cache(tmp_path: Path, cache: Path) -> None:
     chart = tmp_path / "c"
     (chart / "charts").mkdir(parents=True)
-    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(package({"../escape/Chart.yaml": b"x"}))
+    escaping = chart_package({"../escape/Chart.yaml": b"x"})
+    (chart / "charts" / "dep-1.0.0.tgz").write_bytes(escaping)
     with pytest.raises(HubbotError, match="cannot be unpacked"), preview_chart(chart):
         pass
     assert cache_entries(cache) == []

@@ -262,15 +262,21 @@ def test_a_misspelt_setting_in_a_secrets_file_is_unknown_to_its_class(
     ) in out
 
 
+def drop_client_secret(repo: Path) -> str:
+    """tess-private/prod's secrets file without its client_secret line; its path."""
+    secrets = "deployments/tess-private/secrets/prod.yaml"
+    text = (repo / secrets).read_text()
+    kept = [line for line in text.splitlines(keepends=True) if "client_secret:" not in line]
+    assert len(kept) == len(text.splitlines()) - 1
+    (repo / secrets).write_text("".join(kept))
+    return secrets
+
+
 @pytest.mark.slow
 def test_github_without_a_client_secret_completes_no_login(
     hub_repo: Path, startup_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    secrets = "deployments/tess-private/secrets/prod.yaml"
-    text = (hub_repo / secrets).read_text()
-    kept = [line for line in text.splitlines(keepends=True) if "client_secret:" not in line]
-    assert len(kept) == len(text.splitlines()) - 1
-    (hub_repo / secrets).write_text("".join(kept))
+    secrets = drop_client_secret(hub_repo)
     status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod", startup=True)
     assert status == 1, out
     (problem,) = [line for line in out.splitlines() if "no client_secret" in line]
@@ -311,11 +317,7 @@ def test_github_client_secret_from_a_secret_outside_the_render_is_not_checked(
     extra_env: str,
     source: str,
 ) -> None:
-    secrets = "deployments/tess-private/secrets/prod.yaml"
-    text = (hub_repo / secrets).read_text()
-    kept = [line for line in text.splitlines(keepends=True) if "client_secret:" not in line]
-    assert len(kept) == len(text.splitlines()) - 1
-    (hub_repo / secrets).write_text("".join(kept))
+    drop_client_secret(hub_repo)
     prod = "deployments/tess-private/config/prod.yaml"
     replace_in(hub_repo, prod, "  hub:\n    config:\n", "  hub:\n" + extra_env + "    config:\n")
     status, out = validate(hub_repo, capsys, "tess-private", "--env", "prod", startup=True)
