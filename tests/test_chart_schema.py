@@ -16,9 +16,8 @@ from bot.chartschema import chart_values, coalesce, read_contract, schema_violat
 from bot.errors import HubbotError
 from bot.kubeversion import ConstraintError, satisfies
 from bot.quantity import jupyterhub_bytes, kubernetes
-from tests.fixtures.charts import CHART_VERSION
+from tests.fixtures.charts import CHART_VERSION, chart_package
 from tests.fixtures.repos import replace_in, validate, write
-from tests.test_previewchart import package
 
 PUBLIC_COMMON = "deployments/tess-public/config/common.yaml"
 PRIVATE_COMMON = "deployments/tess-private/config/common.yaml"
@@ -433,7 +432,7 @@ def test_a_package_that_unpacks_bigger_than_helm_loads_is_not_read_into_memory(
     tmp_path: Path, members: dict[str, bytes]
 ) -> None:
     path = tmp_path / "jupyterhub-4.4.0.tgz"
-    path.write_bytes(package(members))
+    path.write_bytes(chart_package(members))
     dependency = helm.Dependency("jupyterhub", "4.4.0", "https://hub.jupyter.org/helm-chart/")
     with pytest.raises(HubbotError, match="more than helm loads"):
         read_package(path, dependency)
