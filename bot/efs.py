@@ -82,9 +82,9 @@ def homes_of(values: HubValues) -> EfsHomes | None:
         str(cluster["aws"]["region"]),
         str(cluster["aws"]["account_id"]),
         file_system,
-        _where(values, FILE_SYSTEM),
+        values.location(FILE_SYSTEM),
         str(access_point) if has_access_point else None,
-        _where(values, ACCESS_POINT) if has_access_point else None,
+        values.location(ACCESS_POINT) if has_access_point else None,
     )
 
 
@@ -221,9 +221,3 @@ def _call(homes: EfsHomes, request: Callable[[], T], missing: str | None = None)
         f"{homes.region}: {reason}"
     )
 
-
-def _where(values: HubValues, path: Path_) -> Location:
-    origin = values.merged.winner(path)
-    if origin is None:
-        return Location(values.deployment.file)
-    return Location(origin.file, origin.line)

@@ -193,6 +193,7 @@ def _container_env(
     containers = [c for c in pod.get("containers") or [] if c.get("name") == "hub"]
     env: dict[str, str] = {}
     outside: dict[str, str] = {}
+    rendered: dict[tuple[str, str], dict[str, str] | None] = {}  # each decoded once
     for entry in containers[0].get("env") or [] if containers else []:
         name, source = str(entry.get("name")), entry.get("valueFrom") or {}
         # A later entry of the same name replaces an earlier one, as in Kubernetes.
@@ -207,7 +208,9 @@ def _container_env(
             if not isinstance(ref, dict):
                 continue
             ref_name, key = str(ref.get("name")), str(ref.get("key"))
-            data = _rendered_data(resources, kind, ref_name, namespace)
+            if (kind, ref_name) not in rendered:
+                rendered[kind, ref_name] = _rendered_data(resources, kind, ref_name, namespace)
+            data = rendered[kind, ref_name]
             if data is None:
                 outside[name] = f"{kind}/{ref_name} key {key}"
             elif key in data:
@@ -240,7 +243,7 @@ def judge(values: HubValues, answer: dict[str, Any]) -> StartupReport:
         report.errors.append(
             HubbotError(
                 f"{hub_version} cannot load this hub's configuration: {answer['load_error']}",
-                _where(values, HUB_CONFIG),
+                values.location(HUB_CONFIG),
             )
         )
         report.verdict = f"does not start: {answer['load_error']}"
@@ -252,21 +255,13 @@ def judge(values: HubValues, answer: dict[str, Any]) -> StartupReport:
     return report
 
 
-def _where(values: HubValues, path: Path_) -> Location:
-    """The layer line that set `path`, or its nearest enclosing key, or the env's own file."""
-    found = values.merged.nearest(path)
-    if found is None:
-        return Location(layer_files(values.hub, values.env)[2])
-    return Location(found[1].file, found[1].line)
-
-
 def _setting(values: HubValues, trait: str, *singleuser: str) -> Location:
     """Where a KubeSpawner setting comes from: hub.config.KubeSpawner if a layer sets it
     there (it wins), else the singleuser key the chart maps to it."""
     direct = values.merged.winner((*HUB_CONFIG, "KubeSpawner", trait))
     if direct is not None:
         return Location(direct.file, direct.line)
-    return _where(values, (*SINGLEUSER, *singleuser))
+    return values.location((*SINGLEUSER, *singleuser))
 
 
 def _judge_settings(
@@ -276,7 +271,7 @@ def _judge_settings(
     for entry in settings:
         section, trait, status = entry["section"], entry["trait"], entry["status"]
         name = f"{section}.{trait}"
-        where = _where(values, (*HUB_CONFIG, section, trait))
+        where = values.location((*HUB_CONFIG, section, trait))
         package = entry.get("package", hub_version)
         if values.merged.winner((*HUB_CONFIG, section, trait)) is None:
             # No layer sets it: the jupyterhub chart's own values.yaml does.
@@ -306,7 +301,7 @@ def _judge_settings(
             )
         elif status in ("unknown-class", "unused") and section not in sections_done:
             sections_done.add(section)
-            where = _where(values, (*HUB_CONFIG, section))
+            where = values.location((*HUB_CONFIG, section))
             if status == "unknown-class":
                 report.errors.append(
                     HubbotError(
@@ -328,7 +323,7 @@ def _judge_settings(
 
 def _judge_login(values: HubValues, login: dict[str, Any], report: StartupReport) -> str:
     """Errors about who can log in; the verdict's login part."""
-    where = _where(values, AUTHENTICATOR_CLASS)
+    where = values.location(AUTHENTICATOR_CLASS)
     name = str(login.get("name", "the authenticator"))
     if "error" in login:
         report.errors.append(HubbotError(f"{name} cannot be set up: {login['error']}", where))
@@ -367,7 +362,7 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
         report.errors.append(
             HubbotError(
                 f"the login does not go to {provider} ({authorize}) but to {url}",
-                _where(values, config),
+                values.location(config),
             )
         )
     client_id = params.get("client_id", "")
@@ -379,7 +374,7 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
                 f"and put its client_id and client_secret under {'.'.join(map(str, config))} in "
                 f"{layer_files(values.hub, values.env)[3]} (`hubbot secrets edit {values.hub} "
                 f"{values.env}`)",
-                _where(values, (*config, "client_id")),
+                values.location((*config, "client_id")),
             )
         )
     secret_from = login.get("client_secret_from")
@@ -391,7 +386,7 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
                 f"app's client_secret under {'.'.join(map(str, config))} in "
                 f"{layer_files(values.hub, values.env)[3]} (`hubbot secrets edit {values.hub} "
                 f"{values.env}`)",
-                _where(values, (*config, "client_secret")),
+                values.location((*config, "client_secret")),
             )
         )
     client = f"client id {client_id}" if client_id else "no client id"
@@ -399,7 +394,7 @@ def _judge_oauth(values: HubValues, login: dict[str, Any], name: str, report: St
         client = "client id set from secrets"
     callback = str(params.get("redirect_uri") or "")
     expected = values.environment.url.rstrip("/") + "/hub/oauth_callback"
-    callback_where = _where(values, (*config, "oauth_callback_url"))
+    callback_where = values.location((*config, "oauth_callback_url"))
     if not login.get("callback_url"):
         report.warnings.append(
             HubbotError(
@@ -438,7 +433,7 @@ def _judge_pods(values: HubValues, pods: dict[str, Any], report: StartupReport) 
         report.errors.append(
             HubbotError(
                 f"{pods.get('class', 'the spawner')} cannot build the user pod: {pods['error']}",
-                _where(values, SINGLEUSER),
+                values.location(SINGLEUSER),
             )
         )
         return

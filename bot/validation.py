@@ -29,7 +29,7 @@ from bot.merge import Origin, effective
 from bot.schemas import SCHEMA_DIR, Checker, Violation, load_checker
 from bot.sops_format import SecretLeaf
 from bot.source import Source
-from bot.values import CHART_VALUES, HubValues, layer_files
+from bot.values import CHART_VALUES, HubValues
 from bot.yamlfile import Path_
 
 SAMPLE_FOR_SOPS_TYPE: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
@@ -282,12 +282,7 @@ def _locate(values: HubValues, path: Path_, missing: str | None = None) -> Locat
         deleted = values.merged.deleted_by((*path, missing))
         if deleted is not None:
             return Location(deleted[1].file, deleted[1].line)
-    found = values.merged.nearest(path)
-    if found is None:
-        # No layer sets anything on the way: point at the environment's own file.
-        return Location(layer_files(values.hub, values.env)[2])
-    _, origin = found
-    return Location(origin.file, origin.line)
+    return values.location(path)
 
 
 def _tag_problems(values: HubValues, document: dict[str, Any]) -> list[HubbotError]:

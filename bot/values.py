@@ -56,6 +56,14 @@ class HubValues:
     def document(self) -> dict[str, Any]:
         return self.merged.document
 
+    def location(self, path: Path_) -> Location:
+        """The layer line that set `path`, or its nearest enclosing key, or (when no layer
+        sets anything on the way) the environment's own file."""
+        found = self.merged.nearest(path)
+        if found is None:
+            return Location(layer_files(self.hub, self.env)[2])
+        return Location(found[1].file, found[1].line)
+
 
 def layer_files(hub: str, env: str) -> list[str]:
     base = f"{DEPLOYMENTS}/{hub}"
