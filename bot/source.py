@@ -71,7 +71,7 @@ class WorkTree:
             return None  # a directory is no file to read, as at a commit
         try:
             data = (self.root / path).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        except FileNotFoundError:  # removed since it was looked at
             return None
         return decode(path, data)
 
