@@ -65,16 +65,8 @@ def outside_reference(schema: Any, path: Path_ = ()) -> SchemaInvalid | None:
     Only references within the schema (`#...`) and the drafts' meta-schemas are kept.
     Property names and instances (`enum`, `default`, ...) are data, not keywords.
     """
-    if isinstance(schema, list):  # allOf, anyOf, oneOf, prefixItems, items as a list
-        for index, item in enumerate(schema):
-            found = outside_reference(item, (*path, index))
-            if found is not None:
-                return found
-        return None
-    if not isinstance(schema, dict):
-        return None
-    for key, value in schema.items():
-        where = (*path, key)
+    for where, value in _keywords(schema, path):
+        key = where[-1]
         if key in _REFERENCES:
             if not (isinstance(value, str) and value.startswith("#")):
                 return SchemaInvalid(
@@ -88,22 +80,12 @@ def outside_reference(schema: Any, path: Path_ = ()) -> SchemaInvalid | None:
                 "validator may then fetch them): remove it",
                 where,
             )
-        elif key == "$schema":
-            if not (isinstance(value, str) and value in KNOWN_META_SCHEMAS):
-                return SchemaInvalid(
-                    f"`$schema: {value}` is not a JSON Schema draft's meta-schema (such as "
-                    "https://json-schema.org/draft/2020-12/schema)",
-                    where,
-                )
-        elif key in _NAMED_SCHEMAS and isinstance(value, dict):
-            for name, named in value.items():
-                found = outside_reference(named, (*where, name))
-                if found is not None:
-                    return found
-        elif key not in _INSTANCES:
-            found = outside_reference(value, where)
-            if found is not None:
-                return found
+        elif key == "$schema" and not (isinstance(value, str) and value in KNOWN_META_SCHEMAS):
+            return SchemaInvalid(
+                f"`$schema: {value}` is not a JSON Schema draft's meta-schema (such as "
+                "https://json-schema.org/draft/2020-12/schema)",
+                where,
+            )
     return None
 
 
@@ -137,7 +119,9 @@ _ANCHORS = ("$anchor", "$dynamicAnchor")
 
 
 def _keywords(schema: Any, path: Path_) -> Iterator[tuple[Path_, Any]]:
-    """(path, value) of every keyword in schema positions, as outside_reference walks them."""
+    """(path, value) of every keyword in schema positions, outermost first: the keys of a
+    mapping of named schemas (`properties`, `$defs`, ...) are names, and the values of
+    `enum`, `const`, `default` and `examples` are instances, so neither is looked into."""
     if isinstance(schema, list):
         for index, item in enumerate(schema):
             yield from _keywords(item, (*path, index))
