@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,22 +49,24 @@ class ChartPackage:
         return data if isinstance(data, dict) else {}
 
 
-def refuse_oversized(name: str, members: list[tarfile.TarInfo]) -> None:
+def refuse_oversized(name: str, members: Iterable[tarfile.TarInfo]) -> None:
     """A package that unpacks bigger than helm itself would load is refused before it is
     unpacked (a few MiB of zeros unpack to gigabytes; a package is a pull request's to
-    choose)."""
+    choose). Given the archive itself, each header is judged as it is read, before the
+    data of a member that would pass the limits is inflated, as bot/charttree.py does."""
+    total = 0
     for member in members:
         if member.size > MAX_FILE_SIZE:
             raise HubbotError(
                 f"chart package {name}: {member.name} unpacks to {member.size} bytes, more "
                 f"than helm loads ({MAX_FILE_SIZE})"
             )
-    total = sum(member.size for member in members)
-    if total > MAX_CHART_SIZE:
-        raise HubbotError(
-            f"chart package {name} unpacks to {total} bytes, more than helm loads "
-            f"({MAX_CHART_SIZE})"
-        )
+        total += member.size
+        if total > MAX_CHART_SIZE:
+            raise HubbotError(
+                f"chart package {name} unpacks to at least {total} bytes, more than helm "
+                f"loads ({MAX_CHART_SIZE})"
+            )
 
 
 def read_package(path: Path, dep: Dependency) -> ChartPackage:
@@ -76,7 +78,7 @@ def read_package(path: Path, dep: Dependency) -> ChartPackage:
         data = path.read_bytes()
         files: dict[str, bytes] = {}
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            refuse_oversized(path.name, tar.getmembers())
+            refuse_oversized(path.name, tar)
             for member in tar.getmembers():
                 top, _, inner = member.name.partition("/")
                 # Only the chart's own regular files: no links, nothing outside its directory.

@@ -140,7 +140,7 @@ def _unpack(package: Path, charts: Path) -> None:
     with tempfile.TemporaryDirectory(dir=charts) as unpacked:
         try:
             with tarfile.open(package) as archive:
-                refuse_oversized(package.name, archive.getmembers())
+                refuse_oversized(package.name, archive)
                 # The "data" filter refuses links and paths that leave the directory.
                 archive.extractall(unpacked, filter="data")
         except (tarfile.TarError, OSError) as exc:
