@@ -469,19 +469,20 @@ def status_problem(status: Any) -> str | None:
     """Why a listed deployment status is not in GitHub's documented shape (an object with
     one of its states and a string description); None when it is."""
     if not isinstance(status, dict):
-        return f"it is {_shown(status)}, not a JSON object"
+        return f"it is {quoted_value(status)}, not a JSON object"
     state = status.get("state")
     if not isinstance(state, str) or state not in DEPLOYMENT_STATES:
-        shown = "missing" if "state" not in status else _shown(state)
+        shown = "missing" if "state" not in status else quoted_value(state)
         return f"its state is {shown}, not one of GitHub's ({', '.join(DEPLOYMENT_STATES)})"
     # GitHub's default description is "", and null reads as that.
     description = status.get("description")
     if description is not None and not isinstance(description, str):
-        return f"its description is {_shown(description)}, not a string"
+        return f"its description is {quoted_value(description)}, not a string"
     return None
 
 
-def _shown(value: Any) -> str:
+def quoted_value(value: Any) -> str:
+    """A value from an answer, for a message: short, and quoted as Python writes it."""
     return repr(value)[:40]
 
 
@@ -491,7 +492,7 @@ def _not_githubs(endpoint: str, what: str) -> HubbotError:
 
 
 def _id_not_githubs(endpoint: str, deployment: Any) -> HubbotError:
-    shown = _shown(deployment.get("id")) if isinstance(deployment, dict) else "none"
+    shown = quoted_value(deployment.get("id")) if isinstance(deployment, dict) else "none"
     return _not_githubs(
         endpoint,
         f"a deployment whose id is {shown}, where GitHub gives every deployment an integer id",
@@ -515,7 +516,7 @@ def successful_deployments(
         if number is None:
             raise _id_not_githubs(listing, deployment)
         if deployment_sha(deployment) is None:
-            shown = _shown(deployment.get("sha")) if "sha" in deployment else "missing"
+            shown = quoted_value(deployment.get("sha")) if "sha" in deployment else "missing"
             raise _not_githubs(
                 listing,
                 f"deployment {number} whose sha is {shown}, where GitHub gives every "

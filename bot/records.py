@@ -465,8 +465,8 @@ def _not_githubs(deployment: Any) -> Rejected:
     return Rejected(
         None,
         sha if isinstance(sha, str) else "",
-        f"its id {repr(found)[:40]} is not an integer, as GitHub gives every deployment: not a "
-        "GitHub record",
+        f"its id {github.quoted_value(found)} is not an integer, as GitHub gives every "
+        "deployment: not a GitHub record",
     )
 
 
